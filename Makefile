@@ -1,0 +1,59 @@
+# imagenet-tfrecords: every target runs from the repository root.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+STAMP := $(VENV)/.installed
+IMAGE ?= $(shell $(PY) -c "from imagenet_tfrecords.components.image import IMAGE; print(IMAGE)" 2>/dev/null)
+SAMPLE := build/sample
+OUTPUT := build/tfrecords
+COMPILED := pipelines/tinyimagenet_to_tfrecords.yaml
+
+.PHONY: install test run demo compile compile-check image image-check lint bench bench-small clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[gcs,s3,dev]'
+	touch $(STAMP)
+
+test: install
+	$(BIN)/pytest -q
+
+run: install
+	$(BIN)/imagenet-tfrecords sample --output $(SAMPLE)
+	$(BIN)/imagenet-tfrecords run --data $(SAMPLE) --output $(OUTPUT)
+	$(BIN)/imagenet-tfrecords verify $(OUTPUT)
+
+demo: run
+
+compile: install
+	$(PY) -m imagenet_tfrecords.pipelines.tinyimagenet_to_tfrecords
+
+compile-check: install
+	@tmp=$$(mktemp --suffix=.yaml) && \
+	env -u IMAGENET_TFRECORDS_IMAGE $(PY) -c "import sys; from imagenet_tfrecords.pipelines.tinyimagenet_to_tfrecords import compile_pipeline; compile_pipeline(sys.argv[1])" $$tmp && \
+	if diff -u $(COMPILED) $$tmp; then echo "$(COMPILED) is up to date"; rm -f $$tmp; \
+	else rm -f $$tmp; echo "$(COMPILED) is stale: run 'make compile' and commit it" >&2; exit 1; fi
+
+# No Docker engine here? 'make image-check' runs the Dockerfile's install steps in a clean venv.
+image:
+	docker build -f images/Dockerfile -t $(IMAGE) .
+
+image-check: install
+	$(BIN)/pytest -q tests/test_image_build.py
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+bench: install
+	$(PY) benchmarks/bench.py $(BENCH_ARGS)
+
+bench-small: install
+	$(PY) benchmarks/bench.py --small
+
+clean:
+	rm -rf build .pytest_cache

@@ -1,0 +1,8 @@
+"""Kubeflow Pipelines components of imagenet-tfrecords, exported by name."""
+
+from .aggregate_stats import aggregate_stats
+from .convert_shards import convert_shards
+from .image import IMAGE
+from .parse_metadata import parse_metadata
+
+__all__ = ["IMAGE", "aggregate_stats", "convert_shards", "parse_metadata"]

@@ -1,0 +1,10 @@
+"""Turn a TinyImageNet-layout image dataset into TFRecords (core library; never imports kfp)."""
+
+__version__ = "0.1.0"
+
+
+def load(source, split: str, **kwargs):
+    """tf.data reader of a converted split; see imagenet_tfrecords.reader.load."""
+    from .reader import load as _load
+
+    return _load(source, split, **kwargs)

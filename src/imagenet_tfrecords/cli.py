@@ -1,0 +1,269 @@
+"""imagenet-tfrecords: convert a TinyImageNet-layout dataset to TFRecords, locally or on Kubeflow.
+
+Exit codes: 0 success, 1 internal error, 2 bad command line, 3 bad input (metadata, too many
+rejects), 4 verification found a mismatch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+
+from .convert import GRAYSCALE_POLICIES, Options, available_cpus, convert
+from .fs import Location
+from .layout import MetadataError, build_plan
+from .stats import IncompleteConversion, TooManyRejects, aggregate
+
+EXIT_INTERNAL, EXIT_USAGE, EXIT_BAD_INPUT, EXIT_VERIFY = 1, 2, 3, 4
+log = logging.getLogger("imagenet_tfrecords")
+
+EXAMPLES = {
+    "run": "imagenet-tfrecords run --data ./sample --output ./out",
+    "convert": "imagenet-tfrecords convert --data gs://b/tiny-imagenet-200 --output gs://b/tfrecords --workers 8",
+    "compile": "imagenet-tfrecords compile --output pipeline.yaml --parallelism 32",
+    "submit": "imagenet-tfrecords submit --host http://localhost:8080 --data gs://b/tiny-imagenet-200 --output gs://b/out",
+    "verify": "imagenet-tfrecords verify ./out",
+    "sample": "imagenet-tfrecords sample --output ./sample --classes 10",
+}
+
+
+def _url(value: str) -> str:
+    """Local paths become absolute (pipeline tasks may run elsewhere); URLs pass through."""
+    return value if "://" in value else os.path.abspath(value)
+
+
+def _add_conversion_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True, type=_url, help="dataset root (path, gs://, s3://, memory://)")
+    p.add_argument("--output", required=True, type=_url, help="output root for shards and reports")
+    p.add_argument(
+        "--grayscale",
+        choices=GRAYSCALE_POLICIES,
+        default="rgb",
+        help="rgb: convert grayscale/CMYK to RGB (default); skip: leave them out",
+    )
+    p.add_argument("--image-size", default="", metavar="HxW", help="reject images of any other size")
+    p.add_argument("--shard-size", type=int, default=500, help="images per val/test shard (default 500)")
+    p.add_argument(
+        "--max-reject-fraction",
+        type=float,
+        default=0.01,
+        help="fail (after writing rejects.tsv) when more inputs are rejected (default 0.01)",
+    )
+
+
+def _progress(total: int, unit: str):
+    """A tqdm bar on a terminal; quiet log lines otherwise."""
+    if sys.stderr.isatty():
+        from tqdm import tqdm
+
+        return tqdm(total=total, unit=unit, file=sys.stderr)
+    return None
+
+
+def cmd_convert(args) -> int:
+    options = Options(grayscale=args.grayscale, image_size=args.image_size)
+    started = time.perf_counter()
+    plan = build_plan(args.data, shard_size=args.shard_size)
+    ids = range(len(plan["shards"]))
+    workers = args.workers or available_cpus()
+    log.info("converting %d shards of %s with %d workers", len(ids), args.data, workers)
+    bar = _progress(len(ids), "shard")
+    results = convert(
+        plan, ids, args.output, options, workers=workers, on_done=(lambda s: bar.update(1)) if bar else None
+    )
+    if bar:
+        bar.close()
+    info = aggregate(plan, results, args.output, options=vars(options), max_reject_fraction=1.0)
+    _report(info, time.perf_counter() - started)
+    from .stats import check_rejects
+
+    check_rejects(info, args.max_reject_fraction)
+    return 0
+
+
+def _report(info: dict, seconds: float) -> None:
+    records = sum(s["num_records"] for s in info["splits"].values())
+    for split, s in info["splits"].items():
+        extra = f", converted {s['converted']}" if s["converted"] else ""
+        print(
+            f"{split}: {s['num_records']} records in {len(s['shards'])} shards "
+            f"({s['rejected']} rejected, {s['skipped']} skipped{extra})"
+        )
+    for w in info["warnings"]:
+        print(f"warning: {w}")
+    print(
+        f"{records} records in {seconds:.1f} s ({records / max(seconds, 1e-9):.0f} img/s); "
+        f"{info['rejected']} rejects listed in rejects.tsv"
+    )
+
+
+def cmd_run(args) -> int:
+    from kfp import local
+
+    from .pipelines.tinyimagenet_to_tfrecords import build_pipeline
+
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="kfp-local-") as tmp:
+        root = args.pipeline_root or tmp
+        local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=root, raise_on_error=True)
+        pipeline = build_pipeline(args.parallelism)
+        pipeline(
+            data_url=args.data,
+            output_url=args.output,
+            grayscale=args.grayscale,
+            shards_per_task=args.shards_per_task,
+            shard_size=args.shard_size,
+            image_size=args.image_size,
+            max_reject_fraction=args.max_reject_fraction,
+            workers=args.workers,
+        )
+    info = json.loads(Location.of(args.output).child("dataset_info.json").read_text())
+    _report(info, time.perf_counter() - started)
+    return 0
+
+
+def cmd_compile(args) -> int:
+    from .pipelines.tinyimagenet_to_tfrecords import compile_pipeline
+
+    compile_pipeline(args.output, args.parallelism)
+    print(f"wrote {args.output}")
+    return 0
+
+
+def cmd_submit(args) -> int:
+    import kfp
+
+    from .pipelines.tinyimagenet_to_tfrecords import build_pipeline
+
+    client = kfp.Client(host=args.host, namespace=args.namespace)
+    run = client.create_run_from_pipeline_func(
+        build_pipeline(args.parallelism),
+        arguments={
+            "data_url": args.data,
+            "output_url": args.output,
+            "grayscale": args.grayscale,
+            "shards_per_task": args.shards_per_task,
+            "shard_size": args.shard_size,
+            "image_size": args.image_size,
+            "max_reject_fraction": args.max_reject_fraction,
+        },
+        experiment_name=args.experiment,
+        enable_caching=not args.no_cache,
+    )
+    print(f"submitted run {run.run_id}: {args.host.rstrip('/')}/#/runs/details/{run.run_id}")
+    return 0
+
+
+def cmd_verify(args) -> int:
+    from .reader import verify
+
+    counts = verify(args.output)
+    print("\n".join(f"{split},{n}" for split, n in counts.items()))
+    print("ok: every shard read back with tf.data and matches sizes.txt and dataset_info.json")
+    return 0
+
+
+def cmd_sample(args) -> int:
+    from .sample import write_sample
+
+    counts = write_sample(
+        args.output,
+        classes=args.classes,
+        train_per_class=args.train_per_class,
+        val=args.val,
+        test=args.test,
+        seed=args.seed,
+    )
+    print(f"wrote a sample dataset to {args.output}: {counts}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="imagenet-tfrecords", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def add(name, func, help_):
+        sp = sub.add_parser(
+            name,
+            help=help_,
+            description=help_,
+            epilog=f"example:\n  {EXAMPLES[name]}",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        sp.set_defaults(func=func)
+        return sp
+
+    sp = add("run", cmd_run, "run the whole Kubeflow pipeline locally (kfp.local, no Kubernetes)")
+    _add_conversion_args(sp)
+    sp.add_argument(
+        "--shards-per-task",
+        type=int,
+        default=50,
+        help="shards per pipeline task (default 50: few tasks, each using every core)",
+    )
+    sp.add_argument("--parallelism", type=int, default=2, help="ParallelFor parallelism (default 2)")
+    sp.add_argument("--workers", type=int, default=0, help="processes per task (default: every CPU)")
+    sp.add_argument("--pipeline-root", help="keep kfp.local's artifacts here (default: a temporary directory)")
+
+    sp = add("convert", cmd_convert, "convert without Kubeflow: a process pool over all shards")
+    _add_conversion_args(sp)
+    sp.add_argument("--workers", type=int, default=0, help="processes (default: every CPU)")
+
+    sp = add("compile", cmd_compile, "compile the pipeline to YAML")
+    sp.add_argument("--output", default="tinyimagenet_to_tfrecords.yaml")
+    sp.add_argument("--parallelism", type=int, default=16, help="ParallelFor parallelism (default 16)")
+
+    sp = add("submit", cmd_submit, "upload and run the pipeline on a Kubeflow Pipelines server")
+    _add_conversion_args(sp)
+    sp.add_argument("--host", required=True, help="Kubeflow Pipelines API endpoint")
+    sp.add_argument("--namespace", default="kubeflow")
+    sp.add_argument("--experiment", default="imagenet-tfrecords")
+    sp.add_argument("--shards-per-task", type=int, default=1)
+    sp.add_argument("--parallelism", type=int, default=16)
+    sp.add_argument("--no-cache", action="store_true", help="disable KFP caching for this run")
+
+    sp = add("verify", cmd_verify, "read every shard with tf.data and check counts against the reports")
+    sp.add_argument("output", type=_url)
+
+    sp = add("sample", cmd_sample, "write a small TinyImageNet-layout dataset of real JPEGs")
+    sp.add_argument("--output", required=True)
+    sp.add_argument("--classes", type=int, default=10)
+    sp.add_argument("--train-per-class", type=int, default=20)
+    sp.add_argument("--val", type=int, default=50)
+    sp.add_argument("--test", type=int, default=30)
+    sp.add_argument("--seed", type=int, default=0)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        return args.func(args)
+    except (MetadataError, TooManyRejects, IncompleteConversion) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except Exception as e:
+        from .reader import VerificationError
+
+        if isinstance(e, VerificationError):
+            print(f"verification failed:\n{e}", file=sys.stderr)
+            return EXIT_VERIFY
+        if args.verbose:
+            raise
+        print(f"internal error: {type(e).__name__}: {e} (rerun with -v for the traceback)", file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,251 @@
+"""Convert planned shards to TFRecord files, one process per shard in a pool.
+
+A worker streams its shard: read a file, decode it, append the framed record to a local
+temporary file, move on. Memory stays flat whatever the size of a class directory. The
+finished file is published atomically (see fs.publish), then a small JSON record of the
+shard's statistics is written under ``_work/``. A re-run finds that record, checks the shard
+against its recorded size and record count, and skips it; anything else is converted again.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import multiprocessing
+import os
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+
+from . import records
+from .fs import Location, publish
+from .image import DEFAULT_MAX_PIXELS, BadImage, decode
+from .layout import natural_key, shard_file
+
+GRAYSCALE_POLICIES = ("rgb", "skip")
+WORK_DIR = "_work"
+
+
+@dataclass(frozen=True)
+class Options:
+    """How images become records.
+
+    grayscale: "rgb" converts grayscale and CMYK images to 3-channel RGB; "skip" leaves out
+        every image that was not 3-channel RGB (what the 2018 notebook did), counted as skipped.
+    max_pixels: images whose header declares more pixels are rejected before decoding.
+    image_size: "HxW" to reject images of any other size; "" accepts every size.
+    """
+
+    grayscale: str = "rgb"
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    image_size: str = ""
+
+    def __post_init__(self):
+        if self.grayscale not in GRAYSCALE_POLICIES:
+            raise ValueError(f"grayscale policy must be one of {GRAYSCALE_POLICIES}, got {self.grayscale!r}")
+        if self.image_size and not _parse_size(self.image_size):
+            raise ValueError(f"image_size must look like 64x64, got {self.image_size!r}")
+
+
+def _parse_size(text: str) -> tuple[int, int] | None:
+    h, x, w = text.lower().partition("x")
+    return (int(h), int(w)) if x and h.isdigit() and w.isdigit() else None
+
+
+def stats_location(out: Location, shard: dict) -> Location:
+    return out.child(WORK_DIR, shard_file(shard).rsplit("/", 1)[1] + ".json")
+
+
+@dataclass(frozen=True)
+class Job:
+    """What every shard of one conversion shares (small: it is sent to each worker)."""
+
+    data_url: str
+    out_url: str
+    wnids: tuple[str, ...]
+    options: Options = Options()
+
+    @classmethod
+    def of(cls, plan: dict, out_url: str, options: Options = Options()) -> Job:
+        return cls(plan["data"], str(out_url), tuple(c["wnid"] for c in plan["classes"]), options)
+
+
+def convert_shard(job: Job, shard_id: int, shard: dict) -> dict:
+    """Write one shard (unless a verified copy exists) and return its statistics."""
+    options = job.options
+    out = Location.of(job.out_url)
+    target = out.child(shard_file(shard))
+    done = _finished(out, shard, target)
+    if done is not None:
+        return done
+
+    started = time.perf_counter()
+    root = Location.of(job.data_url)
+    directory = root.child(shard["dir"])
+    num_classes = len(job.wnids)
+    stats: dict = {
+        "shard": shard_id,
+        "split": shard["split"],
+        "file": shard_file(shard),
+        "records": 0,
+        "bytes": 0,
+        "found": 0,
+        "rejected": [],
+        "skipped": [],
+        "problems": [],  # about the directory rather than one file
+        "converted": Counter(),
+        "labels": Counter(),
+        "shapes": Counter(),
+    }
+
+    if "files" in shard:  # val / test: a fixed list of (name, label, reason)
+        entries = shard["files"]
+    else:  # train: one class directory, listed now
+        entries = []
+        if directory.isdir():
+            for e in directory.list_dir(root):
+                if e.kind == "file":
+                    entries.append([e.name, shard["label"], None])
+                elif e.kind == "outside":
+                    entries.append([e.name, None, "symlink pointing outside the dataset root (not followed)"])
+                else:
+                    entries.append([e.name, None, "a directory where images are expected"])
+        entries.sort(key=lambda x: natural_key(x[0]))
+        if not any(reason is None for _, _, reason in entries):
+            stats["problems"].append(
+                {"path": shard["dir"], "reason": "class directory has no images (class gets an empty shard)"}
+            )
+
+    size = _parse_size(options.image_size) if options.image_size else None
+    one_hots: dict[int, bytes] = {}
+    wanted = [name for name, _, reason in entries if reason is None]
+    data_iter = directory.read_many(wanted)
+    with publish(target) as tmp, open(tmp, "wb", buffering=1 << 20) as f:
+        for name, label, reason in entries:
+            path = f"{shard['dir']}/{name}"
+            stats["found"] += 1
+            if reason is not None:
+                stats["rejected"].append({"path": path, "reason": reason})
+                continue
+            _, data = next(data_iter)
+            if isinstance(data, Exception):
+                stats["rejected"].append({"path": path, "reason": f"cannot read: {data}"})
+                continue
+            try:
+                img = decode(data, max_pixels=options.max_pixels)
+            except BadImage as e:
+                stats["rejected"].append({"path": path, "reason": str(e)})
+                continue
+            h, w, c = img.pixels.shape
+            if size and (h, w) != size:
+                stats["rejected"].append({"path": path, "reason": f"image is {h}x{w}, expected {options.image_size}"})
+                continue
+            if img.source != "rgb":
+                if options.grayscale == "skip":
+                    stats["skipped"].append({"path": path, "reason": f"{img.source} image (grayscale policy: skip)"})
+                    continue
+                stats["converted"][img.source] += 1
+            if label not in one_hots:
+                one_hots[label] = records.one_hot(label, num_classes)
+            record = records.encode_example(
+                height=h,
+                width=w,
+                channel=c,
+                label=label,
+                label_one_hot=one_hots[label],
+                image_raw=img.pixels.tobytes(),
+                filename=path.encode(),
+                wnid=job.wnids[label].encode() if label >= 0 else b"",
+            )
+            framed = records.frame(record)
+            f.write(framed)
+            stats["records"] += 1
+            stats["bytes"] += len(framed)
+            stats["labels"][str(label)] += 1
+            stats["shapes"][f"{h}x{w}"] += 1
+    stats["seconds"] = round(time.perf_counter() - started, 4)
+    stats_location(out, shard).write_text(json.dumps(stats, sort_keys=True))
+    return json.loads(json.dumps(stats))  # Counters -> plain dicts, as a re-run would read it
+
+
+def _finished(out: Location, shard: dict, target: Location) -> dict | None:
+    """The recorded statistics of a complete shard from an earlier run, or None."""
+    recorded = stats_location(out, shard)
+    if not (recorded.exists() and target.exists()):
+        return None
+    try:
+        stats = json.loads(recorded.read_text())
+        if target.size() != stats["bytes"]:
+            return None
+        with target.fs.open(target.path, "rb") as f:
+            if records.count_records(f) != stats["records"]:
+                return None
+    except (ValueError, KeyError, records.CorruptShard):
+        return None
+    stats["resumed"] = True
+    return stats
+
+
+def available_cpus() -> int:
+    """CPUs this process may use: affinity mask, capped by the cgroup CPU quota of a pod."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    quota = _cgroup_quota()
+    return max(1, min(cpus, math.ceil(quota))) if quota else cpus
+
+
+def _cgroup_quota() -> float | None:
+    try:  # cgroup v2: "max 100000" or "200000 100000"
+        with open("/sys/fs/cgroup/cpu.max") as f:
+            q, p = f.read().split()
+        return None if q == "max" else int(q) / int(p)
+    except (OSError, ValueError):
+        pass
+    try:  # cgroup v1
+        with open("/sys/fs/cgroup/cpu/cpu.cfs_quota_us") as f:
+            q = int(f.read())
+        with open("/sys/fs/cgroup/cpu/cpu.cfs_period_us") as f:
+            p = int(f.read())
+        return None if q <= 0 else q / p
+    except (OSError, ValueError):
+        return None
+
+
+def convert(
+    plan: dict,
+    shard_ids: Iterable[int],
+    out_url: str,
+    options: Options = Options(),
+    *,
+    workers: int = 0,
+    on_done: Callable[[dict], None] | None = None,
+) -> list[dict]:
+    """Convert shards with a pool of ``workers`` processes (0: every available CPU).
+
+    Returns the shards' statistics in shard order; ``on_done`` is called as each finishes.
+    """
+    ids = list(shard_ids)
+    job = Job.of(plan, out_url, options)
+    shards = plan["shards"]
+    workers = min(workers or available_cpus(), len(ids)) or 1
+    results: dict[int, dict] = {}
+    if workers == 1:
+        for i in ids:
+            results[i] = convert_shard(job, i, shards[i])
+            if on_done:
+                on_done(results[i])
+    else:
+        # fork: workers start in milliseconds and never import TensorFlow or kfp themselves.
+        ctx = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
+        with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+            futures = {pool.submit(convert_shard, job, i, shards[i]): i for i in ids}
+            for fut in as_completed(futures):
+                results[futures[fut]] = fut.result()
+                if on_done:
+                    on_done(results[futures[fut]])
+    return [results[i] for i in ids]

@@ -1,0 +1,159 @@
+"""URL handling through fsspec: local paths, file://, memory://, gs://, s3://.
+
+Every read and write of the project goes through here, so local disks and object stores
+share one code path. Shards are published atomically: they are written to a local
+temporary file first, then renamed into place (local output) or uploaded in one piece
+(object stores commit an upload only when it is complete), so a killed task never
+leaves a truncated file under a final name.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import fsspec
+from fsspec.core import url_to_fs
+
+
+@dataclass(frozen=True)
+class Location:
+    """A directory (or file) URL resolved to its fsspec filesystem."""
+
+    url: str
+    fs: fsspec.AbstractFileSystem
+    path: str
+
+    @classmethod
+    def of(cls, url: str) -> Location:
+        url = str(url)
+        fs, path = url_to_fs(url)
+        return cls(url.rstrip("/") or url, fs, path.rstrip("/") or path)
+
+    @property
+    def is_local(self) -> bool:
+        return "file" in _protocols(self.fs)
+
+    def child(self, *parts: str) -> Location:
+        rel = "/".join(p.strip("/") for p in parts if p)
+        return Location(f"{self.url}/{rel}", self.fs, f"{self.path}/{rel}")
+
+    def exists(self) -> bool:
+        return self.fs.exists(self.path)
+
+    def isdir(self) -> bool:
+        return self.fs.isdir(self.path)
+
+    def read_bytes(self) -> bytes:
+        if self.is_local:
+            with open(self.path, "rb") as f:
+                return f.read()
+        return self.fs.cat_file(self.path)
+
+    def read_text(self) -> str:
+        return self.read_bytes().decode("utf-8-sig")
+
+    def write_bytes(self, data: bytes) -> None:
+        """Write a small file atomically (temporary name, then move into place)."""
+        with publish(self) as tmp, open(tmp, "wb") as f:
+            f.write(data)
+
+    def write_text(self, text: str) -> None:
+        self.write_bytes(text.encode("utf-8"))
+
+    def size(self) -> int:
+        return int(self.fs.size(self.path))
+
+    def list_dir(self, root: Location | None = None) -> list[Entry]:
+        """Entries directly under this directory, sorted by name.
+
+        On local disks a symlink whose target lies outside ``root`` (default: this
+        directory) is reported as kind "outside" and not followed.
+        """
+        if self.is_local:
+            return _list_local(self.path, (root or self).path)
+        entries = []
+        for info in self.fs.ls(self.path, detail=True):
+            name = info["name"].rstrip("/").rsplit("/", 1)[-1]
+            kind = "dir" if info.get("type") == "directory" else "file"
+            entries.append(Entry(name, kind))
+        return sorted(entries, key=lambda e: e.name)
+
+    def read_many(self, names: list[str]) -> Iterator[tuple[str, bytes | Exception]]:
+        """Yield (name, content or the error reading it) for files under this directory.
+
+        Object stores fetch a batch concurrently; local files are read one by one.
+        """
+        if self.is_local:
+            for name in names:
+                try:
+                    with open(f"{self.path}/{name}", "rb") as f:
+                        yield name, f.read()
+                except OSError as e:
+                    yield name, e
+            return
+        batch = 64
+        for i in range(0, len(names), batch):
+            chunk = names[i : i + batch]
+            paths = [f"{self.path}/{n}" for n in chunk]
+            got = self.fs.cat(paths, on_error="return")
+            for name, path in zip(chunk, paths, strict=True):
+                yield name, got.get(path, FileNotFoundError(path))
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    kind: str  # "file", "dir", or "outside" (a symlink leaving the dataset root, not followed)
+
+
+def _protocols(fs: fsspec.AbstractFileSystem) -> tuple[str, ...]:
+    p = fs.protocol
+    return (p,) if isinstance(p, str) else tuple(p)
+
+
+def _list_local(path: str, root: str) -> list[Entry]:
+    entries = []
+    root = os.path.realpath(root)
+    with os.scandir(path) as it:
+        for e in it:
+            if e.is_symlink():
+                target = os.path.realpath(e.path)
+                if not target.startswith(root + os.sep):
+                    entries.append(Entry(e.name, "outside"))
+                    continue
+            if e.is_dir():
+                entries.append(Entry(e.name, "dir"))
+            elif e.is_file():
+                entries.append(Entry(e.name, "file"))
+    return sorted(entries, key=lambda e: e.name)
+
+
+@contextmanager
+def publish(dest: Location) -> Iterator[str]:
+    """Yield a local temporary path; when the block succeeds, move it to ``dest``.
+
+    Local destinations get a temporary file in the same directory and an atomic rename;
+    remote ones get a temporary local file uploaded in one request after the block ends.
+    On failure the temporary file is removed and ``dest`` is left untouched.
+    """
+    if dest.is_local:
+        parent = os.path.dirname(dest.path)
+        os.makedirs(parent, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(dest.path)}.", suffix=".tmp", dir=parent)
+    else:
+        fd, tmp = tempfile.mkstemp(suffix=".tmp")
+    os.close(fd)
+    try:
+        yield tmp
+        if dest.is_local:
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, dest.path)
+        else:
+            dest.fs.put_file(tmp, dest.path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)

@@ -1,0 +1,82 @@
+"""Decode an image file's bytes to RGB pixels, judging the format by content, not by name.
+
+JPEGs go through libjpeg-turbo (simplejpeg), which decodes TinyImageNet's 64x64 files about
+three times faster than Pillow; CMYK JPEGs, PNGs and other formats Pillow knows fall back to
+Pillow. Every image comes out as a uint8 H x W x 3 array. The size in a file's header is
+checked before any pixel memory is allocated.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+import simplejpeg
+from PIL import Image
+
+DEFAULT_MAX_PIXELS = 4096 * 4096
+
+JPEG_MAGIC = b"\xff\xd8\xff"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+class BadImage(ValueError):
+    """The file is not an image this converter can turn into a record; str() is the reason."""
+
+
+@dataclass(frozen=True)
+class Decoded:
+    pixels: np.ndarray  # uint8, H x W x 3
+    source: str  # "rgb", "grayscale", "cmyk", or another description of what was converted
+
+
+def peek(data: bytes) -> tuple[str, int, int, str]:
+    """(format, height, width, colour) from the header alone, without decoding pixels."""
+    if not data:
+        raise BadImage("empty file (0 bytes)")
+    if data.startswith(JPEG_MAGIC):
+        try:
+            h, w, colorspace, _ = simplejpeg.decode_jpeg_header(data)
+        except ValueError as e:
+            raise BadImage(f"corrupt JPEG header: {e}") from None
+        return "jpeg", h, w, colorspace.lower()
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            w, h = im.size
+            return im.format.lower(), h, w, im.mode.lower()
+    except Exception:  # Pillow raises many types for non-images
+        raise BadImage(f"not an image (starts with {data[:8]!r})") from None
+
+
+def decode(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decoded:
+    """Decode to RGB. Raises BadImage with a human-readable reason."""
+    fmt, h, w, colour = peek(data)
+    if h * w > max_pixels:
+        raise BadImage(f"header declares {w}x{h} pixels, above the limit of {max_pixels}")
+    if fmt == "jpeg" and colour in ("ycbcr", "gray", "rgb"):
+        try:
+            pixels = simplejpeg.decode_jpeg(data, colorspace="RGB", strict=True)
+        except ValueError as e:
+            raise BadImage(f"corrupt or truncated JPEG: {e}") from None
+        return Decoded(pixels, "grayscale" if colour == "gray" else "rgb")
+    return _decode_pillow(data, fmt)
+
+
+def _decode_pillow(data: bytes, fmt: str) -> Decoded:
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            mode = im.mode
+            im.load()
+            rgb = im.convert("RGB")
+    except Exception as e:
+        raise BadImage(f"corrupt or truncated {fmt.upper()}: {e}") from None
+    if mode == "RGB" and fmt == "jpeg":
+        source = "rgb"
+    elif mode in ("L", "LA", "I", "I;16", "1") and fmt == "jpeg":
+        source = "grayscale"
+    elif mode == "CMYK":
+        source = "cmyk"
+    else:
+        source = f"{fmt}-{mode.lower()}"
+    return Decoded(np.asarray(rgb, dtype=np.uint8), source)

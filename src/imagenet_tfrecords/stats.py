@@ -1,0 +1,127 @@
+"""Merge per-shard statistics into the files that describe the converted dataset.
+
+Written under the output root:
+
+- ``sizes.txt``: ``train,N\\nval,N\\ntest,N`` (records per split)
+- ``labels.txt``: ``wnid<TAB>words`` per line; the line index is the label
+- ``dataset_info.json``: per split the shard files with their record counts and bytes, what
+  was found, rejected, skipped and converted, and the class distribution
+- ``rejects.tsv``: ``path<TAB>reason`` for every input that did not become a record
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+from .fs import Location
+from .layout import SPLITS, labels_text, shard_file
+
+SCHEMA = {
+    "height": "int64",
+    "width": "int64",
+    "channel": "int64",
+    "label": "int64 (index in sorted class ids; -1 for test)",
+    "label_one_hot": "bytes (one byte per class)",
+    "image_raw": "bytes (uint8 pixels, row-major H x W x C)",
+    "filename": "bytes (path relative to the dataset root)",
+    "wnid": "bytes (class id; empty for test)",
+}
+
+
+class TooManyRejects(RuntimeError):
+    """More inputs were rejected than the run allows; the reports are written regardless."""
+
+
+class IncompleteConversion(RuntimeError):
+    """Statistics are missing for some planned shards."""
+
+
+def summarize(plan: dict, shard_stats: list[dict], options: dict | None = None) -> dict:
+    """Build dataset_info from the plan and every shard's statistics."""
+    by_file = {s["file"]: s for s in shard_stats}
+    planned = [shard_file(s) for s in plan["shards"]]
+    missing = [f for f in planned if f not in by_file]
+    if missing:
+        raise IncompleteConversion(f"no statistics for {len(missing)} of {len(planned)} shards, e.g. {missing[0]}")
+    splits = {}
+    for split in SPLITS:
+        mine = [by_file[f] for f in planned if f.startswith(split + "/")]
+        labels: Counter = Counter()
+        converted: Counter = Counter()
+        shapes: Counter = Counter()
+        for s in mine:
+            labels.update({int(k): v for k, v in s["labels"].items()})
+            converted.update(s["converted"])
+            shapes.update(s["shapes"])
+        split_info = {
+            "num_records": sum(s["records"] for s in mine),
+            "num_bytes": sum(s["bytes"] for s in mine),
+            "shards": [{"file": s["file"], "records": s["records"], "bytes": s["bytes"]} for s in mine],
+            "found": sum(s["found"] for s in mine),
+            "rejected": sum(len(s["rejected"]) for s in mine),
+            "skipped": sum(len(s["skipped"]) for s in mine),
+            "converted": dict(sorted(converted.items())),
+            "shapes": dict(sorted(shapes.items())),
+            "label_counts": {str(k): labels[k] for k in sorted(labels)},
+            "seconds": round(sum(s.get("seconds", 0.0) for s in mine), 3),
+        }
+        if split_info["found"] != split_info["num_records"] + split_info["rejected"] + split_info["skipped"]:
+            raise AssertionError(f"{split}: counts do not reconcile: {split_info}")
+        splits[split] = split_info
+    rejects = list(plan["rejects"]) + [r for s in shard_stats for r in s["rejected"] + s["problems"]]
+    found = sum(v["found"] for v in splits.values()) + len(plan["rejects"])
+    return {
+        "name": "tiny_imagenet",
+        "source": plan["data"],
+        "num_classes": len(plan["classes"]),
+        "features": SCHEMA,
+        "options": options or {},
+        "splits": splits,
+        "found": found,
+        "rejected": len(rejects),
+        "rejects": sorted(rejects, key=lambda r: r["path"]),
+        "skipped": sorted((r for s in shard_stats for r in s["skipped"]), key=lambda r: r["path"]),
+        "warnings": plan["warnings"],
+    }
+
+
+def sizes_text(info: dict) -> str:
+    return "\n".join(f"{split},{info['splits'][split]['num_records']}" for split in SPLITS)
+
+
+def rejects_text(info: dict) -> str:
+    return "".join(f"{r['path']}\t{r['reason']}\n" for r in info["rejects"])
+
+
+def write_reports(plan: dict, info: dict, out_url: str) -> None:
+    out = Location.of(out_url)
+    out.child("labels.txt").write_text(labels_text(plan))
+    out.child("rejects.tsv").write_text(rejects_text(info))
+    out.child("dataset_info.json").write_text(json.dumps(info, indent=1) + "\n")
+    out.child("sizes.txt").write_text(sizes_text(info))  # last: its presence means "done"
+
+
+def check_rejects(info: dict, max_reject_fraction: float) -> None:
+    """Raise TooManyRejects when the rejected share of inputs exceeds the limit."""
+    found = info["found"]
+    if found and info["rejected"] / found > max_reject_fraction:
+        raise TooManyRejects(
+            f"{info['rejected']} of {found} inputs rejected ({info['rejected'] / found:.1%}), "
+            f"above the allowed {max_reject_fraction:.1%}; see rejects.tsv"
+        )
+
+
+def aggregate(
+    plan: dict,
+    shard_stats: list[dict],
+    out_url: str,
+    *,
+    options: dict | None = None,
+    max_reject_fraction: float = 1.0,
+) -> dict:
+    """Write the reports for a finished conversion and return dataset_info."""
+    info = summarize(plan, shard_stats, options)
+    write_reports(plan, info, out_url)
+    check_rejects(info, max_reject_fraction)
+    return info

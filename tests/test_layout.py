@@ -1,0 +1,139 @@
+"""Metadata parsing against the real TinyImageNet files, and bad metadata."""
+
+import shutil
+from collections import Counter
+
+import pytest
+
+from imagenet_tfrecords.fs import Location
+from imagenet_tfrecords.layout import (
+    MetadataError,
+    build_plan,
+    parse_val_annotations,
+    parse_wnids,
+    parse_words,
+    work_items,
+)
+
+
+def test_real_metadata(meta_dir):
+    wnids = [w for w, _ in parse_wnids(Location.of(str(meta_dir / "wnids.txt")))]
+    assert len(wnids) == 200 and wnids != sorted(wnids)  # the real file is not sorted
+    words = parse_words(Location.of(str(meta_dir / "words.txt")), set(wnids))
+    assert set(words) == set(wnids)
+    labels = {w: i for i, w in enumerate(sorted(wnids))}
+    ann, warnings = parse_val_annotations(Location.of(str(meta_dir / "val" / "val_annotations.txt")), labels)
+    assert len(ann) == 10_000 and warnings == []
+    assert all(reason is None for _, reason in ann.values())
+    assert Counter(label for label, _ in ann.values()) == {i: 50 for i in range(200)}
+
+
+def _dataset_from_real_meta(meta_dir, root, per_class=1):
+    """The real metadata with one tiny image per class and per val annotation."""
+    import numpy as np
+
+    from imagenet_tfrecords.sample import _jpeg
+
+    shutil.copy(meta_dir / "wnids.txt", root / "wnids.txt")
+    shutil.copy(meta_dir / "words.txt", root / "words.txt")
+    (root / "val" / "images").mkdir(parents=True)
+    shutil.copy(meta_dir / "val" / "val_annotations.txt", root / "val" / "val_annotations.txt")
+    rng = np.random.default_rng(0)
+    jpeg = _jpeg(rng, np.full((64, 64, 3), 100, np.int16), False)
+    for w in (meta_dir / "wnids.txt").read_text().split():
+        d = root / "train" / w / "images"
+        d.mkdir(parents=True)
+        for n in range(per_class):
+            (d / f"{w}_{n}.JPEG").write_bytes(jpeg)
+    for line in (meta_dir / "val" / "val_annotations.txt").read_text().splitlines()[:300]:
+        (root / "val" / "images" / line.split("\t")[0]).write_bytes(jpeg)
+
+
+def test_plan_over_real_metadata(meta_dir, tmp_path):
+    _dataset_from_real_meta(meta_dir, tmp_path)
+    plan = build_plan(str(tmp_path), shard_size=100)
+    assert len(plan["classes"]) == 200
+    train = [s for s in plan["shards"] if s["split"] == "train"]
+    assert [s["wnid"] for s in train] == sorted(s["wnid"] for s in train)
+    val = [s for s in plan["shards"] if s["split"] == "val"]
+    assert [len(s["files"]) for s in val] == [100, 100, 100]
+    assert val[0]["files"][:3] == [
+        ["val_0.JPEG", plan["classes"].index(next(c for c in plan["classes"] if c["wnid"] == "n03444034")), None],
+        val[0]["files"][1],
+        val[0]["files"][2],
+    ]
+    # annotated images that are not on disk are listed, not dropped
+    assert len(plan["rejects"]) == 10_000 - 300
+    assert plan["rejects"][0]["reason"] == "listed in val_annotations.txt but missing"
+    assert "no test split" in plan["warnings"][0]
+    items = work_items(plan, 50)
+    assert [it["name"] for it in items][:5] == [
+        "train-00000-00049",
+        "train-00050-00099",
+        "train-00100-00149",
+        "train-00150-00199",
+        "val-00000-00002",
+    ]
+    assert sorted(i for it in items for i in it["shards"]) == list(range(len(plan["shards"])))
+
+
+@pytest.mark.parametrize("missing", ["wnids.txt", "words.txt", "val/val_annotations.txt"])
+def test_missing_metadata_fails_fast_naming_the_file(sample_copy, missing):
+    (sample_copy / missing).unlink()
+    with pytest.raises(MetadataError, match=f"{sample_copy / missing}: file not found"):
+        build_plan(str(sample_copy))
+
+
+def test_bad_lines_name_file_and_line(sample_copy):
+    ann = sample_copy / "val" / "val_annotations.txt"
+    lines = ann.read_text().splitlines()
+    lines[3] = "val_3.JPEG n000 broken"
+    ann.write_text("\n".join(lines))
+    with pytest.raises(MetadataError, match=rf"{ann}:4: expected 'file<TAB>wnid"):
+        build_plan(str(sample_copy))
+    wn = sample_copy / "wnids.txt"
+    wn.write_text(wn.read_text() + wn.read_text().split()[0] + "\n")
+    with pytest.raises(MetadataError, match=rf"{wn}:7: class id \S+ repeats line"):
+        build_plan(str(sample_copy))
+
+
+def test_class_without_words_or_directory(sample_copy):
+    wn = sample_copy / "wnids.txt"
+    wn.write_text(wn.read_text() + "n99999999\n")
+    with pytest.raises(MetadataError, match=rf"words.txt: no entry for class n99999999 \({wn}:7\)"):
+        build_plan(str(sample_copy))
+    words = sample_copy / "words.txt"
+    words.write_text(words.read_text() + "\nn99999999\tghost")
+    with pytest.raises(
+        MetadataError, match=r"train/n99999999: class directory not found \(class id from .*wnids.txt:7\)"
+    ):
+        build_plan(str(sample_copy))
+
+
+def test_crlf_bom_and_trailing_blank_lines_are_tolerated(sample_copy):
+    before = build_plan(str(sample_copy))
+    for name in ("wnids.txt", "words.txt", "val/val_annotations.txt"):
+        p = sample_copy / name
+        p.write_bytes(b"\xef\xbb\xbf" + p.read_bytes().replace(b"\n", b"\r\n") + b"\r\n\r\n")
+    after = build_plan(str(sample_copy))
+    assert after["shards"] == before["shards"] and after["classes"] == before["classes"]
+
+
+def test_val_annotation_problems_become_rejects_with_reasons(sample_copy):
+    ann = sample_copy / "val" / "val_annotations.txt"
+    lines = ann.read_text().splitlines()
+    wnid0 = lines[0].split("\t")[1]
+    other = next(line.split("\t")[1] for line in lines if line.split("\t")[1] != wnid0)
+    lines[1] = "val_1.JPEG\tn12345678\t0\t0\t1\t1"  # unknown class
+    lines.append(lines[0])  # exact duplicate: harmless, but reported
+    lines.append(lines[0].replace(wnid0, other))  # conflicting duplicate
+    del lines[2]  # val_2.JPEG has no annotation
+    lines.append("val_999.JPEG\t" + wnid0)  # annotated, but no such file
+    ann.write_text("\n".join(lines) + "\n")
+    plan = build_plan(str(sample_copy))
+    files = {f[0]: f for s in plan["shards"] if s["split"] == "val" for f in s["files"]}
+    assert files["val_1.JPEG"][2] == "val_annotations.txt line 2 names unknown class n12345678"
+    assert files["val_2.JPEG"][2] == "no line in val_annotations.txt"
+    assert files["val_0.JPEG"][2].startswith("conflicting annotations in val_annotations.txt: line 1 says")
+    assert any("duplicate of line 1" in w for w in plan["warnings"])
+    assert {"path": "val/images/val_999.JPEG", "reason": "listed in val_annotations.txt but missing"} in plan["rejects"]
