@@ -26,8 +26,10 @@ def convert_shards(
         grayscale: "rgb" converts grayscale/CMYK images to RGB; "skip" leaves them out.
         image_size: "HxW" rejects images of any other size; "" accepts all sizes.
         workers: Processes to use; 0 uses every CPU the pod is given (its cgroup quota).
-        shards: Output. The per-shard statistics (JSON); metadata holds the record count
-            and the shard URIs.
+
+    Returns:
+        shards: The per-shard statistics (JSON); its metadata holds the record count and
+            the shard files under output_url.
     """
     from imagenet_tfrecords.convert import Options
     from imagenet_tfrecords.tasks import convert_step

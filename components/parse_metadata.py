@@ -21,11 +21,11 @@ def parse_metadata(
         data_url: Root of the TinyImageNet-layout dataset (local path, gs://, s3://).
         shard_size: Images per val/test shard (train shards hold one class each).
         shards_per_task: Shards converted by each ParallelFor task.
-        plan: Output. plan.json: classes, every shard to write, rejects found in the metadata.
-        labels: Output. labels.txt: one "wnid<TAB>words" line per class; line index = label.
 
     Returns:
-        The work items to fan out: each names the shards one conversion task writes.
+        plan: plan.json: the classes, every shard to write, and rejects found in the metadata.
+        labels: labels.txt: one "wnid<TAB>words" line per class; the line index is the label.
+        Output: The work items to fan out; each names the shards one conversion task writes.
     """
     from imagenet_tfrecords.tasks import plan_step
 
