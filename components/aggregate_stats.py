@@ -1,5 +1,5 @@
 from kfp import dsl
-from kfp.dsl import Artifact, Dataset, Input, Metrics, Output
+from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Output
 
 from .image import IMAGE
 
@@ -15,11 +15,13 @@ def aggregate_stats(
     dataset: Output[Dataset],
     sizes: Output[Artifact],
     metrics: Output[Metrics],
+    report: Output[HTML],
 ):
     """Merge every task's statistics into sizes.txt, labels.txt, dataset_info.json, rejects.tsv.
 
-    The reports are written under output_url and into the dataset artifact. The step fails
-    after writing them when more than max_reject_fraction of the inputs were rejected.
+    The reports are written under output_url and into the dataset artifact, and an HTML
+    report is built from the written shards. The step fails after writing the reports when
+    more than max_reject_fraction of the inputs were rejected.
 
     Args:
         plan: The plan written by parse-metadata.
@@ -28,21 +30,26 @@ def aggregate_stats(
         grayscale: The grayscale policy used (recorded in dataset_info.json).
         image_size: The image size check used (recorded in dataset_info.json).
         max_reject_fraction: Fail when rejected inputs / found inputs exceeds this.
-        dataset: Output. The converted dataset: dataset_info.json (shard files relative to
-            its "root", which is output_url), sizes.txt, labels.txt, rejects.tsv. Read it
-            with imagenet_tfrecords.load(dataset, "train").
-        sizes: Output. sizes.txt: "train,N\\nval,N\\ntest,N".
-        metrics: Output. Records per split, rejects, skipped and converted images.
+
+    Returns:
+        dataset: The converted dataset: dataset_info.json (shard files relative to its "root",
+            which is output_url), sizes.txt, labels.txt, rejects.tsv. Read it with
+            imagenet_tfrecords.load(dataset, "train").
+        sizes: sizes.txt: "train,N\\nval,N\\ntest,N".
+        metrics: Records, rejects and skipped images per split and in total, images converted
+            to RGB, bytes, and throughput: images/s per worker (records / summed shard seconds)
+            and images/s over the conversion wall time (first task start to last task end).
+        report: A self-contained HTML page: records per split, class distribution, sample
+            images decoded from the written TFRecords, rejects and skipped images.
     """
     from imagenet_tfrecords.convert import Options
+    from imagenet_tfrecords.report import run_metrics, write_report
     from imagenet_tfrecords.tasks import aggregate_step
 
     options = Options(grayscale=grayscale, image_size=image_size)
     paths = [s.path for s in shards]
     info = aggregate_step(plan.path, paths, output_url, options, max_reject_fraction, dataset.path, sizes.path)
     dataset.metadata.update({"root": info["root"], "records": {k: v["num_records"] for k, v in info["splits"].items()}})
-    for split, s in info["splits"].items():
-        metrics.log_metric(f"{split}_records", s["num_records"])
-        metrics.log_metric(f"{split}_rejected", s["rejected"])
-        metrics.log_metric(f"{split}_skipped", s["skipped"])
-    metrics.log_metric("rejected_total", info["rejected"])
+    for name, value in run_metrics(info).items():
+        metrics.log_metric(name, value)
+    write_report(output_url, report.path, info=info)

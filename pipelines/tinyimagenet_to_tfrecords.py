@@ -2,9 +2,10 @@
 
 from typing import NamedTuple
 
-from imagenet_tfrecords.components import aggregate_stats, convert_shards, parse_metadata
 from kfp import compiler, dsl
-from kfp.dsl import Artifact, Dataset, Metrics
+from kfp.dsl import HTML, Artifact, Dataset, Metrics
+
+from imagenet_tfrecords.components import aggregate_stats, convert_shards, parse_metadata
 
 PIPELINE_NAME = "tinyimagenet-to-tfrecords"
 DEFAULT_PARALLELISM = 16
@@ -16,6 +17,7 @@ class Outputs(NamedTuple):
     dataset: Dataset
     sizes: Artifact
     metrics: Metrics
+    report: HTML
 
 
 def build_pipeline(parallelism: int = DEFAULT_PARALLELISM):
@@ -57,7 +59,10 @@ def build_pipeline(parallelism: int = DEFAULT_PARALLELISM):
             dataset: The converted dataset (dataset_info.json naming every shard), for
                 imagenet_tfrecords.load(dataset, split).
             sizes: sizes.txt, "train,N\\nval,N\\ntest,N".
-            metrics: Records, rejects and skipped images per split.
+            metrics: Records, rejects and skipped images per split and in total, and the
+                throughput (images/s per worker and over the conversion wall time).
+            report: An HTML page (the run's Visualizations): records per split, class
+                distribution, sample images decoded from the written TFRecords, rejects.
         """
         plan = parse_metadata(data_url=data_url, shard_size=shard_size, shards_per_task=shards_per_task)
         with dsl.ParallelFor(plan.outputs["Output"], parallelism=parallelism) as item:
@@ -80,7 +85,12 @@ def build_pipeline(parallelism: int = DEFAULT_PARALLELISM):
             image_size=image_size,
             max_reject_fraction=max_reject_fraction,
         )
-        return Outputs(dataset=stats.outputs["dataset"], sizes=stats.outputs["sizes"], metrics=stats.outputs["metrics"])
+        return Outputs(
+            dataset=stats.outputs["dataset"],
+            sizes=stats.outputs["sizes"],
+            metrics=stats.outputs["metrics"],
+            report=stats.outputs["report"],
+        )
 
     return tinyimagenet_to_tfrecords
 

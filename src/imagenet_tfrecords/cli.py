@@ -28,6 +28,7 @@ EXAMPLES = {
     "compile": "imagenet-tfrecords compile --output pipeline.yaml --parallelism 32",
     "submit": "imagenet-tfrecords submit --host http://localhost:8080 --data gs://b/tiny-imagenet-200 --output gs://b/out",
     "verify": "imagenet-tfrecords verify ./out",
+    "report": "imagenet-tfrecords report ./out --html report.html",
     "sample": "imagenet-tfrecords sample --output ./sample --classes 10",
 }
 
@@ -168,6 +169,17 @@ def cmd_verify(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from .report import write_report
+
+    info = Location.of(args.output).child("dataset_info.json")
+    if not info.exists():
+        print(f"error: {info.url} not found: {args.output} is not a converted output", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(f"wrote {write_report(args.output, args.html)}")
+    return 0
+
+
 def cmd_sample(args) -> int:
     from .sample import write_sample
 
@@ -232,6 +244,10 @@ def parser() -> argparse.ArgumentParser:
 
     sp = add("verify", cmd_verify, "read every shard with tf.data and check counts against the reports")
     sp.add_argument("output", type=_url)
+
+    sp = add("report", cmd_report, "write the HTML report (counts, classes, samples, rejects) of an output")
+    sp.add_argument("output", type=_url)
+    sp.add_argument("--html", type=_url, help="where to write it (default: OUTPUT/report.html)")
 
     sp = add("sample", cmd_sample, "write a small TinyImageNet-layout dataset of real JPEGs")
     sp.add_argument("--output", required=True)

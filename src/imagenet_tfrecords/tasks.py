@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 from . import stats
 from .convert import Options, convert
@@ -52,7 +53,11 @@ def convert_step(
     """Convert one work item's shards; write their statistics to ``manifest_path``."""
     plan = _read_json(plan_path)
     shard_ids = [int(i) for i in item["shards"]]  # kfp.local hands numbers back as floats
+    started = time.time()
     results = convert(plan, shard_ids, output_url, options, workers=int(workers))
+    finished = time.time()
+    for r in results:  # the task's wall-clock window, for the run's overall throughput
+        r["task_started"], r["task_finished"] = started, finished
     _write(manifest_path, json.dumps(results, sort_keys=True))
     return {
         "records": sum(r["records"] for r in results),
@@ -77,6 +82,10 @@ def aggregate_step(
     results = [r for p in manifest_paths for r in _read_json(p)]
     info = stats.summarize(plan, results, vars(options))
     info["root"] = Location.of(output_url).url
+    windows = [(r["task_started"], r["task_finished"]) for r in results if "task_started" in r]
+    if windows and len(windows) == len(results):
+        # First conversion task start to last task end (pods' clocks, so roughly).
+        info["wall_seconds"] = round(max(w[1] for w in windows) - min(w[0] for w in windows), 3)
     stats.write_reports(plan, info, output_url)
     # The Dataset artifact describes the TFRecords under output_url (dataset_info.json names
     # the shards relative to its "root"), so the next step can read them with reader.load().
