@@ -30,6 +30,7 @@ EXAMPLES = {
     "verify": "imagenet-tfrecords verify ./out",
     "report": "imagenet-tfrecords report ./out --html report.html",
     "sample": "imagenet-tfrecords sample --output ./sample --classes 10",
+    "download": "imagenet-tfrecords download --output ./data  # then: run --data ./data/tiny-imagenet-200",
 }
 
 
@@ -195,6 +196,37 @@ def cmd_sample(args) -> int:
     return 0
 
 
+def cmd_download(args) -> int:
+    from .download import DEFAULT_URL, ChecksumMismatch, DownloadError, UnsafeArchive, download
+
+    url = args.url or DEFAULT_URL
+    try:
+        r = download(url, args.output, args.sha256)
+    except (ChecksumMismatch, UnsafeArchive, FileExistsError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except DownloadError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_INTERNAL
+    resumed = f", resumed after {r.resumed_from} bytes already on disk" if r.resumed_from else ""
+    print(f"{r.archive}: {os.path.getsize(r.archive)} bytes ({r.downloaded} downloaded now{resumed})")
+    if r.checked:
+        print(f"sha256 {r.sha256}: matches")
+    else:
+        print(f"sha256 {r.sha256} (not checked: no --sha256 given and no recorded checksum for {url})")
+    extracted = f"extracted {r.files} files" if r.files else "already extracted"
+    print(f"{extracted} into {args.output}: {', '.join(r.extracted)}")
+    return 0
+
+
+def _sha256(value: str) -> str:
+    from .download import is_sha256
+
+    if not is_sha256(value):
+        raise argparse.ArgumentTypeError(f"expected 64 hexadecimal digits, got {value!r}")
+    return value.lower()
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="imagenet-tfrecords", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -256,6 +288,10 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--val", type=int, default=50)
     sp.add_argument("--test", type=int, default=30)
     sp.add_argument("--seed", type=int, default=0)
+    sp = add("download", cmd_download, "download the TinyImageNet zip (resumable), check its SHA-256, extract it")
+    sp.add_argument("--output", required=True, help="folder for the zip and its extracted contents")
+    sp.add_argument("--url", default=None, help="archive URL (default: the official cs231n.stanford.edu zip)")
+    sp.add_argument("--sha256", type=_sha256, help="expected SHA-256 (checked by default for the official zip)")
     return p
 
 
