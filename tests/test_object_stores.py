@@ -1,0 +1,324 @@
+"""gs:// and s3:// end to end, against real servers on 127.0.0.1.
+
+A GCS emulator and moto's S3 server run as subprocesses for the session. The sample dataset is
+uploaded with an independent client (google-cloud-storage, boto3), the CLI converts it bucket
+to bucket (``convert``, and the whole kfp.local pipeline with ``run``), and the output is
+downloaded, read back with TensorFlow's reader and compared byte for byte with a local
+conversion of the same files.
+
+The CLI gets its configuration only from the standard environment: STORAGE_EMULATOR_HOST for
+GCS (plus FSSPEC_GS_TOKEN=anon, fsspec's own config variable, because the emulator has no
+auth, and GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT=false, because it has no gRPC storage-control
+API), AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY for S3. moto checks every
+S3 request's signature against a key it generated, and that key's secret must show up
+nowhere: not in any object written, not in the CLI's output, not in kfp.local's artifacts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from imagenet_tfrecords.sample import write_sample
+
+from .conftest import read_records, read_split, run_cli
+from .servers import ServerProcess, gcs_emulator, moto_s3, s3_user_and_enforce_auth
+
+REGION = "us-east-1"
+SHARD_SIZE = 16  # the sample's 30 val and 20 test images make two shards each
+SPLITS = ("train", "val", "test")
+_ENV_PREFIXES = ("AWS_", "GOOGLE_", "GCSFS_", "FSSPEC_", "CLOUDSDK_", "BOTO_")
+
+
+# --- servers and the environment the CLI sees -----------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def gcs_server(tmp_path_factory):
+    server = gcs_emulator(tmp_path_factory.mktemp("gcs-log"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    server = moto_s3(tmp_path_factory.mktemp("moto-log"))
+    server.key_id, server.secret = s3_user_and_enforce_auth(server, REGION)
+    yield server
+    server.stop()
+
+
+@pytest.fixture()
+def store_env(gcs_server, s3_server, monkeypatch, tmp_path):
+    """Only the standard variables: nothing from the machine's own cloud configuration."""
+    for var in list(os.environ):
+        if var.startswith(_ENV_PREFIXES) or var in ("STORAGE_EMULATOR_HOST", "NO_GCE_CHECK"):
+            monkeypatch.delenv(var)
+    nowhere = tmp_path / "no-cloud-config"
+    env = {
+        # GCS: the emulator, unauthenticated, over its JSON API only
+        "STORAGE_EMULATOR_HOST": gcs_server.url,
+        "FSSPEC_GS_TOKEN": "anon",
+        "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false",
+        "NO_GCE_CHECK": "true",  # never probe a metadata server (google-auth)
+        "GOOGLE_AUTH_TOKEN_FOR_TESTING": "none",  # nor TensorFlow's own GCS client, should it ever be used
+        "CLOUDSDK_CONFIG": str(nowhere),
+        # S3: moto, with a key it generated and checks
+        "AWS_ENDPOINT_URL": s3_server.url,
+        "AWS_ACCESS_KEY_ID": s3_server.key_id,
+        "AWS_SECRET_ACCESS_KEY": s3_server.secret,
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_CONFIG_FILE": str(nowhere / "aws-config"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(nowhere / "aws-credentials"),
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "NO_PROXY": "127.0.0.1,localhost",
+        "no_proxy": "127.0.0.1,localhost",
+    }
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    yield env
+    gcs_server.check_alive()
+    s3_server.check_alive()
+
+
+# --- buckets through clients independent of the project's (gcsfs, s3fs) ---------------------
+
+
+class GcsBucket:
+    scheme = "gs"
+
+    def __init__(self, server, name):
+        from google.auth.credentials import AnonymousCredentials
+        from google.cloud import storage
+
+        self.client = storage.Client(
+            project="test", credentials=AnonymousCredentials(), client_options={"api_endpoint": server.url}
+        )
+        self.name = name
+        self.bucket = self.client.create_bucket(name)
+
+    def put(self, key: str, data: bytes) -> None:
+        self.bucket.blob(key).upload_from_string(data)
+
+    def keys(self, prefix: str) -> list[str]:
+        return sorted(b.name for b in self.client.list_blobs(self.name, prefix=prefix))
+
+    def get(self, key: str) -> bytes:
+        return self.bucket.blob(key).download_as_bytes()
+
+
+class S3Bucket:
+    scheme = "s3"
+
+    def __init__(self, server, name):
+        import boto3
+
+        self.client = boto3.client(
+            "s3",
+            endpoint_url=server.url,
+            region_name=REGION,
+            aws_access_key_id=server.key_id,
+            aws_secret_access_key=server.secret,
+        )
+        self.name = name
+        self.client.create_bucket(Bucket=name)
+
+    def put(self, key: str, data: bytes) -> None:
+        self.client.put_object(Bucket=self.name, Key=key, Body=data)
+
+    def keys(self, prefix: str) -> list[str]:
+        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.name, Prefix=prefix)
+        return sorted(o["Key"] for page in pages for o in page.get("Contents", []))
+
+    def get(self, key: str) -> bytes:
+        return self.client.get_object(Bucket=self.name, Key=key)["Body"].read()
+
+
+def _url(bucket, key: str) -> str:
+    return f"{bucket.scheme}://{bucket.name}/{key}"
+
+
+def upload(local: Path, bucket, prefix: str) -> int:
+    files = [p for p in sorted(local.rglob("*")) if p.is_file()]
+    for p in files:
+        bucket.put(f"{prefix}/{p.relative_to(local).as_posix()}", p.read_bytes())
+    return len(files)
+
+
+def download(bucket, prefix: str, local: Path) -> list[str]:
+    """Every object under prefix/ into local/; returns their names relative to prefix."""
+    names = []
+    for key in bucket.keys(prefix + "/"):
+        rel = key[len(prefix) + 1 :]
+        names.append(rel)
+        dest = local / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(bucket.get(key))
+    return names
+
+
+@pytest.fixture(params=["gs", "s3"])
+def bucket(request, store_env, gcs_server, s3_server):
+    name = f"it-{uuid.uuid4().hex[:12]}"
+    return GcsBucket(gcs_server, name) if request.param == "gs" else S3Bucket(s3_server, name)
+
+
+# --- what a correct output looks like ---------------------------------------------------------
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _stable(value):
+    """dataset_info without timings and without the URLs that name where it was made."""
+    if isinstance(value, dict):
+        return {k: _stable(v) for k, v in value.items() if not k.endswith("seconds") and k not in ("source", "root")}
+    if isinstance(value, list):
+        return [_stable(v) for v in value]
+    return value
+
+
+@pytest.fixture(scope="module")
+def reference(sample_dir, tmp_path_factory) -> Path:
+    """A local conversion of the sample dataset: what every bucket conversion must equal."""
+    out = tmp_path_factory.mktemp("reference")
+    run_cli("convert", "--data", sample_dir, "--output", out, "--shard-size", SHARD_SIZE)
+    return out
+
+
+def check_output(got: Path, names: list[str], reference: Path, data_url: str) -> dict:
+    """The downloaded output equals the local reference and reads back with TensorFlow."""
+    ref = _files(reference)
+    # same objects (no temporary files left behind, no shard missing) ...
+    assert sorted(names) == sorted(ref), f"objects differ from a local conversion: {sorted(set(names) ^ set(ref))}"
+    mine = _files(got)
+    # ... the same bytes in every shard and report ...
+    shards = [n for n in ref if n.endswith(".tfrecord")]
+    assert len(shards) == 10
+    for name in [*shards, "sizes.txt", "labels.txt", "rejects.tsv"]:
+        assert mine[name] == ref[name], f"{name} differs from the local conversion"
+    info = json.loads(mine["dataset_info.json"])
+    assert _stable(info) == _stable(json.loads(ref["dataset_info.json"]))
+    assert info["source"] == data_url
+    # ... and TensorFlow's reader agrees with sizes.txt and dataset_info.json.
+    sizes = dict(line.split(",") for line in mine["sizes.txt"].decode().splitlines())
+    assert set(sizes) == set(SPLITS)
+    for split in SPLITS:
+        records = read_split(got, split)
+        assert len(records) == int(sizes[split]) == info["splits"][split]["num_records"] > 0
+        for shard in info["splits"][split]["shards"]:
+            assert len(read_records(got / shard["file"])) == shard["records"], shard["file"]
+        if split == "test":
+            assert {int(r["label"]) for r in records} == {-1}
+        else:
+            assert all(0 <= int(r["label"]) < info["num_classes"] for r in records)
+        for r in records:
+            assert len(r["image_raw"]) == r["height"] * r["width"] * r["channel"]
+    return info
+
+
+def assert_no_secret(secret: str, blobs: dict[str, bytes | str]) -> None:
+    assert len(secret) >= 16
+    leaks = [
+        where for where, blob in blobs.items() if secret in (blob if isinstance(blob, str) else blob.decode("latin-1"))
+    ]
+    assert not leaks, f"the secret access key appears in {leaks}"
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {f"{root.name}/{k}": v for k, v in _files(root).items()}
+
+
+# --- the tests --------------------------------------------------------------------------------
+
+
+def test_convert_bucket_to_bucket(bucket, sample_dir, reference, tmp_path, store_env):
+    assert upload(sample_dir, bucket, "tiny") == 131
+    data, out = _url(bucket, "tiny"), _url(bucket, "records")
+    p = run_cli("convert", "--data", data, "--output", out, "--shard-size", SHARD_SIZE, "--workers", 2)
+    assert "train: 72 records in 6 shards" in p.stdout
+
+    got = tmp_path / "got"
+    names = download(bucket, "records", got)
+    check_output(got, names, reference, data)
+    assert_no_secret(
+        store_env["AWS_SECRET_ACCESS_KEY"],
+        {"stdout": p.stdout, "stderr": p.stderr, **_tree(got), "object names": "\n".join(names)},
+    )
+
+
+@pytest.mark.slow
+def test_kubeflow_pipeline_bucket_to_bucket(bucket, sample_dir, reference, tmp_path, store_env):
+    upload(sample_dir, bucket, "tiny")
+    data, out = _url(bucket, "tiny"), _url(bucket, "records")
+    root = tmp_path / "pipeline-root"
+    p = run_cli(
+        "run", "--data", data, "--output", out, "--shard-size", SHARD_SIZE, "--pipeline-root", root, "--workers", 1
+    )
+    logs = p.stdout + p.stderr
+    # the tasks' own logs are in the captured output (so the secret check below covers them)
+    for task in ("parse-metadata", "convert-shards", "aggregate-stats"):
+        assert task in logs, f"no log of the {task} task in the CLI's output"
+    assert data in logs  # kfp.local prints each task's inputs
+
+    got = tmp_path / "got"
+    names = download(bucket, "records", got)
+    info = check_output(got, names, reference, data)
+    assert info["root"] == out
+    assert_no_secret(
+        store_env["AWS_SECRET_ACCESS_KEY"],
+        {"stdout": p.stdout, "stderr": p.stderr, **_tree(got), **_tree(root), "object names": "\n".join(names)},
+    )
+
+
+def test_shards_above_the_single_request_upload_size(store_env, gcs_server, s3_server, tmp_path):
+    """A train shard over 5 MiB: gcsfs switches to a resumable (multi-request) upload there."""
+    data = tmp_path / "big"
+    write_sample(str(data), classes=2, train_per_class=20, val=4, test=2, size=320)
+    ref = tmp_path / "ref"
+    run_cli("convert", "--data", data, "--output", ref)
+    big = [p for p in (ref / "train").glob("*.tfrecord") if p.stat().st_size > 5 * 2**20]
+    assert len(big) == 2
+    name = f"it-{uuid.uuid4().hex[:12]}"
+    for bucket in (GcsBucket(gcs_server, name), S3Bucket(s3_server, name)):
+        upload(data, bucket, "in")
+        run_cli("convert", "--data", _url(bucket, "in"), "--output", _url(bucket, "out"), "--workers", 2)
+        got = tmp_path / bucket.scheme
+        names = download(bucket, "out", got)
+        assert sorted(names) == sorted(_files(ref))
+        for p in big:
+            rel = p.relative_to(ref).as_posix()
+            assert (got / rel).read_bytes() == p.read_bytes(), f"{bucket.scheme}: {rel} differs"
+            assert len(read_records(got / rel)) == 20
+
+
+def test_wrong_secret_fails_clearly_and_writes_nothing(store_env, s3_server, sample_dir, monkeypatch, tmp_path):
+    bucket = S3Bucket(s3_server, f"it-{uuid.uuid4().hex[:12]}")
+    upload(sample_dir, bucket, "tiny")
+    wrong = "W" + uuid.uuid4().hex + "rongSecret"
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", wrong)
+    p = run_cli("convert", "--data", _url(bucket, "tiny"), "--output", _url(bucket, "records"), check=False)
+    assert p.returncode != 0
+    assert "signature" in p.stderr.lower(), p.stderr
+    assert bucket.keys("records/") == []
+    assert_no_secret(wrong, {"stdout": p.stdout, "stderr": p.stderr})
+
+
+def test_missing_dataset_in_a_bucket_names_the_url(bucket):
+    missing = _url(bucket, "no-such-dataset")
+    p = run_cli("convert", "--data", missing, "--output", _url(bucket, "records"), check=False)
+    assert p.returncode == 3, p.stderr
+    assert f"{missing}: dataset directory not found" in p.stderr
+    assert bucket.keys("") == []
+
+
+def test_a_server_that_cannot_start_fails_loudly(tmp_path):
+    broken = ServerProcess("broken", [sys.executable, "-c", "import sys; sys.exit(7)"], "/", tmp_path)
+    with pytest.raises(RuntimeError, match="exited with code 7"):
+        broken.start(attempts=1)
