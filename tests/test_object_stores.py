@@ -247,9 +247,13 @@ def test_convert_bucket_to_bucket(bucket, sample_dir, reference, tmp_path, store
     got = tmp_path / "got"
     names = download(bucket, "records", got)
     check_output(got, names, reference, data)
+
+    # the reader takes the bucket URL too: verify reads every shard with tf.data through fsspec
+    v = run_cli("verify", out)
+    assert v.stdout.splitlines()[:3] == ["train,72", "val,30", "test,20"], v.stdout
     assert_no_secret(
         store_env["AWS_SECRET_ACCESS_KEY"],
-        {"stdout": p.stdout, "stderr": p.stderr, **_tree(got), "object names": "\n".join(names)},
+        {"stdout": p.stdout + v.stdout, "stderr": p.stderr + v.stderr, **_tree(got), "object names": "\n".join(names)},
     )
 
 
