@@ -1,7 +1,8 @@
 """imagenet-tfrecords: convert a TinyImageNet-layout dataset to TFRecords, locally or on Kubeflow.
 
 Exit codes: 0 success, 1 internal error, 2 bad command line, 3 bad input (metadata, too many
-rejects), 4 verification found a mismatch.
+rejects), 4 verification found a mismatch, 5 a worker process died or the run was interrupted
+(finished shards are kept: run the same command again to resume).
 """
 
 from __future__ import annotations
@@ -14,12 +15,12 @@ import sys
 import tempfile
 import time
 
-from .convert import GRAYSCALE_POLICIES, Options, available_cpus, convert
+from .convert import GRAYSCALE_POLICIES, Options, WorkerDied, available_cpus, convert
 from .fs import Location
 from .layout import MetadataError, build_plan
 from .stats import IncompleteConversion, TooManyRejects, aggregate
 
-EXIT_INTERNAL, EXIT_USAGE, EXIT_BAD_INPUT, EXIT_VERIFY = 1, 2, 3, 4
+EXIT_INTERNAL, EXIT_USAGE, EXIT_BAD_INPUT, EXIT_VERIFY, EXIT_INTERRUPTED = 1, 2, 3, 4, 5
 log = logging.getLogger("imagenet_tfrecords")
 
 EXAMPLES = {
@@ -98,9 +99,12 @@ def _report(info: dict, seconds: float) -> None:
         )
     for w in info["warnings"]:
         print(f"warning: {w}")
+    for p in info.get("problems", []):
+        print(f"warning: {p['path']}: {p['reason']}")
+    problems = len(info.get("problems", []))
     print(
         f"{records} records in {seconds:.1f} s ({records / max(seconds, 1e-9):.0f} img/s); "
-        f"{info['rejected']} rejects listed in rejects.tsv"
+        f"{info['rejected']} rejects{f' and {problems} problem(s)' if problems else ''} listed in rejects.tsv"
     )
 
 
@@ -109,24 +113,43 @@ def cmd_run(args) -> int:
 
     from .pipelines.tinyimagenet_to_tfrecords import build_pipeline
 
-    started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="kfp-local-") as tmp:
-        root = args.pipeline_root or tmp
-        local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=root, raise_on_error=True)
-        pipeline = build_pipeline(args.parallelism)
-        pipeline(
-            data_url=args.data,
-            output_url=args.output,
-            grayscale=args.grayscale,
-            shards_per_task=args.shards_per_task,
-            shard_size=args.shard_size,
-            image_size=args.image_size,
-            max_reject_fraction=args.max_reject_fraction,
-            workers=args.workers,
-        )
+    started, since = time.perf_counter(), time.time()
+    build_plan(args.data, shard_size=args.shard_size)  # bad metadata fails here, before any task starts
+    try:
+        with tempfile.TemporaryDirectory(prefix="kfp-local-") as tmp:
+            root = args.pipeline_root or tmp
+            local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=root, raise_on_error=True)
+            pipeline = build_pipeline(args.parallelism)
+            pipeline(
+                data_url=args.data,
+                output_url=args.output,
+                grayscale=args.grayscale,
+                shards_per_task=args.shards_per_task,
+                shard_size=args.shard_size,
+                image_size=args.image_size,
+                max_reject_fraction=args.max_reject_fraction,
+                workers=args.workers,
+            )
+    except RuntimeError:
+        _raise_if_too_many_rejects(args.output, args.max_reject_fraction, since)
+        raise
     info = json.loads(Location.of(args.output).child("dataset_info.json").read_text())
     _report(info, time.perf_counter() - started)
     return 0
+
+
+def _raise_if_too_many_rejects(output: str, max_reject_fraction: float, since: float) -> None:
+    """After a failed local run: raise TooManyRejects if that is why (reports written by this run)."""
+    from .stats import check_rejects
+
+    loc = Location.of(output).child("dataset_info.json")
+    try:
+        fresh = loc.exists() and loc.fs.modified(loc.path).timestamp() >= since - 1
+        info = json.loads(loc.read_text()) if fresh else None
+    except (OSError, ValueError, NotImplementedError):
+        return
+    if info is not None:
+        check_rejects(info, max_reject_fraction)
 
 
 def cmd_compile(args) -> int:
@@ -305,6 +328,12 @@ def main(argv: list[str] | None = None) -> int:
     except (MetadataError, TooManyRejects, IncompleteConversion) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except WorkerDied as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:
+        print("interrupted: finished shards are kept; run the same command again to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except Exception as e:
         from .reader import VerificationError
 

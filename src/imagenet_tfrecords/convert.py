@@ -4,11 +4,13 @@ A worker streams its shard: read a file, decode it, append the framed record to 
 temporary file, move on. Memory stays flat whatever the size of a class directory. The
 finished file is published atomically (see fs.publish), then a small JSON record of the
 shard's statistics is written under ``_work/``. A re-run finds that record, checks the shard
-against its recorded size and record count, and skips it; anything else is converted again.
+against its recorded size, record count and checksums and that it was made with the same plan
+entry and options, and skips it; anything else is converted again.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import multiprocessing
@@ -18,7 +20,8 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import asdict, dataclass
 
 from . import records
 from .fs import Location, publish
@@ -27,6 +30,10 @@ from .layout import natural_key, shard_file
 
 GRAYSCALE_POLICIES = ("rgb", "skip")
 WORK_DIR = "_work"
+
+
+class WorkerDied(RuntimeError):
+    """A worker process was killed; finished shards are kept and a re-run resumes."""
 
 
 @dataclass(frozen=True)
@@ -78,7 +85,8 @@ def convert_shard(job: Job, shard_id: int, shard: dict) -> dict:
     options = job.options
     out = Location.of(job.out_url)
     target = out.child(shard_file(shard))
-    done = _finished(out, shard, target)
+    fingerprint = _fingerprint(job, shard)
+    done = _finished(out, shard, target, fingerprint)
     if done is not None:
         return done
 
@@ -96,6 +104,7 @@ def convert_shard(job: Job, shard_id: int, shard: dict) -> dict:
         "rejected": [],
         "skipped": [],
         "problems": [],  # about the directory rather than one file
+        "fingerprint": fingerprint,
         "converted": Counter(),
         "labels": Counter(),
         "shapes": Counter(),
@@ -112,7 +121,7 @@ def convert_shard(job: Job, shard_id: int, shard: dict) -> dict:
                 elif e.kind == "outside":
                     entries.append([e.name, None, "symlink pointing outside the dataset root (not followed)"])
                 else:
-                    entries.append([e.name, None, "a directory where images are expected"])
+                    entries.append([e.name, None, e.reason])
         entries.sort(key=lambda x: natural_key(x[0]))
         if not any(reason is None for _, _, reason in entries):
             stats["problems"].append(
@@ -171,14 +180,25 @@ def convert_shard(job: Job, shard_id: int, shard: dict) -> dict:
     return json.loads(json.dumps(stats))  # Counters -> plain dicts, as a re-run would read it
 
 
-def _finished(out: Location, shard: dict, target: Location) -> dict | None:
-    """The recorded statistics of a complete shard from an earlier run, or None."""
+def _fingerprint(job: Job, shard: dict) -> str:
+    """What a shard's content depends on besides the image files: its plan entry, classes, options."""
+    spec = {"shard": shard, "wnids": job.wnids, "options": asdict(job.options)}
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def _finished(out: Location, shard: dict, target: Location, fingerprint: str) -> dict | None:
+    """The recorded statistics of a complete shard from an earlier run, or None.
+
+    The shard is kept when it was made from the same plan entry and options, has the recorded
+    size, and every record's framing and CRC32C checksums are intact (a torn or bit-flipped
+    file is converted again).
+    """
     recorded = stats_location(out, shard)
     if not (recorded.exists() and target.exists()):
         return None
     try:
         stats = json.loads(recorded.read_text())
-        if target.size() != stats["bytes"]:
+        if stats.get("fingerprint") != fingerprint or target.size() != stats["bytes"]:
             return None
         with target.fs.open(target.path, "rb") as f:
             if records.count_records(f) != stats["records"]:
@@ -244,8 +264,19 @@ def convert(
         ctx = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
         with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
             futures = {pool.submit(convert_shard, job, i, shards[i]): i for i in ids}
-            for fut in as_completed(futures):
-                results[futures[fut]] = fut.result()
-                if on_done:
-                    on_done(results[futures[fut]])
+            try:
+                for fut in as_completed(futures):
+                    results[futures[fut]] = fut.result()
+                    if on_done:
+                        on_done(results[futures[fut]])
+            except BrokenProcessPool:
+                unfinished = [shard_file(shards[i]) for i in ids if i not in results]
+                raise WorkerDied(
+                    "a worker process died abruptly (killed by a signal, e.g. by the out-of-memory killer) before "
+                    f"{len(unfinished)} of {len(ids)} shards were done (first: {unfinished[0]}); finished shards "
+                    "are kept: run the same command again to resume"
+                ) from None
+            except BaseException:  # an error or Ctrl-C: stop now rather than after every queued shard
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
     return [results[i] for i in ids]

@@ -9,6 +9,8 @@ leaves a truncated file under a final name.
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import os
 import tempfile
 from collections.abc import Iterator
@@ -107,7 +109,19 @@ class Location:
 @dataclass(frozen=True)
 class Entry:
     name: str
-    kind: str  # "file", "dir", or "outside" (a symlink leaving the dataset root, not followed)
+    kind: str  # "file", "dir", "outside" (a symlink leaving the dataset root) or "special"
+
+    @property
+    def reason(self) -> str:
+        """Why an entry that is not a file is not converted."""
+        return _NOT_CONVERTED.get(self.kind, f"not a regular file ({self.kind})")
+
+
+_NOT_CONVERTED = {
+    "dir": "a directory where images are expected",
+    "outside": "symlink pointing outside the dataset root (not followed)",
+    "special": "not a regular file (FIFO, socket or device)",
+}
 
 
 def _protocols(fs: fsspec.AbstractFileSystem) -> tuple[str, ...]:
@@ -127,9 +141,19 @@ def _list_local(path: str, root: str) -> list[Entry]:
                     continue
             if e.is_dir():
                 entries.append(Entry(e.name, "dir"))
-            elif e.is_file():
-                entries.append(Entry(e.name, "file"))
+            elif e.is_file() or (e.is_symlink() and not os.path.exists(e.path)):
+                entries.append(Entry(e.name, "file"))  # a broken link fails to read, with the reason
+            else:
+                entries.append(Entry(e.name, "special"))
     return sorted(entries, key=lambda e: e.name)
+
+
+def _remove_stale_temporaries(path: str) -> None:
+    """Delete temporary files that a killed writer of ``path`` left behind."""
+    parent, name = os.path.split(path)
+    for stale in glob.glob(os.path.join(glob.escape(parent), f".{glob.escape(name)}.{'?' * 8}.tmp")):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(stale)
 
 
 @contextmanager
@@ -138,11 +162,13 @@ def publish(dest: Location) -> Iterator[str]:
 
     Local destinations get a temporary file in the same directory and an atomic rename;
     remote ones get a temporary local file uploaded in one request after the block ends.
-    On failure the temporary file is removed and ``dest`` is left untouched.
+    On failure the temporary file is removed and ``dest`` is left untouched; temporary files
+    of ``dest`` that a killed writer left behind are removed before a new one is made.
     """
     if dest.is_local:
         parent = os.path.dirname(dest.path)
         os.makedirs(parent, exist_ok=True)
+        _remove_stale_temporaries(dest.path)
         fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(dest.path)}.", suffix=".tmp", dir=parent)
     else:
         fd, tmp = tempfile.mkstemp(suffix=".tmp")

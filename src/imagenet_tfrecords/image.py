@@ -39,12 +39,14 @@ def peek(data: bytes) -> tuple[str, int, int, str]:
         try:
             h, w, colorspace, _ = simplejpeg.decode_jpeg_header(data)
         except ValueError as e:
-            raise BadImage(f"corrupt JPEG header: {e}") from None
+            raise BadImage(f"corrupt or truncated JPEG header: {e}") from None
         return "jpeg", h, w, colorspace.lower()
     try:
         with Image.open(io.BytesIO(data)) as im:
             w, h = im.size
             return im.format.lower(), h, w, im.mode.lower()
+    except Image.DecompressionBombError as e:  # Pillow's own limit, checked on opening
+        raise BadImage(f"header declares too many pixels: {e}") from None
     except Exception:  # Pillow raises many types for non-images
         raise BadImage(f"not an image (starts with {data[:8]!r})") from None
 

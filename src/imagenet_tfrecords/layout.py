@@ -47,7 +47,10 @@ def read_lines(loc: Location) -> list[tuple[int, str]]:
         text = loc.read_text()
     except UnicodeDecodeError as e:
         raise MetadataError(f"{loc.url}: not UTF-8 text ({e})") from None
-    return [(i, line.strip()) for i, line in enumerate(text.splitlines(), 1) if line.strip()]
+    # Only \n, \r\n and \r end a line (str.splitlines() would also split at U+0085, U+2028...
+    # which may occur inside words).
+    lines = re.split(r"\r\n|\r|\n", text)
+    return [(i, line.strip()) for i, line in enumerate(lines, 1) if line.strip()]
 
 
 def parse_wnids(loc: Location) -> list[tuple[str, int]]:
@@ -125,7 +128,7 @@ def _image_files(loc: Location, root: Location, rejects: list[dict]) -> list[str
                 {"path": f"{rel}/{e.name}", "reason": "symlink pointing outside the dataset root (not followed)"}
             )
         else:
-            rejects.append({"path": f"{rel}/{e.name}", "reason": "a directory where images are expected"})
+            rejects.append({"path": f"{rel}/{e.name}", "reason": e.reason})
     return sorted(names, key=natural_key)
 
 
@@ -180,7 +183,8 @@ def build_plan(data_url: str, *, shard_size: int = 500) -> dict:
     if not val_dir.isdir():
         raise MetadataError(f"{val_dir.url}: directory not found")
     val_files = _image_files(val_dir, root, rejects)
-    present = set(val_files)
+    # an entry rejected while listing (a link leaving the dataset, a directory) is not also "missing"
+    present = set(val_files) | {r["path"][len("val/images/") :] for r in rejects if r["path"].startswith("val/images/")}
     for name in sorted(set(annotations) - present, key=natural_key):
         rejects.append({"path": f"val/images/{name}", "reason": "listed in val_annotations.txt but missing"})
     entries = []

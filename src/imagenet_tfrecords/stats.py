@@ -69,7 +69,10 @@ def summarize(plan: dict, shard_stats: list[dict], options: dict | None = None) 
         if split_info["found"] != split_info["num_records"] + split_info["rejected"] + split_info["skipped"]:
             raise AssertionError(f"{split}: counts do not reconcile: {split_info}")
         splits[split] = split_info
-    rejects = list(plan["rejects"]) + [r for s in shard_stats for r in s["rejected"] + s["problems"]]
+    # Rejected inputs (files, stray directories) count towards "found"; problems (a class
+    # directory with no images) are listed beside them but are not inputs.
+    rejects = list(plan["rejects"]) + [r for s in shard_stats for r in s["rejected"]]
+    problems = [p for s in shard_stats for p in s["problems"]]
     found = sum(v["found"] for v in splits.values()) + len(plan["rejects"])
     return {
         "name": "tiny_imagenet",
@@ -81,6 +84,7 @@ def summarize(plan: dict, shard_stats: list[dict], options: dict | None = None) 
         "found": found,
         "rejected": len(rejects),
         "rejects": sorted(rejects, key=lambda r: r["path"]),
+        "problems": sorted(problems, key=lambda r: r["path"]),
         "skipped": sorted((r for s in shard_stats for r in s["skipped"]), key=lambda r: r["path"]),
         "warnings": plan["warnings"],
     }
@@ -91,7 +95,8 @@ def sizes_text(info: dict) -> str:
 
 
 def rejects_text(info: dict) -> str:
-    return "".join(f"{r['path']}\t{r['reason']}\n" for r in info["rejects"])
+    listed = sorted(info["rejects"] + info.get("problems", []), key=lambda r: r["path"])
+    return "".join(f"{r['path']}\t{r['reason']}\n" for r in listed)
 
 
 def write_reports(plan: dict, info: dict, out_url: str) -> None:
