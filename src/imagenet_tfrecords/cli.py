@@ -8,6 +8,7 @@ rejects), 4 verification found a mismatch, 5 a worker process died or the run wa
 from __future__ import annotations
 
 import argparse
+import builtins
 import json
 import logging
 import os
@@ -115,12 +116,14 @@ def cmd_run(args) -> int:
 
     started, since = time.perf_counter(), time.time()
     build_plan(args.data, shard_size=args.shard_size)  # bad metadata fails here, before any task starts
+    # kfp.local indents print() while tasks run and, with parallel loop iterations, can
+    # leave it indented: keep the real one.
+    real_print = builtins.print
     try:
         with tempfile.TemporaryDirectory(prefix="kfp-local-") as tmp:
             root = args.pipeline_root or tmp
             local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=root, raise_on_error=True)
-            pipeline = build_pipeline(args.parallelism)
-            pipeline(
+            build_pipeline(args.parallelism)(
                 data_url=args.data,
                 output_url=args.output,
                 grayscale=args.grayscale,
@@ -133,6 +136,8 @@ def cmd_run(args) -> int:
     except RuntimeError:
         _raise_if_too_many_rejects(args.output, args.max_reject_fraction, since)
         raise
+    finally:
+        builtins.print = real_print
     info = json.loads(Location.of(args.output).child("dataset_info.json").read_text())
     _report(info, time.perf_counter() - started)
     return 0
@@ -311,6 +316,7 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--val", type=int, default=50)
     sp.add_argument("--test", type=int, default=30)
     sp.add_argument("--seed", type=int, default=0)
+
     sp = add("download", cmd_download, "download the TinyImageNet zip (resumable), check its SHA-256, extract it")
     sp.add_argument("--output", required=True, help="folder for the zip and its extracted contents")
     sp.add_argument("--url", default=None, help="archive URL (default: the official cs231n.stanford.edu zip)")
