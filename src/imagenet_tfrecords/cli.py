@@ -334,6 +334,9 @@ def main(argv: list[str] | None = None) -> int:
     except (MetadataError, TooManyRejects, IncompleteConversion) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except PermissionError as e:  # e.g. wrong or missing credentials for a bucket
+        print(f"error: permission denied: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     except WorkerDied as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_INTERRUPTED
