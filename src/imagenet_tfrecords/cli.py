@@ -15,6 +15,7 @@ import os
 import sys
 import tempfile
 import time
+import warnings
 
 from .convert import GRAYSCALE_POLICIES, Options, WorkerDied, available_cpus, convert
 from .fs import Location
@@ -119,6 +120,8 @@ def cmd_run(args) -> int:
     # kfp.local indents print() while tasks run and, with parallel loop iterations, can
     # leave it indented: keep the real one.
     real_print = builtins.print
+    # Resource requests are for the cluster; kfp.local warns that it ignores them, for every task.
+    warnings.filterwarnings("ignore", message=r"Task .* have no effect in the current local runner")
     try:
         with tempfile.TemporaryDirectory(prefix="kfp-local-") as tmp:
             root = args.pipeline_root or tmp
