@@ -27,6 +27,7 @@ the tests check exactly that.
 from __future__ import annotations
 
 import struct
+from functools import cache, lru_cache
 from typing import BinaryIO
 
 import google_crc32c
@@ -46,7 +47,12 @@ def feature_spec() -> dict:
     return spec
 
 
+_SMALL_VARINTS = [bytes((n,)) for n in range(0x80)]
+
+
 def _varint(n: int) -> bytes:
+    if 0 <= n < 0x80:  # tags, keys' lengths, most int64 values: one byte, no loop
+        return _SMALL_VARINTS[n]
     n &= _U64  # negative int64 values are sent as their 64-bit two's complement
     out = bytearray()
     while n > 0x7F:
@@ -56,9 +62,19 @@ def _varint(n: int) -> bytes:
     return bytes(out)
 
 
+def _header(number: int, length: int) -> bytes:
+    """Tag and length of a length-delimited protobuf field whose payload is ``length`` bytes."""
+    return _varint(number << 3 | 2) + _varint(length)
+
+
 def _field(number: int, payload: bytes) -> bytes:
     """A length-delimited protobuf field."""
-    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+    return _header(number, len(payload)) + payload
+
+
+@cache
+def _key(key: str) -> bytes:
+    return _field(1, key.encode())
 
 
 def _entry(key: bytes, feature: bytes) -> bytes:
@@ -66,14 +82,26 @@ def _entry(key: bytes, feature: bytes) -> bytes:
     return _field(1, _field(1, key) + _field(2, feature))
 
 
+@lru_cache(maxsize=4096)  # heights, widths, channels and labels repeat
 def int64_entry(key: str, value: int) -> bytes:
     # Feature.int64_list = 3; Int64List.value = 1, packed.
     return _entry(key.encode(), _field(3, _field(1, _varint(value))))
 
 
+@lru_cache(maxsize=4096)  # sizes repeat: every 64x64 image has 12,288 bytes of pixels
+def _bytes_entry_head(key: str, size: int) -> bytes:
+    """Everything of a bytes entry before its ``size``-byte value, so the value is never copied."""
+    value_head = _header(1, size)  # BytesList.value = 1
+    list_size = len(value_head) + size
+    list_head = _header(1, list_size)  # Feature.bytes_list = 1
+    feature_size = len(list_head) + list_size
+    k = _key(key)
+    feature_head = _header(2, feature_size)
+    return _header(1, len(k) + len(feature_head) + feature_size) + k + feature_head + list_head + value_head
+
+
 def bytes_entry(key: str, value: bytes) -> bytes:
-    # Feature.bytes_list = 1; BytesList.value = 1.
-    return _entry(key.encode(), _field(1, _field(1, value)))
+    return _bytes_entry_head(key, len(value)) + value
 
 
 def encode_example(
@@ -87,20 +115,25 @@ def encode_example(
     filename: bytes = b"",
     wnid: bytes = b"",
 ) -> bytes:
-    """Serialize one record of the schema as a ``tf.train.Example``."""
-    features = b"".join(
-        (
-            int64_entry("height", height),
-            int64_entry("width", width),
-            int64_entry("channel", channel),
-            int64_entry("label", label),
-            bytes_entry("label_one_hot", label_one_hot),
-            bytes_entry("image_raw", image_raw),
-            bytes_entry("filename", filename),
-            bytes_entry("wnid", wnid),
-        )
-    )
-    return _field(1, features)  # Example.features = 1
+    """Serialize one record of the schema as a ``tf.train.Example``.
+
+    The pieces are joined once: a record costs one copy of its pixels, however large.
+    """
+    parts = [
+        int64_entry("height", height),
+        int64_entry("width", width),
+        int64_entry("channel", channel),
+        int64_entry("label", label),
+    ]
+    for key, value in (
+        ("label_one_hot", label_one_hot),
+        ("image_raw", image_raw),
+        ("filename", filename),
+        ("wnid", wnid),
+    ):
+        parts += (_bytes_entry_head(key, len(value)), value)
+    parts.insert(0, _header(1, sum(map(len, parts))))  # Example.features = 1
+    return b"".join(parts)
 
 
 def one_hot(label: int, num_classes: int) -> bytes:
