@@ -493,7 +493,7 @@ def main(argv: list[str] | None = None) -> int:
 
     size = "small" if args.small else "full"
     repeat = args.repeat or (3 if args.small else 1)
-    json_path = args.output or RESULTS / f"{size}.json"
+    json_path = (args.output or RESULTS / f"{size}.json").resolve()
     png_path = json_path.with_name(json_path.stem + "-workers.png")
     started = time.perf_counter()
     info = machine()
@@ -656,7 +656,7 @@ def main(argv: list[str] | None = None) -> int:
     shutil.rmtree(OUT, ignore_errors=True)
     print()
     print(report(result))
-    print(f"\nwrote {json_path.relative_to(ROOT)} and {png_path.relative_to(ROOT)}")
+    print(f"\nwrote {json_path} and {png_path}")
     return 0
 
 
