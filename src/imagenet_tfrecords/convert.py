@@ -116,12 +116,8 @@ def convert_shard(job: Job, shard_id: int, shard: dict) -> dict:
         entries = []
         if directory.isdir():
             for e in directory.list_dir(root):
-                if e.kind == "file":
-                    entries.append([e.name, shard["label"], None])
-                elif e.kind == "outside":
-                    entries.append([e.name, None, "symlink pointing outside the dataset root (not followed)"])
-                else:
-                    entries.append([e.name, None, e.reason])
+                ok = e.kind == "file"
+                entries.append([e.name, shard["label"] if ok else None, None if ok else e.reason])
         entries.sort(key=lambda x: natural_key(x[0]))
         if not any(reason is None for _, _, reason in entries):
             stats["problems"].append(
@@ -129,52 +125,54 @@ def convert_shard(job: Job, shard_id: int, shard: dict) -> dict:
             )
 
     size = _parse_size(options.image_size) if options.image_size else None
-    one_hots: dict[int, bytes] = {}
-    wanted = [name for name, _, reason in entries if reason is None]
-    data_iter = directory.read_many(wanted)
-    with publish(target) as tmp, open(tmp, "wb", buffering=1 << 20) as f:
+    rejected, skipped, converted = stats["rejected"], stats["skipped"], stats["converted"]
+    kept: list[tuple[int, int, int]] = []  # (label, height, width) of each record written
+    fixed: dict[tuple, bytes] = {}  # the entries every record of one label and size shares
+    written = 0
+    data_iter = directory.read_many([name for name, _, reason in entries if reason is None])
+    with publish(target) as tmp, open(tmp, "wb", buffering=1 << 16) as f:
+        write = f.write
         for name, label, reason in entries:
             path = f"{shard['dir']}/{name}"
-            stats["found"] += 1
             if reason is not None:
-                stats["rejected"].append({"path": path, "reason": reason})
+                rejected.append({"path": path, "reason": reason})
                 continue
             _, data = next(data_iter)
             if isinstance(data, Exception):
-                stats["rejected"].append({"path": path, "reason": f"cannot read: {data}"})
+                rejected.append({"path": path, "reason": f"cannot read: {data}"})
                 continue
             try:
                 img = decode(data, max_pixels=options.max_pixels)
             except BadImage as e:
-                stats["rejected"].append({"path": path, "reason": str(e)})
+                rejected.append({"path": path, "reason": str(e)})
                 continue
             h, w, c = img.pixels.shape
             if size and (h, w) != size:
-                stats["rejected"].append({"path": path, "reason": f"image is {h}x{w}, expected {options.image_size}"})
+                rejected.append({"path": path, "reason": f"image is {h}x{w}, expected {options.image_size}"})
                 continue
             if img.source != "rgb":
                 if options.grayscale == "skip":
-                    stats["skipped"].append({"path": path, "reason": f"{img.source} image (grayscale policy: skip)"})
+                    skipped.append({"path": path, "reason": f"{img.source} image (grayscale policy: skip)"})
                     continue
-                stats["converted"][img.source] += 1
-            if label not in one_hots:
-                one_hots[label] = records.one_hot(label, num_classes)
-            record = records.encode_example(
-                height=h,
-                width=w,
-                channel=c,
-                label=label,
-                label_one_hot=one_hots[label],
-                image_raw=img.pixels.tobytes(),
-                filename=path.encode(),
-                wnid=job.wnids[label].encode() if label >= 0 else b"",
-            )
-            framed = records.frame(record)
-            f.write(framed)
-            stats["records"] += 1
-            stats["bytes"] += len(framed)
-            stats["labels"][str(label)] += 1
-            stats["shapes"][f"{h}x{w}"] += 1
+                converted[img.source] += 1
+            key = (label, h, w, c)
+            if key not in fixed:
+                fixed[key] = records.fixed_entries(
+                    height=h,
+                    width=w,
+                    channel=c,
+                    label=label,
+                    label_one_hot=records.one_hot(label, num_classes),
+                    wnid=job.wnids[label].encode() if label >= 0 else b"",
+                )
+            parts = records.example_parts(fixed[key], img.pixels.tobytes(), path.encode())
+            written += records.write_framed(write, parts)
+            kept.append((label, h, w))
+    stats["found"] = len(entries)
+    stats["records"] = len(kept)
+    stats["bytes"] = written
+    stats["labels"] = Counter(str(label) for label, _, _ in kept)
+    stats["shapes"] = Counter(f"{h}x{w}" for _, h, w in kept)
     stats["seconds"] = round(time.perf_counter() - started, 4)
     stats_location(out, shard).write_text(json.dumps(stats, sort_keys=True))
     return json.loads(json.dumps(stats))  # Counters -> plain dicts, as a re-run would read it

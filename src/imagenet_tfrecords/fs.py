@@ -92,8 +92,7 @@ class Location:
         if self.is_local:
             for name in names:
                 try:
-                    with open(f"{self.path}/{name}", "rb") as f:
-                        yield name, f.read()
+                    yield name, _read_local(f"{self.path}/{name}")
                 except OSError as e:
                     yield name, e
             return
@@ -122,6 +121,22 @@ _NOT_CONVERTED = {
     "outside": "symlink pointing outside the dataset root (not followed)",
     "special": "not a regular file (FIFO, socket or device)",
 }
+
+
+def _read_local(path: str) -> bytes:
+    """A whole local file, with fewer system calls and objects than open().read()."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        data = os.read(fd, size + 1)  # one read, unless the file is growing
+        if len(data) <= size:
+            return data
+        chunks = [data]
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
 def _protocols(fs: fsspec.AbstractFileSystem) -> tuple[str, ...]:

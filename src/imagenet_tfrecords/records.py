@@ -104,6 +104,36 @@ def bytes_entry(key: str, value: bytes) -> bytes:
     return _bytes_entry_head(key, len(value)) + value
 
 
+def fixed_entries(*, height: int, width: int, channel: int, label: int, label_one_hot: bytes, wnid: bytes) -> bytes:
+    """The entries of a record that repeat from image to image: all but image_raw and filename.
+
+    A converter builds them once per (size, label) and passes them to ``example_parts``.
+    """
+    return b"".join(
+        (
+            int64_entry("height", height),
+            int64_entry("width", width),
+            int64_entry("channel", channel),
+            int64_entry("label", label),
+            _bytes_entry_head("label_one_hot", len(label_one_hot)),
+            label_one_hot,
+            _bytes_entry_head("wnid", len(wnid)),
+            wnid,
+        )
+    )
+
+
+def example_parts(fixed: bytes, image_raw: bytes, filename: bytes) -> list[bytes]:
+    """A serialized ``tf.train.Example`` as pieces whose concatenation is the record.
+
+    Written piece by piece (see ``write_framed``), the pixels are never copied into a record.
+    """
+    parts = [fixed, _bytes_entry_head("image_raw", len(image_raw)), image_raw]
+    parts += (_bytes_entry_head("filename", len(filename)), filename)
+    parts.insert(0, _header(1, sum(map(len, parts))))  # Example.features = 1
+    return parts
+
+
 def encode_example(
     *,
     height: int,
@@ -115,25 +145,11 @@ def encode_example(
     filename: bytes = b"",
     wnid: bytes = b"",
 ) -> bytes:
-    """Serialize one record of the schema as a ``tf.train.Example``.
-
-    The pieces are joined once: a record costs one copy of its pixels, however large.
-    """
-    parts = [
-        int64_entry("height", height),
-        int64_entry("width", width),
-        int64_entry("channel", channel),
-        int64_entry("label", label),
-    ]
-    for key, value in (
-        ("label_one_hot", label_one_hot),
-        ("image_raw", image_raw),
-        ("filename", filename),
-        ("wnid", wnid),
-    ):
-        parts += (_bytes_entry_head(key, len(value)), value)
-    parts.insert(0, _header(1, sum(map(len, parts))))  # Example.features = 1
-    return b"".join(parts)
+    """Serialize one record of the schema as a ``tf.train.Example``."""
+    fixed = fixed_entries(
+        height=height, width=width, channel=channel, label=label, label_one_hot=label_one_hot, wnid=wnid
+    )
+    return b"".join(example_parts(fixed, image_raw, filename))
 
 
 def one_hot(label: int, num_classes: int) -> bytes:
@@ -144,15 +160,33 @@ def one_hot(label: int, num_classes: int) -> bytes:
     return bytes(out)
 
 
-def masked_crc(data: bytes) -> int:
-    crc = google_crc32c.value(data)
+def _mask(crc: int) -> int:
     return (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF
+
+
+def masked_crc(data: bytes) -> int:
+    return _mask(google_crc32c.value(data))
 
 
 def frame(record: bytes) -> bytes:
     """One record in TFRecord framing."""
     header = struct.pack("<Q", len(record))
     return b"".join((header, struct.pack("<I", masked_crc(header)), record, struct.pack("<I", masked_crc(record))))
+
+
+def write_framed(write, parts: list[bytes]) -> int:
+    """Write the record made of ``parts`` in TFRecord framing with ``write``; return the bytes written."""
+    length = sum(map(len, parts))
+    header = struct.pack("<Q", length)
+    crc = 0
+    for part in parts:
+        crc = google_crc32c.extend(crc, part)
+    write(header)
+    write(struct.pack("<I", masked_crc(header)))
+    for part in parts:
+        write(part)
+    write(struct.pack("<I", _mask(crc)))
+    return length + 16
 
 
 class CorruptShard(ValueError):
