@@ -137,3 +137,14 @@ def test_val_annotation_problems_become_rejects_with_reasons(sample_copy):
     assert files["val_0.JPEG"][2].startswith("conflicting annotations in val_annotations.txt: line 1 says")
     assert any("duplicate of line 1" in w for w in plan["warnings"])
     assert {"path": "val/images/val_999.JPEG", "reason": "listed in val_annotations.txt but missing"} in plan["rejects"]
+
+
+def test_work_items_group_shards_within_a_split(sample_dir):
+    plan = build_plan(str(sample_dir), shard_size=8)  # 6 train shards, 4 val, 3 test
+    sizes = lambda n: [len(it["shards"]) for it in work_items(plan, n)]  # noqa: E731
+    assert sizes(1) == [1] * 13
+    assert sizes(4) == [4, 2, 4, 3]
+    assert sizes(0) == [6, 4, 3]  # one task per split
+    assert [it["name"] for it in work_items(plan, 0)] == ["train-00000-00005", "val-00000-00003", "test-00000-00002"]
+    with pytest.raises(ValueError):
+        work_items(plan, -1)

@@ -116,7 +116,6 @@ def cmd_run(args) -> int:
     from .pipelines.tinyimagenet_to_tfrecords import build_pipeline
 
     started, since = time.perf_counter(), time.time()
-    build_plan(args.data, shard_size=args.shard_size)  # bad metadata fails here, before any task starts
     # kfp.local indents print() while tasks run and, with parallel loop iterations, can
     # leave it indented: keep the real one.
     real_print = builtins.print
@@ -137,6 +136,9 @@ def cmd_run(args) -> int:
                 workers=args.workers,
             )
     except RuntimeError:
+        # A task failed; its message is in the log above. Say why in one line where we can:
+        # bad metadata (the first task fails, before anything is fanned out) or too many rejects.
+        build_plan(args.data, shard_size=args.shard_size)
         _raise_if_too_many_rejects(args.output, args.max_reject_fraction, since)
         raise
     finally:
@@ -281,8 +283,8 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument(
         "--shards-per-task",
         type=int,
-        default=50,
-        help="shards per pipeline task (default 50: few tasks, each using every core)",
+        default=0,
+        help="shards per pipeline task (default 0: one task per split, each using every core)",
     )
     sp.add_argument("--parallelism", type=int, default=2, help="ParallelFor parallelism (default 2)")
     sp.add_argument("--workers", type=int, default=0, help="processes per task (default: every CPU)")

@@ -226,13 +226,13 @@ def shard_file(shard: dict) -> str:
 
 
 def work_items(plan: dict, shards_per_task: int = 1) -> list[dict]:
-    """Group shard ids into tasks: at most ``shards_per_task`` shards of one split each."""
-    if shards_per_task < 1:
-        raise ValueError("shards_per_task must be at least 1")
+    """Group shard ids into tasks: at most ``shards_per_task`` shards of one split each (0: a whole split)."""
+    if shards_per_task < 0:
+        raise ValueError("shards_per_task must be 0 (one task per split) or more")
     items = []
     for split in SPLITS:
         ids = [i for i, s in enumerate(plan["shards"]) if s["split"] == split]
-        for chunk in _chunks(ids, shards_per_task):
+        for chunk in _chunks(ids, shards_per_task or len(ids) or 1):
             if chunk:
                 first, last = plan["shards"][chunk[0]], plan["shards"][chunk[-1]]
                 name = f"{split}-{first['index']:05d}-{last['index']:05d}"
