@@ -20,7 +20,7 @@ def parse_metadata(
     Args:
         data_url: Root of the TinyImageNet-layout dataset (local path, gs://, s3://).
         shard_size: Images per val/test shard (train shards hold one class each).
-        shards_per_task: Shards converted by each ParallelFor task; 0 makes one task per split.
+        shards_per_task: Shards converted by each ParallelFor task; 0 puts all in one task.
 
     Returns:
         plan: plan.json: the classes, every shard to write, and rejects found in the metadata.

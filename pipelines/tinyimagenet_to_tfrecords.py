@@ -47,7 +47,7 @@ def build_pipeline(parallelism: int = DEFAULT_PARALLELISM):
             grayscale: "rgb" (default) converts grayscale and CMYK images to RGB; "skip"
                 leaves them out, as the 2018 notebook did. Both are counted.
             shards_per_task: Shards (one class each for train, shard_size images for val
-                and test) per conversion task; 0 makes one task per split. 1 gives 240 tasks
+                and test) per conversion task; 0 puts all in a single task. 1 gives 240 tasks
                 for TinyImageNet; raise it when pod start-up dominates (see benchmarks/README.md).
             shard_size: Images per val/test shard.
             image_size: "HxW" (e.g. "64x64") rejects images of other sizes; "" keeps all.

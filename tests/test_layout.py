@@ -144,7 +144,7 @@ def test_work_items_group_shards_within_a_split(sample_dir):
     sizes = lambda n: [len(it["shards"]) for it in work_items(plan, n)]  # noqa: E731
     assert sizes(1) == [1] * 13
     assert sizes(4) == [4, 2, 4, 3]
-    assert sizes(0) == [6, 4, 3]  # one task per split
-    assert [it["name"] for it in work_items(plan, 0)] == ["train-00000-00005", "val-00000-00003", "test-00000-00002"]
+    assert [it["name"] for it in work_items(plan, 6)] == ["train-00000-00005", "val-00000-00003", "test-00000-00002"]
+    assert work_items(plan, 0) == [{"name": "all", "shards": list(range(13))}]  # a single task
     with pytest.raises(ValueError):
         work_items(plan, -1)

@@ -284,7 +284,7 @@ def parser() -> argparse.ArgumentParser:
         "--shards-per-task",
         type=int,
         default=0,
-        help="shards per pipeline task (default 0: one task per split, each using every core)",
+        help="shards per pipeline task (default 0: a single task, using every core)",
     )
     sp.add_argument("--parallelism", type=int, default=2, help="ParallelFor parallelism (default 2)")
     sp.add_argument("--workers", type=int, default=0, help="processes per task (default: every CPU)")

@@ -226,13 +226,18 @@ def shard_file(shard: dict) -> str:
 
 
 def work_items(plan: dict, shards_per_task: int = 1) -> list[dict]:
-    """Group shard ids into tasks: at most ``shards_per_task`` shards of one split each (0: a whole split)."""
+    """Group shard ids into tasks: at most ``shards_per_task`` shards of one split each.
+
+    0 puts every shard into a single task: on one machine, one process pool over everything.
+    """
     if shards_per_task < 0:
-        raise ValueError("shards_per_task must be 0 (one task per split) or more")
+        raise ValueError("shards_per_task must be 0 (a single task) or more")
+    if shards_per_task == 0:
+        return [{"name": "all", "shards": list(range(len(plan["shards"])))}]
     items = []
     for split in SPLITS:
         ids = [i for i, s in enumerate(plan["shards"]) if s["split"] == split]
-        for chunk in _chunks(ids, shards_per_task or len(ids) or 1):
+        for chunk in _chunks(ids, shards_per_task):
             if chunk:
                 first, last = plan["shards"][chunk[0]], plan["shards"][chunk[-1]]
                 name = f"{split}-{first['index']:05d}-{last['index']:05d}"
