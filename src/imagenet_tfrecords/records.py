@@ -21,7 +21,8 @@ The Example protobuf and the TFRecord framing (length, masked CRC32C of the leng
 masked CRC32C of the data) are encoded by hand: the conversion workers never pay the
 seconds and hundreds of megabytes that importing TensorFlow costs. Every shard still reads
 back with ``tf.data.TFRecordDataset`` and ``tf.io.parse_single_example(feature_spec())``;
-the tests check exactly that.
+the tests check exactly that. ``iter_records`` and ``parse_example`` read both layers back
+without TensorFlow (resumption checks and the report use them).
 """
 
 from __future__ import annotations
@@ -187,6 +188,89 @@ def write_framed(write, parts: list[bytes]) -> int:
         write(part)
     write(struct.pack("<I", _mask(crc)))
     return length + 16
+
+
+# Reading the wire format back, without TensorFlow (the report decodes samples with it).
+
+
+def _read_varint(buf: bytes, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        if pos >= len(buf):
+            raise ValueError("truncated varint")
+        b = buf[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if b < 0x80:
+            return result, pos
+        shift += 7
+        if shift > 63:
+            raise ValueError("varint longer than 10 bytes")
+
+
+def _fields(buf: bytes):
+    """Yield (field number, wire type, value) of a protobuf message."""
+    pos, end = 0, len(buf)
+    while pos < end:
+        key, pos = _read_varint(buf, pos)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            value, pos = _read_varint(buf, pos)
+        elif wire == 2:
+            length, pos = _read_varint(buf, pos)
+            value, pos = buf[pos : pos + length], pos + length
+        elif wire in (1, 5):
+            size = 8 if wire == 1 else 4
+            value, pos = buf[pos : pos + size], pos + size
+        else:
+            raise ValueError(f"unsupported protobuf wire type {wire}")
+        if pos > end:
+            raise ValueError("truncated protobuf field")
+        yield number, wire, value
+
+
+def _signed(v: int) -> int:
+    return v - (1 << 64) if v >= 1 << 63 else v
+
+
+def _feature(buf: bytes) -> list:
+    """Values of a tf.train.Feature: bytes_list = 1, float_list = 2, int64_list = 3."""
+    values: list = []
+    for kind, _, payload in _fields(buf):
+        for number, wire, v in _fields(payload):
+            if number != 1:
+                continue
+            if kind == 1:
+                values.append(bytes(v))
+            elif kind == 2:
+                values.extend(struct.unpack(f"<{len(v) // 4}f", v))
+            elif kind == 3 and wire == 0:
+                values.append(_signed(v))
+            elif kind == 3:  # packed
+                pos = 0
+                while pos < len(v):
+                    n, pos = _read_varint(v, pos)
+                    values.append(_signed(n))
+    return values
+
+
+def parse_example(data: bytes) -> dict[str, list]:
+    """The features of a serialized tf.train.Example: name -> list of values."""
+    features: dict[str, list] = {}
+    for number, _, payload in _fields(data):
+        if number != 1:  # Example.features
+            continue
+        for entry_no, _, entry in _fields(payload):
+            if entry_no != 1:  # Features.feature (map entry: 1 key, 2 value)
+                continue
+            key, value = "", b""
+            for n, _, v in _fields(entry):
+                if n == 1:
+                    key = bytes(v).decode()
+                elif n == 2:
+                    value = v
+            features[key] = _feature(value)
+    return features
 
 
 class CorruptShard(ValueError):
