@@ -98,17 +98,12 @@ def convert_shard(job: Job, shard_id: int, shard: dict) -> dict:
         "shard": shard_id,
         "split": shard["split"],
         "file": shard_file(shard),
-        "records": 0,
-        "bytes": 0,
-        "found": 0,
         "rejected": [],
         "skipped": [],
         "problems": [],  # about the directory rather than one file
         "fingerprint": fingerprint,
         "converted": Counter(),
-        "labels": Counter(),
-        "shapes": Counter(),
-    }
+    }  # found, records, bytes, labels and shapes are added after the loop
 
     if "files" in shard:  # val / test: a fixed list of (name, label, reason)
         entries = shard["files"]

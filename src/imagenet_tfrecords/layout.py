@@ -123,10 +123,6 @@ def _image_files(loc: Location, root: Location, rejects: list[dict]) -> list[str
     for e in loc.list_dir(root):
         if e.kind == "file":
             names.append(e.name)
-        elif e.kind == "outside":
-            rejects.append(
-                {"path": f"{rel}/{e.name}", "reason": "symlink pointing outside the dataset root (not followed)"}
-            )
         else:
             rejects.append({"path": f"{rel}/{e.name}", "reason": e.reason})
     return sorted(names, key=natural_key)
