@@ -8,15 +8,17 @@ IMAGE ?= $(shell $(PY) -c "from imagenet_tfrecords.components.image import IMAGE
 SAMPLE := build/sample
 OUTPUT := build/tfrecords
 COMPILED := pipelines/tinyimagenet_to_tfrecords.yaml
+# The one kfp pin: the image's (images/Dockerfile); the venv and the compiled YAML follow it.
+KFP_PIN := $(shell grep -o 'kfp==[0-9][0-9.]*' images/Dockerfile | cut -d= -f3)
 
 .PHONY: install test run demo compile compile-check image image-check lint bench bench-small clean
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml images/Dockerfile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[gcs,s3,dev]'
+	$(BIN)/pip install --quiet -e '.[gcs,s3,tf,dev]' 'kfp==$(KFP_PIN)'
 	touch $(STAMP)
 
 test: install
@@ -37,6 +39,8 @@ compile-check: install
 	env -u IMAGENET_TFRECORDS_IMAGE $(PY) -c "import sys; from imagenet_tfrecords.pipelines.tinyimagenet_to_tfrecords import compile_pipeline; compile_pipeline(sys.argv[1])" $$tmp && \
 	if diff -u $(COMPILED) $$tmp; then echo "$(COMPILED) is up to date"; rm -f $$tmp; \
 	else rm -f $$tmp; echo "$(COMPILED) is stale: run 'make compile' and commit it" >&2; exit 1; fi
+	@grep -qx 'sdkVersion: kfp-$(KFP_PIN)' $(COMPILED) || \
+	{ echo "$(COMPILED) was not compiled by kfp $(KFP_PIN), the image's pin (images/Dockerfile)" >&2; exit 1; }
 
 # No Docker engine here? 'make image-check' runs the Dockerfile's install steps in a clean venv.
 image:

@@ -525,29 +525,30 @@ def main(argv: list[str] | None = None) -> int:
         )
         bench.measure(
             "run, one task per split",
-            [*CLI, "run", "--data", data, "--output", out / "run", "--shards-per-task", "100000"],
+            [*CLI, "run", "--data", data, "--output", out / "run", "--max-tasks", "1"],
             kind="run",
             out=out / "run",
         )
 
-    # kfp.local's cost per task: the small data set with one shard per task vs one task per split.
+    # kfp.local's cost per task: the small data set in as many tasks as allowed vs in one task.
     small = dataset("small", **SIZES["small"])
     small_images = count_images(small)
     print("kfp.local per-task overhead", flush=True)
+    from imagenet_tfrecords.layout import MAX_TASKS, build_plan, plan_tasks
+
     per_task = {}
-    for spt in (1, 10_000):
+    for spt in (MAX_TASKS, 1):
         row = bench.measure(
-            f"run small, {spt} shards/task",
-            [*CLI, "run", "--data", small, "--output", OUT / "spt", "--shards-per-task", str(spt)],
+            f"run small, at most {spt} tasks",
+            [*CLI, "run", "--data", small, "--output", OUT / "spt", "--max-tasks", str(spt)],
             kind="run",
             out=OUT / "spt",
             images=small_images,
         )
-        from imagenet_tfrecords.layout import build_plan, work_items
-
-        per_task[spt] = {"tasks": len(work_items(build_plan(str(small)), spt)), "wall_s": row["wall_s"]}
-    extra_tasks = per_task[1]["tasks"] - per_task[10_000]["tasks"]
-    task_overhead = (per_task[1]["wall_s"] - per_task[10_000]["wall_s"]) / extra_tasks
+        tasks = len(plan_tasks(len(build_plan(str(small))["shards"]), spt))
+        per_task[spt] = {"tasks": tasks, "wall_s": row["wall_s"]}
+    extra_tasks = per_task[MAX_TASKS]["tasks"] - per_task[1]["tasks"]
+    task_overhead = (per_task[MAX_TASKS]["wall_s"] - per_task[1]["wall_s"]) / extra_tasks
 
     # Peak RSS of conversion workers against the size of a class directory.
     print("peak RSS per worker against class size", flush=True)

@@ -17,15 +17,16 @@ def aggregate_stats(
     metrics: Output[Metrics],
     report: Output[HTML],
 ):
-    """Merge every task's statistics into sizes.txt, labels.txt, dataset_info.json, rejects.tsv.
+    """Merge every shard's statistics into sizes.txt, labels.txt, dataset_info.json, rejects.tsv.
 
-    The reports are written under output_url and into the dataset artifact, and an HTML
-    report is built from the written shards. The step fails after writing the reports when
+    The statistics are read from output_url/_work/. The reports and report.html are written
+    under output_url and into the artifacts. The step fails after writing the reports when
     more than max_reject_fraction of the inputs were rejected.
 
     Args:
         plan: The plan written by parse-metadata.
-        shards: The statistics of every convert-shards task (fan-in with dsl.Collected).
+        shards: Every convert-shards task's artifact (fan-in with dsl.Collected); their
+            metadata gives the tasks' start and end times.
         output_url: Root of the converted dataset.
         grayscale: The grayscale policy used (recorded in dataset_info.json).
         image_size: The image size check used (recorded in dataset_info.json).
@@ -39,17 +40,19 @@ def aggregate_stats(
         metrics: Records, rejects and skipped images per split and in total, images converted
             to RGB, bytes, and throughput: images/s per worker (records / summed shard seconds)
             and images/s over the conversion wall time (first task start to last task end).
-        report: A self-contained HTML page: records per split, class distribution, sample
-            images decoded from the written TFRecords, rejects and skipped images.
+        report: A self-contained HTML page (also written to output_url/report.html): records
+            per split, class distribution, sample images decoded from the written TFRecords,
+            rejects and skipped images.
     """
     from imagenet_tfrecords.convert import Options
-    from imagenet_tfrecords.report import run_metrics, write_report
+    from imagenet_tfrecords.report import run_metrics
     from imagenet_tfrecords.tasks import aggregate_step
 
     options = Options(grayscale=grayscale, image_size=image_size)
-    paths = [s.path for s in shards]
-    info = aggregate_step(plan.path, paths, output_url, options, max_reject_fraction, dataset.path, sizes.path)
+    windows = [(s.metadata["started"], s.metadata["finished"]) for s in shards]
+    info = aggregate_step(
+        plan.path, windows, output_url, options, max_reject_fraction, dataset.path, sizes.path, report.path
+    )
     dataset.metadata.update({"root": info["root"], "records": {k: v["num_records"] for k, v in info["splits"].items()}})
     for name, value in run_metrics(info).items():
         metrics.log_metric(name, value)
-    write_report(output_url, report.path, info=info)

@@ -8,10 +8,10 @@ from .image import IMAGE
 def parse_metadata(
     data_url: str,
     shard_size: int,
-    shards_per_task: int,
+    max_tasks: int,
     plan: Output[Artifact],
     labels: Output[Artifact],
-) -> list:
+) -> list[int]:
     """Read the dataset's metadata and plan the conversion.
 
     Fails before anything is fanned out when wnids.txt, words.txt or val/val_annotations.txt
@@ -20,16 +20,17 @@ def parse_metadata(
     Args:
         data_url: Root of the TinyImageNet-layout dataset (local path, gs://, s3://).
         shard_size: Images per val/test shard (train shards hold one class each).
-        shards_per_task: Shards converted by each ParallelFor task; 0 puts all in one task.
+        max_tasks: At most this many conversion tasks (1 to 100); shards are grouped evenly.
 
     Returns:
-        plan: plan.json: the classes, every shard to write, and rejects found in the metadata.
+        plan: plan.json: the classes, every shard to write, the shards of each task, and rejects
+            found in the metadata.
         labels: labels.txt: one "wnid<TAB>words" line per class; the line index is the label.
-        Output: The work items to fan out; each names the shards one conversion task writes.
+        Output: The task numbers to fan out over (0 to tasks - 1); plan.json lists each one's shards.
     """
     from imagenet_tfrecords.tasks import plan_step
 
-    items, summary = plan_step(data_url, shard_size, shards_per_task, plan.path, labels.path)
+    items, summary = plan_step(data_url, shard_size, max_tasks, plan.path, labels.path)
     plan.metadata.update(summary)
     labels.metadata["num_classes"] = summary["classes"]
     return items

@@ -6,11 +6,18 @@ from kfp import compiler, dsl
 from kfp.dsl import HTML, Artifact, Dataset, Metrics
 
 from imagenet_tfrecords.components import aggregate_stats, convert_shards, parse_metadata
+from imagenet_tfrecords.layout import DEFAULT_MAX_TASKS
 
 PIPELINE_NAME = "tinyimagenet-to-tfrecords"
 DEFAULT_PARALLELISM = 16
 TASK_CPUS = "2"
 TASK_MEMORY = "1Gi"
+# The open-source backend retries a conversion task when its container exits non-zero (not when
+# its pod is evicted or preempted); Argo counts backoffMaxDuration from the first retry, so it
+# must cover a whole long task. A retry resumes: finished shards are kept.
+RETRIES = 2
+RETRY_BACKOFF = "60s"
+RETRY_WINDOW = "86400s"
 
 
 class Outputs(NamedTuple):
@@ -28,7 +35,7 @@ def build_pipeline(parallelism: int = DEFAULT_PARALLELISM):
         data_url: str,
         output_url: str,
         grayscale: str = "rgb",
-        shards_per_task: int = 1,
+        max_tasks: int = DEFAULT_MAX_TASKS,
         shard_size: int = 500,
         image_size: str = "",
         max_reject_fraction: float = 0.01,
@@ -46,9 +53,9 @@ def build_pipeline(parallelism: int = DEFAULT_PARALLELISM):
                 dataset_info.json and rejects.tsv are written.
             grayscale: "rgb" (default) converts grayscale and CMYK images to RGB; "skip"
                 leaves them out, as the 2018 notebook did. Both are counted.
-            shards_per_task: Shards (one class each for train, shard_size images for val
-                and test) per conversion task; 0 puts all in a single task. 1 gives 240 tasks
-                for TinyImageNet; raise it when pod start-up dominates (see benchmarks/README.md).
+            max_tasks: At most this many conversion tasks (1 to 100, whatever the dataset's
+                size); shards (one class each for train, shard_size images for val and test)
+                are grouped evenly into them.
             shard_size: Images per val/test shard.
             image_size: "HxW" (e.g. "64x64") rejects images of other sizes; "" keeps all.
             max_reject_fraction: Fail the run, after writing the reports, when more than this
@@ -64,17 +71,23 @@ def build_pipeline(parallelism: int = DEFAULT_PARALLELISM):
             report: An HTML page (the run's Visualizations): records per split, class
                 distribution, sample images decoded from the written TFRecords, rejects.
         """
-        plan = parse_metadata(data_url=data_url, shard_size=shard_size, shards_per_task=shards_per_task)
-        with dsl.ParallelFor(plan.outputs["Output"], parallelism=parallelism) as item:
+        plan = parse_metadata(data_url=data_url, shard_size=shard_size, max_tasks=max_tasks)
+        # No step is served from the KFP cache: the cache is keyed on the URL strings, not on the
+        # data behind them. A re-run resumes instead: shards whose inputs are unchanged are kept.
+        plan.set_caching_options(False)
+        with dsl.ParallelFor(plan.outputs["Output"], parallelism=parallelism) as number:
             task = convert_shards(
                 plan=plan.outputs["plan"],
-                item=item,
+                task=number,
                 output_url=output_url,
                 grayscale=grayscale,
                 image_size=image_size,
                 workers=workers,
             )
-            task.set_retry(num_retries=3, backoff_duration="30s")
+            task.set_caching_options(False)
+            task.set_retry(
+                num_retries=RETRIES, backoff_duration=RETRY_BACKOFF, backoff_factor=2, backoff_max_duration=RETRY_WINDOW
+            )
             task.set_cpu_request(TASK_CPUS).set_cpu_limit(TASK_CPUS)
             task.set_memory_request(TASK_MEMORY).set_memory_limit(TASK_MEMORY)
         stats = aggregate_stats(
@@ -85,6 +98,7 @@ def build_pipeline(parallelism: int = DEFAULT_PARALLELISM):
             image_size=image_size,
             max_reject_fraction=max_reject_fraction,
         )
+        stats.set_caching_options(False)
         return Outputs(
             dataset=stats.outputs["dataset"],
             sizes=stats.outputs["sizes"],

@@ -118,7 +118,7 @@ def build_pipeline():
     def tinyimagenet_train_example(
         data_url: str,
         output_url: str,
-        shards_per_task: int = 1,
+        max_tasks: int = 4,
         workers: int = 0,
         batch_size: int = 32,
         learning_rate: float = 0.01,
@@ -129,7 +129,7 @@ def build_pipeline():
         Args:
             data_url: Root of the TinyImageNet-layout dataset (local path, gs://, s3://).
             output_url: Where the conversion writes the TFRecords and reports.
-            shards_per_task: Shards per conversion task.
+            max_tasks: At most this many conversion tasks.
             workers: Processes per conversion task (0: every CPU of the task).
             batch_size: Training batch size.
             learning_rate: Adam learning rate.
@@ -140,9 +140,7 @@ def build_pipeline():
             model: The trained model (model.keras) and the per-batch losses (losses.json).
             metrics: The loss at the start and end of the epoch.
         """
-        converted = conversion(
-            data_url=data_url, output_url=output_url, shards_per_task=shards_per_task, workers=workers
-        )
+        converted = conversion(data_url=data_url, output_url=output_url, max_tasks=max_tasks, workers=workers)
         train = train_small_model(
             dataset=converted.outputs["dataset"],
             batch_size=batch_size,

@@ -8,9 +8,13 @@ import pytest
 
 from imagenet_tfrecords.sample import write_sample
 
+from .servers import gcs_emulator, moto_s3, s3_user_and_enforce_auth
+
 ROOT = Path(__file__).resolve().parent.parent
 META = ROOT.parent / "shared" / "data" / "tiny-imagenet-meta"
 CLI = [sys.executable, "-m", "imagenet_tfrecords.cli"]
+REGION = "us-east-1"
+_ENV_PREFIXES = ("AWS_", "GOOGLE_", "GCSFS_", "FSSPEC_", "CLOUDSDK_", "BOTO_")
 
 
 @pytest.fixture(scope="session")
@@ -61,3 +65,51 @@ def read_records(path) -> list[dict]:
 def read_split(output: Path, split: str) -> list[dict]:
     files = sorted((output / split).glob("*.tfrecord"))
     return [r for f in files for r in read_records(f)]
+
+
+@pytest.fixture(scope="session")
+def gcs_server(tmp_path_factory):
+    server = gcs_emulator(tmp_path_factory.mktemp("gcs-log"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    server = moto_s3(tmp_path_factory.mktemp("moto-log"))
+    server.key_id, server.secret = s3_user_and_enforce_auth(server, REGION)
+    yield server
+    server.stop()
+
+
+@pytest.fixture()
+def store_env(gcs_server, s3_server, monkeypatch, tmp_path):
+    """Only the standard variables: nothing from the machine's own cloud configuration."""
+    for var in list(os.environ):
+        if var.startswith(_ENV_PREFIXES) or var in ("STORAGE_EMULATOR_HOST", "NO_GCE_CHECK"):
+            monkeypatch.delenv(var)
+    nowhere = tmp_path / "no-cloud-config"
+    env = {
+        # GCS: the emulator, unauthenticated, over its JSON API only
+        "STORAGE_EMULATOR_HOST": gcs_server.url,
+        "FSSPEC_GS_TOKEN": "anon",
+        "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false",
+        "NO_GCE_CHECK": "true",  # never probe a metadata server (google-auth)
+        "GOOGLE_AUTH_TOKEN_FOR_TESTING": "none",  # nor TensorFlow's own GCS client, should it ever be used
+        "CLOUDSDK_CONFIG": str(nowhere),
+        # S3: moto, with a key it generated and checks
+        "AWS_ENDPOINT_URL": s3_server.url,
+        "AWS_ACCESS_KEY_ID": s3_server.key_id,
+        "AWS_SECRET_ACCESS_KEY": s3_server.secret,
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_CONFIG_FILE": str(nowhere / "aws-config"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(nowhere / "aws-credentials"),
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "NO_PROXY": "127.0.0.1,localhost",
+        "no_proxy": "127.0.0.1,localhost",
+    }
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    yield env
+    gcs_server.check_alive()
+    s3_server.check_alive()

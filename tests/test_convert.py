@@ -8,17 +8,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imagenet_tfrecords.convert import Options, convert
-from imagenet_tfrecords.layout import build_plan
-from imagenet_tfrecords.stats import aggregate
+from imagenet_tfrecords.convert import Options
+from imagenet_tfrecords.tasks import convert_dataset
 
 from .conftest import read_split, run_cli
 
 
 def _convert(data, out, workers=2, **options):
-    plan = build_plan(str(data), shard_size=8)
-    results = convert(plan, range(len(plan["shards"])), str(out), Options(**options), workers=workers)
-    return plan, aggregate(plan, results, str(out))
+    return convert_dataset(str(data), str(out), Options(**options), shard_size=8, workers=workers)
 
 
 def _digest(root):

@@ -125,7 +125,9 @@ def _check_published(out: Path) -> dict[str, tuple[int, int]]:
 
 def _strip_timings(value):
     if isinstance(value, dict):
-        return {k: _strip_timings(v) for k, v in value.items() if k not in ("seconds", "resumed")}
+        return {
+            k: _strip_timings(v) for k, v in value.items() if k not in ("seconds", "wall_seconds", "resumed", "root")
+        }
     if isinstance(value, list):
         return [_strip_timings(v) for v in value]
     return value
@@ -138,6 +140,8 @@ def _tree(out: Path) -> dict:
         if p.is_dir():
             continue
         rel = p.relative_to(out).as_posix()
+        if rel == "report.html":  # shows the run's throughput
+            continue
         if p.suffix == ".json":
             tree[rel] = _strip_timings(json.loads(p.read_text()))
         else:

@@ -358,7 +358,7 @@ def test_convert_fails_loudly_on_too_many_rejects_after_writing_the_reports(samp
 @pytest.mark.slow
 def test_local_pipeline_lists_broken_files_and_fails_on_too_many(sample_copy, tmp_path):
     broken = _break_three(sample_copy)
-    args = ["--data", sample_copy, "--shards-per-task", "4", "--shard-size", "16", "--workers", "1"]
+    args = ["--data", sample_copy, "--max-tasks", "4", "--shard-size", "16", "--workers", "1"]
     p = run_cli("run", *args, "--output", tmp_path / "ok", "--max-reject-fraction", "0.05")
     assert "3 rejects listed in rejects.tsv" in p.stdout
     _check_reports_after_too_many_rejects(tmp_path / "ok", broken)

@@ -37,8 +37,12 @@ def test_base_image_is_pinned_and_matches_this_python():
         pytest.skip(f"the image uses Python {m[1]}.{m[2]}, these tests run on {sys.version_info[:2]}")
 
 
+def _size_mb(path) -> float:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and not f.is_symlink()) / 1e6
+
+
 @pytest.mark.slow
-def test_install_steps_succeed_in_a_clean_venv(tmp_path):
+def test_install_steps_succeed_in_a_clean_venv(tmp_path, sample_dir):
     context, env_dir, work = tmp_path / "context", tmp_path / "venv", None
     venv.create(env_dir, with_pip=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VIRTUAL_ENV", "PYTHON"))}
@@ -81,3 +85,15 @@ def test_install_steps_succeed_in_a_clean_venv(tmp_path):
         text=True,
     )
     assert str(env_dir) in p.stdout, "the project must be installed into the image, not used from the source"
+    # every step's work runs in the image, which has no TensorFlow
+    out = tmp_path / "out"
+    for args in (["convert", "--data", sample_dir, "--output", out, "--workers", "1"], ["report", out]):
+        p = subprocess.run(
+            ["imagenet-tfrecords", *map(str, args)], cwd=tmp_path, env=env, capture_output=True, text=True
+        )
+        assert p.returncode == 0, p.stderr
+    assert (out / "sizes.txt").read_text() == "train,72\nval,30\ntest,20"
+    p = subprocess.run(["python", "-c", "import tensorflow"], cwd=tmp_path, env=env, capture_output=True)
+    assert p.returncode != 0, "the image must not carry TensorFlow"
+    print(f"the image's Python environment: {_size_mb(env_dir):.0f} MB installed")
+    assert _size_mb(env_dir) < 600

@@ -12,7 +12,7 @@ from imagenet_tfrecords.layout import (
     parse_val_annotations,
     parse_wnids,
     parse_words,
-    work_items,
+    plan_tasks,
 )
 
 
@@ -66,15 +66,9 @@ def test_plan_over_real_metadata(meta_dir, tmp_path):
     assert len(plan["rejects"]) == 10_000 - 300
     assert plan["rejects"][0]["reason"] == "listed in val_annotations.txt but missing"
     assert "no test split" in plan["warnings"][0]
-    items = work_items(plan, 50)
-    assert [it["name"] for it in items][:5] == [
-        "train-00000-00049",
-        "train-00050-00099",
-        "train-00100-00149",
-        "train-00150-00199",
-        "val-00000-00002",
-    ]
-    assert sorted(i for it in items for i in it["shards"]) == list(range(len(plan["shards"])))
+    tasks = plan_tasks(len(plan["shards"]), 64)
+    assert len(tasks) == 64 and {len(t) for t in tasks} == {4, 3}  # 203 shards
+    assert [i for t in tasks for i in t] == list(range(len(plan["shards"])))
 
 
 @pytest.mark.parametrize("missing", ["wnids.txt", "words.txt", "val/val_annotations.txt"])
@@ -139,12 +133,18 @@ def test_val_annotation_problems_become_rejects_with_reasons(sample_copy):
     assert {"path": "val/images/val_999.JPEG", "reason": "listed in val_annotations.txt but missing"} in plan["rejects"]
 
 
-def test_work_items_group_shards_within_a_split(sample_dir):
-    plan = build_plan(str(sample_dir), shard_size=8)  # 6 train shards, 4 val, 3 test
-    sizes = lambda n: [len(it["shards"]) for it in work_items(plan, n)]  # noqa: E731
-    assert sizes(1) == [1] * 13
-    assert sizes(4) == [4, 2, 4, 3]
-    assert [it["name"] for it in work_items(plan, 6)] == ["train-00000-00005", "val-00000-00003", "test-00000-00002"]
-    assert work_items(plan, 0) == [{"name": "all", "shards": list(range(13))}]  # a single task
-    with pytest.raises(ValueError):
-        work_items(plan, -1)
+@pytest.mark.parametrize("shards", [0, 1, 13, 240, 1_003, 20_003])
+@pytest.mark.parametrize("max_tasks", [1, 7, 64, 100])
+def test_tasks_are_bounded_whatever_the_dataset_size(shards, max_tasks):
+    """Vertex AI collects at most 100 artifacts in a dsl.Collected input; each task adds one."""
+    tasks = plan_tasks(shards, max_tasks)
+    assert len(tasks) == min(shards, max_tasks) <= 100
+    assert [i for t in tasks for i in t] == list(range(shards))  # every shard once, in order
+    if tasks:
+        assert max(map(len, tasks)) - min(map(len, tasks)) <= 1
+
+
+@pytest.mark.parametrize("bad", [0, -1, 101])
+def test_max_tasks_out_of_range_is_refused(bad):
+    with pytest.raises(ValueError, match="max_tasks must be between 1 and 100"):
+        plan_tasks(10, bad)

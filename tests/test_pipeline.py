@@ -45,7 +45,6 @@ def test_fan_out_over_work_items_and_fan_in_with_collected(spec):
     assert loop["dependentTasks"] == ["parse-metadata"]
     body = spec["components"]["comp-" + loops[0]]["dag"]
     assert list(body["tasks"]) == ["convert-shards"]
-    assert body["tasks"]["convert-shards"]["retryPolicy"]["maxRetryCount"] == 3
     # aggregate-stats takes the list of every iteration's Dataset artifact
     shards = tasks["aggregate-stats"]["inputs"]["artifacts"]["shards"]["taskOutputArtifact"]
     assert shards["producerTask"] == loops[0]
@@ -64,7 +63,7 @@ def test_typed_pipeline_outputs(spec):
         "data_url",
         "output_url",
         "grayscale",
-        "shards_per_task",
+        "max_tasks",
         "shard_size",
         "image_size",
         "max_reject_fraction",
@@ -130,7 +129,7 @@ def test_core_imports_neither_kfp_nor_tensorflow():
 def test_local_pipeline_run_matches_convert(sample_dir, tmp_path):
     """The README's main command: the whole pipeline through kfp.local, then verify."""
     run_out, conv_out = tmp_path / "run", tmp_path / "convert"
-    p = run_cli("run", "--data", sample_dir, "--output", run_out, "--shards-per-task", "4")
+    p = run_cli("run", "--data", sample_dir, "--output", run_out, "--max-tasks", "4")
     assert "train: 72 records in 6 shards" in p.stdout
     run_cli("convert", "--data", sample_dir, "--output", conv_out)
     for split in ("train", "val", "test"):

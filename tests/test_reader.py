@@ -13,11 +13,9 @@ import pytest
 import tensorflow as tf
 
 import imagenet_tfrecords
-from imagenet_tfrecords.convert import Options, convert
-from imagenet_tfrecords.layout import build_plan
+from imagenet_tfrecords.convert import Options
 from imagenet_tfrecords.reader import VerificationError, verify
-from imagenet_tfrecords.stats import aggregate
-from imagenet_tfrecords.tasks import aggregate_step
+from imagenet_tfrecords.tasks import aggregate_step, convert_dataset
 
 from .conftest import read_split
 
@@ -28,10 +26,8 @@ COUNTS = {"train": CLASSES * PER_CLASS, "val": 30, "test": 20}
 @pytest.fixture(scope="module")
 def conversion(sample_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("out")
-    plan = build_plan(str(sample_dir), shard_size=8)
-    results = convert(plan, range(len(plan["shards"])), str(out), Options(), workers=2)
-    aggregate(plan, results, str(out))
-    return SimpleNamespace(out=out, plan=plan, results=results)
+    plan, _ = convert_dataset(str(sample_dir), str(out), shard_size=8, workers=2)
+    return SimpleNamespace(out=out, plan=plan)
 
 
 @pytest.fixture(scope="module")
@@ -150,11 +146,9 @@ def artifact(conversion, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("artifact")
     plan_path = tmp / "plan.json"
     plan_path.write_text(json.dumps(conversion.plan))
-    manifest = tmp / "manifest.json"
-    manifest.write_text(json.dumps(conversion.results))
     dataset_dir = tmp / "dataset"
     info = aggregate_step(
-        str(plan_path), [str(manifest)], str(conversion.out), Options(), 0.01, str(dataset_dir), str(tmp / "sizes")
+        str(plan_path), [], str(conversion.out), Options(), 0.01, str(dataset_dir), str(tmp / "sizes"), str(tmp / "r")
     )
     assert not list(dataset_dir.rglob("*.tfrecord"))  # the artifact holds no shards, only their root
     return dataset_dir, info

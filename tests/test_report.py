@@ -231,14 +231,17 @@ def test_pipeline_steps_record_metrics_and_wall_time(sample_dir, tmp_path):
     """plan -> convert tasks -> aggregate, as the components call them, then the metrics."""
     out = tmp_path / "out"
     plan, labels = str(tmp_path / "plan.json"), str(tmp_path / "labels.txt")
-    items, _ = tasks.plan_step(str(sample_dir), 8, 7, plan, labels)
-    assert len(items) > 1
-    manifests = [str(tmp_path / f"m{i}.json") for i in range(len(items))]
-    for item, manifest in zip(items, manifests, strict=True):
-        tasks.convert_step(plan, item, str(out), Options(), 1, manifest)
-    info = tasks.aggregate_step(plan, manifests, str(out), Options(), 1.0, str(tmp_path / "ds"), str(tmp_path / "s"))
-    shard_stats = [s for m in manifests for s in json.loads(Path(m).read_text())]
-    windows = [(s["task_started"], s["task_finished"]) for s in shard_stats]
+    numbers, _ = tasks.plan_step(str(sample_dir), 8, 3, plan, labels)
+    assert numbers == [0, 1, 2]
+    runs = [tasks.convert_step(plan, n, str(out), Options(), 1, str(tmp_path / f"m{n}.json")) for n in numbers]
+    windows = [(r["started"], r["finished"]) for r in runs]
+    report = tmp_path / "report.html"
+    info = tasks.aggregate_step(
+        plan, windows, str(out), Options(), 1.0, str(tmp_path / "ds"), str(tmp_path / "s"), str(report)
+    )
+    assert report.read_text() == (out / "report.html").read_text()  # the report lies beside the data too
+    shard_stats = [json.loads(p.read_text()) for p in sorted((out / "_work").glob("*.json"))]
+    assert len(shard_stats) == len(json.loads(Path(plan).read_text())["shards"])
     assert info["wall_seconds"] == pytest.approx(max(w[1] for w in windows) - min(w[0] for w in windows), abs=1e-3)
     assert json.loads((out / "dataset_info.json").read_text())["wall_seconds"] == info["wall_seconds"]
 
@@ -249,7 +252,8 @@ def test_pipeline_steps_record_metrics_and_wall_time(sample_dir, tmp_path):
     assert m["records_total"] == sum(counts.values()) == 122
     assert m["rejected_total"] == 0 and m["skipped_total"] == 0
     assert m["converted_to_rgb"] == sum(sum(s["converted"].values()) for s in shard_stats) > 0
-    seconds = sum(s["seconds"] for s in shard_stats)
+    seconds = sum(s["seconds"] for s in info["splits"].values())  # per split, rounded to ms
+    assert seconds == pytest.approx(sum(s["seconds"] for s in shard_stats), abs=0.002)
     assert m["images_per_second_per_worker"] == pytest.approx(122 / seconds, rel=0.05)
     assert m["images_per_second"] == pytest.approx(122 / info["wall_seconds"], rel=0.01)
     assert all(isinstance(v, int | float) for v in m.values())
@@ -266,7 +270,7 @@ def test_decode_record_rejects_an_inconsistent_image():
 @pytest.mark.slow
 def test_local_pipeline_run_publishes_the_report_and_metrics(sample_dir, tmp_path):
     root, out = tmp_path / "root", tmp_path / "out"
-    run_cli("run", "--data", sample_dir, "--output", out, "--shards-per-task", "4", "--pipeline-root", root)
+    run_cli("run", "--data", sample_dir, "--output", out, "--max-tasks", "4", "--pipeline-root", root)
     (report,) = root.glob("*/aggregate-stats/report")
     assert len(_figures(report.read_text())) == 24
     executor = json.loads((report.parent / "executor_output.json").read_text())

@@ -25,7 +25,7 @@ def run(sample_dir, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("train-example")
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp / "root"), raise_on_error=True)
     task = build_pipeline()(
-        data_url=str(sample_dir), output_url=str(tmp / "out"), shards_per_task=3, workers=1, batch_size=BATCH
+        data_url=str(sample_dir), output_url=str(tmp / "out"), max_tasks=3, workers=1, batch_size=BATCH
     )
     return task, tmp / "out"
 

@@ -17,10 +17,10 @@ import tempfile
 import time
 import warnings
 
-from .convert import GRAYSCALE_POLICIES, Options, WorkerDied, available_cpus, convert
+from .convert import GRAYSCALE_POLICIES, Options, WorkerDied, available_cpus
 from .fs import Location
-from .layout import MetadataError, build_plan
-from .stats import IncompleteConversion, TooManyRejects, aggregate
+from .layout import DEFAULT_MAX_TASKS, MetadataError, build_plan
+from .stats import IncompleteConversion, TooManyRejects, check_rejects
 
 EXIT_INTERNAL, EXIT_USAGE, EXIT_BAD_INPUT, EXIT_VERIFY, EXIT_INTERRUPTED = 1, 2, 3, 4, 5
 log = logging.getLogger("imagenet_tfrecords")
@@ -71,22 +71,20 @@ def _progress(total: int, unit: str):
 
 
 def cmd_convert(args) -> int:
+    from .tasks import convert_dataset
+
     options = Options(grayscale=args.grayscale, image_size=args.image_size)
     started = time.perf_counter()
     plan = build_plan(args.data, shard_size=args.shard_size)
-    ids = range(len(plan["shards"]))
     workers = args.workers or available_cpus()
-    log.info("converting %d shards of %s with %d workers", len(ids), args.data, workers)
-    bar = _progress(len(ids), "shard")
-    results = convert(
-        plan, ids, args.output, options, workers=workers, on_done=(lambda s: bar.update(1)) if bar else None
+    log.info("converting %d shards of %s with %d workers", len(plan["shards"]), args.data, workers)
+    bar = _progress(len(plan["shards"]), "shard")
+    _, info = convert_dataset(
+        args.data, args.output, options, workers=workers, plan=plan, on_done=(lambda s: bar.update(1)) if bar else None
     )
     if bar:
         bar.close()
-    info = aggregate(plan, results, args.output, options=vars(options), max_reject_fraction=1.0)
     _report(info, time.perf_counter() - started)
-    from .stats import check_rejects
-
     check_rejects(info, args.max_reject_fraction)
     return 0
 
@@ -129,7 +127,7 @@ def cmd_run(args) -> int:
                 data_url=args.data,
                 output_url=args.output,
                 grayscale=args.grayscale,
-                shards_per_task=args.shards_per_task,
+                max_tasks=args.max_tasks,
                 shard_size=args.shard_size,
                 image_size=args.image_size,
                 max_reject_fraction=args.max_reject_fraction,
@@ -150,8 +148,6 @@ def cmd_run(args) -> int:
 
 def _raise_if_too_many_rejects(output: str, max_reject_fraction: float, since: float) -> None:
     """After a failed local run: raise TooManyRejects if that is why (reports written by this run)."""
-    from .stats import check_rejects
-
     loc = Location.of(output).child("dataset_info.json")
     try:
         fresh = loc.exists() and loc.fs.modified(loc.path).timestamp() >= since - 1
@@ -182,13 +178,12 @@ def cmd_submit(args) -> int:
             "data_url": args.data,
             "output_url": args.output,
             "grayscale": args.grayscale,
-            "shards_per_task": args.shards_per_task,
+            "max_tasks": args.max_tasks,
             "shard_size": args.shard_size,
             "image_size": args.image_size,
             "max_reject_fraction": args.max_reject_fraction,
         },
         experiment_name=args.experiment,
-        enable_caching=not args.no_cache,
     )
     print(f"submitted run {run.run_id}: {args.host.rstrip('/')}/#/runs/details/{run.run_id}")
     return 0
@@ -281,10 +276,10 @@ def parser() -> argparse.ArgumentParser:
     sp = add("run", cmd_run, "run the whole Kubeflow pipeline locally (kfp.local, no Kubernetes)")
     _add_conversion_args(sp)
     sp.add_argument(
-        "--shards-per-task",
+        "--max-tasks",
         type=int,
-        default=0,
-        help="shards per pipeline task (default 0: a single task, using every core)",
+        default=1,
+        help="conversion tasks (default 1: one task using every core; the cluster default is 64)",
     )
     sp.add_argument("--parallelism", type=int, default=2, help="ParallelFor parallelism (default 2)")
     sp.add_argument("--workers", type=int, default=0, help="processes per task (default: every CPU)")
@@ -303,9 +298,8 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--host", required=True, help="Kubeflow Pipelines API endpoint")
     sp.add_argument("--namespace", default="kubeflow")
     sp.add_argument("--experiment", default="imagenet-tfrecords")
-    sp.add_argument("--shards-per-task", type=int, default=1)
+    sp.add_argument("--max-tasks", type=int, default=DEFAULT_MAX_TASKS)
     sp.add_argument("--parallelism", type=int, default=16)
-    sp.add_argument("--no-cache", action="store_true", help="disable KFP caching for this run")
 
     sp = add("verify", cmd_verify, "read every shard with tf.data and check counts against the reports")
     sp.add_argument("output", type=_url)

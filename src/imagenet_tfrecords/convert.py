@@ -4,8 +4,9 @@ A worker streams its shard: read a file, decode it, append the framed record to 
 temporary file, move on. Memory stays flat whatever the size of a class directory. The
 finished file is published atomically (see fs.publish), then a small JSON record of the
 shard's statistics is written under ``_work/``. A re-run finds that record, checks the shard
-against its recorded size, record count and checksums and that it was made with the same plan
-entry and options, and skips it; anything else is converted again.
+against its recorded size, record count and checksums and that it was made from the same input
+files (names, sizes, change stamps), plan entry and options, and skips it; anything else is
+converted again.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from dataclasses import asdict, dataclass
 from . import records
 from .fs import Location, publish
 from .image import DEFAULT_MAX_PIXELS, BadImage, decode
-from .layout import natural_key, shard_file
+from .layout import inputs_digest, natural_key, shard_file
 
 GRAYSCALE_POLICIES = ("rgb", "skip")
 WORK_DIR = "_work"
@@ -62,8 +63,13 @@ def _parse_size(text: str) -> tuple[int, int] | None:
     return (int(h), int(w)) if x and h.isdigit() and w.isdigit() else None
 
 
+def stats_name(shard: dict) -> str:
+    """The file under ``_work/`` that holds a finished shard's statistics."""
+    return shard_file(shard).rsplit("/", 1)[1] + ".json"
+
+
 def stats_location(out: Location, shard: dict) -> Location:
-    return out.child(WORK_DIR, shard_file(shard).rsplit("/", 1)[1] + ".json")
+    return out.child(WORK_DIR, stats_name(shard))
 
 
 @dataclass(frozen=True)
@@ -81,18 +87,22 @@ class Job:
 
 
 def convert_shard(job: Job, shard_id: int, shard: dict) -> dict:
-    """Write one shard (unless a verified copy exists) and return its statistics."""
+    """Write one shard (unless a verified copy made from the same inputs exists); return its statistics."""
     options = job.options
     out = Location.of(job.out_url)
     target = out.child(shard_file(shard))
-    fingerprint = _fingerprint(job, shard)
+    root = Location.of(job.data_url)
+    directory = root.child(shard["dir"])
+    if "files" in shard:  # val / test: a fixed list of (name, label, reason), inputs digested at plan time
+        entries, inputs = shard["files"], shard["inputs"]
+    else:  # train: one class directory, listed now
+        entries, inputs = _list_class(directory, root, shard["label"])
+    fingerprint = _fingerprint(job, shard, inputs)
     done = _finished(out, shard, target, fingerprint)
     if done is not None:
         return done
 
     started = time.perf_counter()
-    root = Location.of(job.data_url)
-    directory = root.child(shard["dir"])
     num_classes = len(job.wnids)
     stats: dict = {
         "shard": shard_id,
@@ -104,20 +114,10 @@ def convert_shard(job: Job, shard_id: int, shard: dict) -> dict:
         "fingerprint": fingerprint,
         "converted": Counter(),
     }  # found, records, bytes, labels and shapes are added after the loop
-
-    if "files" in shard:  # val / test: a fixed list of (name, label, reason)
-        entries = shard["files"]
-    else:  # train: one class directory, listed now
-        entries = []
-        if directory.isdir():
-            for e in directory.list_dir(root):
-                ok = e.kind == "file"
-                entries.append([e.name, shard["label"] if ok else None, None if ok else e.reason])
-        entries.sort(key=lambda x: natural_key(x[0]))
-        if not any(reason is None for _, _, reason in entries):
-            stats["problems"].append(
-                {"path": shard["dir"], "reason": "class directory has no images (class gets an empty shard)"}
-            )
+    if "files" not in shard and not any(reason is None for _, _, reason in entries):
+        stats["problems"].append(
+            {"path": shard["dir"], "reason": "class directory has no images (class gets an empty shard)"}
+        )
 
     size = _parse_size(options.image_size) if options.image_size else None
     rejected, skipped, converted = stats["rejected"], stats["skipped"], stats["converted"]
@@ -173,9 +173,18 @@ def convert_shard(job: Job, shard_id: int, shard: dict) -> dict:
     return json.loads(json.dumps(stats))  # Counters -> plain dicts, as a re-run would read it
 
 
-def _fingerprint(job: Job, shard: dict) -> str:
-    """What a shard's content depends on besides the image files: its plan entry, classes, options."""
-    spec = {"shard": shard, "wnids": job.wnids, "options": asdict(job.options)}
+def _list_class(directory: Location, root: Location, label: int) -> tuple[list, str]:
+    """A train class directory's entries (name, label, reject reason) and the digest of its files."""
+    listed = directory.list_dir(root) if directory.isdir() else []
+    entries = [[e.name, label, None] if e.kind == "file" else [e.name, None, e.reason] for e in listed]
+    entries.sort(key=lambda x: natural_key(x[0]))
+    return entries, inputs_digest(listed)
+
+
+def _fingerprint(job: Job, shard: dict, inputs: str) -> str:
+    """What a shard's content depends on: its plan entry, its input files (names, sizes, change
+    stamps), the classes and the options."""
+    spec = {"shard": shard, "inputs": inputs, "wnids": job.wnids, "options": asdict(job.options)}
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:32]
 
 
@@ -273,3 +282,13 @@ def convert(
                 pool.shutdown(wait=True, cancel_futures=True)
                 raise
     return [results[i] for i in ids]
+
+
+def recorded_stats(plan: dict, out_url: str) -> list[dict]:
+    """The statistics every planned shard left under ``_work/`` (batched reads on object stores).
+
+    A shard without statistics is left out; stats.summarize names it.
+    """
+    work = Location.of(out_url).child(WORK_DIR)
+    names = [stats_name(s) for s in plan["shards"]]
+    return [json.loads(data) for _, data in work.read_many(names) if not isinstance(data, Exception)]

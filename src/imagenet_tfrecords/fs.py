@@ -73,15 +73,18 @@ class Location:
         """Entries directly under this directory, sorted by name.
 
         On local disks a symlink whose target lies outside ``root`` (default: this
-        directory) is reported as kind "outside" and not followed.
+        directory) is reported as kind "outside" and not followed. Files carry their size and
+        a stamp that changes when their content is replaced (see Entry).
         """
         if self.is_local:
             return _list_local(self.path, (root or self).path)
         entries = []
         for info in self.fs.ls(self.path, detail=True):
             name = info["name"].rstrip("/").rsplit("/", 1)[-1]
-            kind = "dir" if info.get("type") == "directory" else "file"
-            entries.append(Entry(name, kind))
+            if info.get("type") == "directory":
+                entries.append(Entry(name, "dir"))
+            else:
+                entries.append(Entry(name, "file", int(info.get("size") or 0), _stamp(info)))
         return sorted(entries, key=lambda e: e.name)
 
     def read_many(self, names: list[str]) -> Iterator[tuple[str, bytes | Exception]]:
@@ -107,8 +110,18 @@ class Location:
 
 @dataclass(frozen=True)
 class Entry:
+    """One directory entry. ``size`` and ``stamp`` identify a file's content without reading it:
+    modification and change times (ns) on local disks, the object generation or ETag on object
+    stores. Together with the name they make a shard's input fingerprint (see convert.py)."""
+
     name: str
     kind: str  # "file", "dir", "outside" (a symlink leaving the dataset root) or "special"
+    size: int = -1
+    stamp: str = ""
+
+    @property
+    def identity(self) -> list:
+        return [self.name, self.kind, self.size, self.stamp]
 
     @property
     def reason(self) -> str:
@@ -139,6 +152,17 @@ def _read_local(path: str) -> bytes:
         os.close(fd)
 
 
+# What changes when an object is replaced, by store: GCS generation, S3/HTTP ETag, else a time.
+_STAMP_KEYS = ("generation", "ETag", "etag", "md5Hash", "mtime", "LastModified", "updated", "last_modified", "created")
+
+
+def _stamp(info: dict) -> str:
+    for key in _STAMP_KEYS:
+        if info.get(key) not in (None, ""):
+            return f"{key}={info[key]}"
+    return ""
+
+
 def _protocols(fs: fsspec.AbstractFileSystem) -> tuple[str, ...]:
     p = fs.protocol
     return (p,) if isinstance(p, str) else tuple(p)
@@ -156,7 +180,11 @@ def _list_local(path: str, root: str) -> list[Entry]:
                     continue
             if e.is_dir():
                 entries.append(Entry(e.name, "dir"))
-            elif e.is_file() or (e.is_symlink() and not os.path.exists(e.path)):
+            elif e.is_file():
+                st = e.stat()
+                # ctime too: a copy that keeps the old modification time (cp -p, rsync -t) still changes it
+                entries.append(Entry(e.name, "file", st.st_size, f"{st.st_mtime_ns}.{st.st_ctime_ns}"))
+            elif e.is_symlink() and not os.path.exists(e.path):
                 entries.append(Entry(e.name, "file"))  # a broken link fails to read, with the reason
             else:
                 entries.append(Entry(e.name, "special"))

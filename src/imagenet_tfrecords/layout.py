@@ -22,12 +22,20 @@ is missing) do not stop the run: they become rejects with a reason.
 
 from __future__ import annotations
 
+import hashlib
+import itertools
+import json
 import re
 
-from .fs import Location
+from .fs import Entry, Location
 
 SPLITS = ("train", "val", "test")
-PLAN_VERSION = 1
+PLAN_VERSION = 2
+# Conversion tasks of one run. Vertex AI collects at most 100 artifacts in one dsl.Collected
+# input, and every collected artifact lengthens the fan-in step's executor input, which the
+# Kubeflow backend passes as one command-line argument (Linux: under 128 KiB).
+MAX_TASKS = 100
+DEFAULT_MAX_TASKS = 64
 
 
 class MetadataError(ValueError):
@@ -116,16 +124,21 @@ def _chunks(items: list, size: int) -> list[list]:
     return [items[i : i + size] for i in range(0, len(items), size)] or [[]]
 
 
-def _image_files(loc: Location, root: Location, rejects: list[dict]) -> list[str]:
-    """Sorted file names in an images directory; links leaving the dataset become rejects."""
-    names = []
+def inputs_digest(entries: list[Entry]) -> str:
+    """A digest of the names, sizes and change stamps of a shard's input files."""
+    return hashlib.sha256(json.dumps([e.identity for e in entries]).encode()).hexdigest()[:32]
+
+
+def _image_files(loc: Location, root: Location, rejects: list[dict]) -> dict[str, Entry]:
+    """The files of an images directory by name, in natural order; links leaving the dataset become rejects."""
+    files = {}
     rel = loc.url[len(root.url) + 1 :]
     for e in loc.list_dir(root):
         if e.kind == "file":
-            names.append(e.name)
+            files[e.name] = e
         else:
             rejects.append({"path": f"{rel}/{e.name}", "reason": e.reason})
-    return sorted(names, key=natural_key)
+    return {name: files[name] for name in sorted(files, key=natural_key)}
 
 
 def build_plan(data_url: str, *, shard_size: int = 500) -> dict:
@@ -187,15 +200,15 @@ def build_plan(data_url: str, *, shard_size: int = 500) -> dict:
     for name in val_files:
         label, reason = annotations.get(name, (None, "no line in val_annotations.txt"))
         entries.append([name, label, reason])
-    _add_file_shards(shards, "val", "val/images", entries, shard_size)
+    _add_file_shards(shards, "val", "val/images", entries, val_files, shard_size)
 
     test_dir = root.child("test", "images")
     if test_dir.isdir():
-        entries = [[name, -1, None] for name in _image_files(test_dir, root, rejects)]
+        test_files = _image_files(test_dir, root, rejects)
     else:
         warnings.append(f"{test_dir.url}: no test split (directory not found)")
-        entries = []
-    _add_file_shards(shards, "test", "test/images", entries, shard_size)
+        test_files = {}
+    _add_file_shards(shards, "test", "test/images", [[name, -1, None] for name in test_files], test_files, shard_size)
 
     return {
         "version": PLAN_VERSION,
@@ -207,12 +220,17 @@ def build_plan(data_url: str, *, shard_size: int = 500) -> dict:
     }
 
 
-def _add_file_shards(shards: list[dict], split: str, directory: str, entries: list, size: int) -> None:
+def _add_file_shards(
+    shards: list[dict], split: str, directory: str, entries: list, files: dict[str, Entry], size: int
+) -> None:
     if not entries:
         return
     chunks = _chunks(entries, size)
     for i, chunk in enumerate(chunks):
-        shards.append({"split": split, "index": i, "count": len(chunks), "dir": directory, "files": chunk})
+        inputs = inputs_digest([files[name] for name, _, _ in chunk])
+        shards.append(
+            {"split": split, "index": i, "count": len(chunks), "dir": directory, "files": chunk, "inputs": inputs}
+        )
 
 
 def shard_file(shard: dict) -> str:
@@ -221,24 +239,25 @@ def shard_file(shard: dict) -> str:
     return f"{s}/{s}-{shard['index']:05d}-of-{shard['count']:05d}.tfrecord"
 
 
-def work_items(plan: dict, shards_per_task: int = 1) -> list[dict]:
-    """Group shard ids into tasks: at most ``shards_per_task`` shards of one split each.
+def plan_tasks(num_shards: int, max_tasks: int = DEFAULT_MAX_TASKS) -> list[list[int]]:
+    """Group shard ids into ``min(max_tasks, num_shards)`` tasks: contiguous runs whose lengths differ by one at most.
 
-    0 puts every shard into a single task: on one machine, one process pool over everything.
+    Train shards come first in the plan (one class each), then val and test; a task may hold
+    shards of two splits. The grouping never changes what is written, only who writes it.
     """
-    if shards_per_task < 0:
-        raise ValueError("shards_per_task must be 0 (a single task) or more")
-    if shards_per_task == 0:
-        return [{"name": "all", "shards": list(range(len(plan["shards"])))}]
-    items = []
-    for split in SPLITS:
-        ids = [i for i, s in enumerate(plan["shards"]) if s["split"] == split]
-        for chunk in _chunks(ids, shards_per_task):
-            if chunk:
-                first, last = plan["shards"][chunk[0]], plan["shards"][chunk[-1]]
-                name = f"{split}-{first['index']:05d}-{last['index']:05d}"
-                items.append({"name": name, "shards": chunk})
-    return items
+    check_max_tasks(max_tasks)
+    if num_shards == 0:
+        return []
+    per_task, longer = divmod(num_shards, min(max_tasks, num_shards))
+    bounds = [0]
+    for t in range(min(max_tasks, num_shards)):
+        bounds.append(bounds[-1] + per_task + (t < longer))
+    return [list(range(a, b)) for a, b in itertools.pairwise(bounds)]
+
+
+def check_max_tasks(max_tasks: int) -> None:
+    if not 1 <= max_tasks <= MAX_TASKS:
+        raise ValueError(f"max_tasks must be between 1 and {MAX_TASKS}, got {max_tasks}")
 
 
 def labels_text(plan: dict) -> str:

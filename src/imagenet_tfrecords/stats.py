@@ -115,18 +115,3 @@ def check_rejects(info: dict, max_reject_fraction: float) -> None:
             f"{info['rejected']} of {found} inputs rejected ({info['rejected'] / found:.1%}), "
             f"above the allowed {max_reject_fraction:.1%}; see rejects.tsv"
         )
-
-
-def aggregate(
-    plan: dict,
-    shard_stats: list[dict],
-    out_url: str,
-    *,
-    options: dict | None = None,
-    max_reject_fraction: float = 1.0,
-) -> dict:
-    """Write the reports for a finished conversion and return dataset_info."""
-    info = summarize(plan, shard_stats, options)
-    write_reports(plan, info, out_url)
-    check_rejects(info, max_reject_fraction)
-    return info

@@ -11,9 +11,10 @@ import os
 import time
 
 from . import stats
-from .convert import Options, convert
+from .convert import Options, convert, recorded_stats
 from .fs import Location
-from .layout import build_plan, labels_text, work_items
+from .layout import build_plan, labels_text, plan_tasks
+from .report import build_report
 
 
 def _write(path: str, text: str) -> None:
@@ -27,69 +28,107 @@ def _read_json(path: str):
         return json.load(f)
 
 
-def plan_step(
-    data_url: str, shard_size: int, shards_per_task: int, plan_path: str, labels_path: str
-) -> tuple[list, dict]:
-    """Plan the conversion; write plan.json and labels.txt; return (work items, summary)."""
+def plan_step(data_url: str, shard_size: int, max_tasks: int, plan_path: str, labels_path: str) -> tuple[list, dict]:
+    """Plan the conversion; write plan.json and labels.txt; return (task numbers, summary).
+
+    The plan holds every shard and, under "tasks", the shard ids each conversion task writes:
+    the fan-out passes only a task's number, so no step's input grows with the dataset.
+    """
     plan = build_plan(data_url, shard_size=int(shard_size))
+    plan["tasks"] = plan_tasks(len(plan["shards"]), int(max_tasks))
     _write(plan_path, json.dumps(plan))
     _write(labels_path, labels_text(plan))
-    items = work_items(plan, int(shards_per_task))
     summary = {
         "classes": len(plan["classes"]),
         "shards": len(plan["shards"]),
-        "tasks": len(items),
+        "tasks": len(plan["tasks"]),
         "rejects": len(plan["rejects"]),
         "warnings": len(plan["warnings"]),
     }
     for w in plan["warnings"]:
         print(f"warning: {w}")
-    return items, summary
+    return list(range(len(plan["tasks"]))), summary
 
 
 def convert_step(
-    plan_path: str, item: dict, output_url: str, options: Options, workers: int, manifest_path: str
+    plan_path: str, task: int, output_url: str, options: Options, workers: int, manifest_path: str
 ) -> dict:
-    """Convert one work item's shards; write their statistics to ``manifest_path``."""
+    """Convert the shards of one task; return a few numbers about it (the task's artifact metadata).
+
+    The shards' statistics are written under ``<output_url>/_work/``, where the aggregation
+    reads them; ``manifest_path`` gets the list of shard files this task wrote.
+    """
     plan = _read_json(plan_path)
-    shard_ids = [int(i) for i in item["shards"]]  # kfp.local hands numbers back as floats
+    shard_ids = plan["tasks"][int(task)]  # kfp.local hands numbers back as floats
     started = time.time()
     results = convert(plan, shard_ids, output_url, options, workers=int(workers))
     finished = time.time()
-    for r in results:  # the task's wall-clock window, for the run's overall throughput
-        r["task_started"], r["task_finished"] = started, finished
-    _write(manifest_path, json.dumps(results, sort_keys=True))
+    _write(manifest_path, json.dumps({"task": int(task), "shards": [r["file"] for r in results]}))
     return {
         "records": sum(r["records"] for r in results),
-        "bytes": sum(r["bytes"] for r in results),
-        "rejected": sum(len(r["rejected"]) for r in results),
-        "shards": [r["file"] for r in results],
-        "root": Location.of(output_url).url,
+        "shards": len(results),
+        "resumed": sum(1 for r in results if r.get("resumed")),
+        "started": started,
+        "finished": finished,
     }
+
+
+def finish(
+    plan: dict, output_url: str, options: Options, windows: list[tuple[float, float]] | None = None
+) -> tuple[dict, str]:
+    """Merge the shards' statistics; write sizes.txt, labels.txt, dataset_info.json, rejects.tsv
+    and report.html under ``output_url``; return (dataset_info, report HTML).
+
+    ``windows`` are the conversion tasks' (start, end) times: the run's wall time is first start
+    to last end (pods' clocks, so roughly).
+    """
+    info = stats.summarize(plan, recorded_stats(plan, output_url), vars(options))
+    info["root"] = Location.of(output_url).url
+    if windows:
+        info["wall_seconds"] = round(max(w[1] for w in windows) - min(w[0] for w in windows), 3)
+    stats.write_reports(plan, info, output_url)
+    html = build_report(output_url, info=info)
+    Location.of(output_url).child("report.html").write_text(html)
+    return info, html
+
+
+def convert_dataset(
+    data_url: str,
+    output_url: str,
+    options: Options | None = None,
+    *,
+    shard_size: int = 500,
+    workers: int = 0,
+    plan: dict | None = None,
+    on_done=None,
+) -> tuple[dict, dict]:
+    """The whole conversion in this process, through the same steps as the pipeline: plan (unless
+    given), convert every shard with a process pool, write the reports. Returns (plan, dataset_info)."""
+    options = options or Options()
+    since = time.time()
+    plan = plan or build_plan(data_url, shard_size=shard_size)
+    convert(plan, range(len(plan["shards"])), output_url, options, workers=workers, on_done=on_done)
+    info, _ = finish(plan, output_url, options, [(since, time.time())])
+    return plan, info
 
 
 def aggregate_step(
     plan_path: str,
-    manifest_paths: list[str],
+    windows: list[tuple[float, float]],
     output_url: str,
     options: Options,
     max_reject_fraction: float,
     dataset_dir: str,
     sizes_path: str,
+    report_path: str,
 ) -> dict:
-    """Merge the manifests, write the reports under ``output_url`` and into the artifacts."""
+    """Write the reports under ``output_url`` and into the artifacts; fail on too many rejects."""
     plan = _read_json(plan_path)
-    results = [r for p in manifest_paths for r in _read_json(p)]
-    info = stats.summarize(plan, results, vars(options))
-    info["root"] = Location.of(output_url).url
-    windows = [(r["task_started"], r["task_finished"]) for r in results if "task_started" in r]
-    if windows and len(windows) == len(results):
-        # First conversion task start to last task end (pods' clocks, so roughly).
-        info["wall_seconds"] = round(max(w[1] for w in windows) - min(w[0] for w in windows), 3)
-    stats.write_reports(plan, info, output_url)
+    info, html = finish(plan, output_url, options, windows)
     # The Dataset artifact describes the TFRecords under output_url (dataset_info.json names
     # the shards relative to its "root"), so the next step can read them with reader.load().
     stats.write_reports(plan, info, dataset_dir)
     _write(sizes_path, stats.sizes_text(info))
+    _write(report_path, html)
     stats.check_rejects(info, float(max_reject_fraction))
     return info

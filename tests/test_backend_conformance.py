@@ -1,0 +1,207 @@
+"""Rules the real Kubeflow Pipelines backend (and Vertex AI) enforces that kfp.local does not.
+
+Each test reads the compiled, committed pipeline YAML (or runs the pipeline and watches what it
+passes) and cites where its rule comes from:
+
+- Parameter types on every edge. The backend driver (kubeflow/pipelines
+  backend/src/v2/driver/resolve.go, the parameter check at the end of resolveInputs, tags 2.14.0
+  to 2.17.0) turns any value reaching a STRING input into JSON text and fails a string reaching
+  any other type with 'input parameter "x" type mismatch: expect STRUCT, got string'. A loop
+  over `-> list` declares its item STRING; over `-> list[int]` NUMBER_INTEGER.
+- The executor input travels as one command-line argument (`--executor_input`) of the
+  launcher; Linux refuses a single argument of 128 KiB or more (MAX_ARG_STRLEN; hit in the
+  driver in kubeflow/pipelines#12453). We keep the largest under half of that.
+- Vertex AI collects at most 100 artifacts in one dsl.Collected input ("Maximum number of
+  artifacts exceeded. Maximum allowed: 100", kubeflow/kubeflow#7513).
+- The API server rejects run parameters longer than 10,000 bytes ("The input parameter length
+  exceed maximum size of 10000", kubeflow/pipelines#2286, #4828; raised to 20,000 only by #12519,
+  after the minimum backend this project supports).
+- kfp SDK releases before 2.16.0 crash on `Input[List[Dataset]]` when the backend sends
+  collected artifacts with an empty schema title (kubeflow/pipelines#12546, fixed by #12707):
+  the image pins the kfp that compiled the YAML.
+- Caching is keyed on the inputs as written (URL strings), not on the data behind them: no
+  step that reads the data may be served from the cache.
+"""
+
+import json
+import re
+
+import pytest
+import yaml
+from kfp import compiler, dsl
+
+from imagenet_tfrecords.layout import MAX_TASKS
+from imagenet_tfrecords.pipelines import COMPILED
+
+from .conftest import ROOT
+
+DOCKERFILE = ROOT / "images" / "Dockerfile"
+NUMBERS = {"NUMBER_INTEGER", "NUMBER_DOUBLE"}
+ARG_LIMIT = 64 * 1024  # half of Linux's MAX_ARG_STRLEN (32 pages of 4 KiB)
+
+
+def _json_type(value) -> str:
+    if isinstance(value, bool):
+        return "BOOLEAN"
+    if isinstance(value, int):
+        return "NUMBER_INTEGER"
+    if isinstance(value, float):
+        return "NUMBER_DOUBLE"
+    return {str: "STRING", list: "LIST", dict: "STRUCT"}[type(value)]
+
+
+def edge_type_errors(spec: dict) -> list[str]:
+    """Every parameter edge whose producer type differs from the consumer's declared type.
+
+    An integer may feed a double (the driver accepts any number there); nothing else may differ,
+    not even into a STRING input, which would receive JSON text instead of the value.
+    """
+    comps = spec["components"]
+    owners = [("root", spec["root"])] + [(n, c) for n, c in comps.items() if "dag" in c]
+    errors = []
+    for owner_name, owner in owners:
+        own_inputs = owner.get("inputDefinitions", {}).get("parameters", {})
+        tasks = owner["dag"]["tasks"]
+        for task_name, task in tasks.items():
+            consumer = comps[task["componentRef"]["name"]]
+            declared = consumer.get("inputDefinitions", {}).get("parameters", {})
+            for name, source in task.get("inputs", {}).get("parameters", {}).items():
+                if "componentInputParameter" in source:
+                    got = own_inputs[source["componentInputParameter"]]["parameterType"]
+                elif "taskOutputParameter" in source:
+                    out = source["taskOutputParameter"]
+                    producer = comps[tasks[out["producerTask"]]["componentRef"]["name"]]
+                    got = producer["outputDefinitions"]["parameters"][out["outputParameterKey"]]["parameterType"]
+                elif "runtimeValue" in source:
+                    got = _json_type(source["runtimeValue"]["constant"])
+                else:
+                    continue  # e.g. a task final status
+                want = declared[name]["parameterType"]
+                if got != want and not (got == "NUMBER_INTEGER" and want == "NUMBER_DOUBLE"):
+                    errors.append(f"{owner_name}/{task_name}.{name}: receives {got}, declares {want}")
+            iterator = task.get("parameterIterator")
+            if iterator:
+                items = own_inputs.get(iterator["items"].get("inputParameter", ""), {}).get("parameterType")
+                if items not in (None, "LIST"):
+                    errors.append(f"{owner_name}/{task_name}: iterates over {items}, not a LIST")
+    return errors
+
+
+@pytest.fixture(scope="module")
+def spec() -> dict:
+    return yaml.safe_load(COMPILED.read_text())
+
+
+def test_every_parameter_edge_has_the_same_type_at_both_ends(spec):
+    assert edge_type_errors(spec) == []
+
+
+def test_the_edge_check_catches_an_untyped_loop(tmp_path):
+    """The shape of the old pipeline: `-> list` fanned out into a `dict` input."""
+
+    @dsl.component(base_image="python:3.11")
+    def items() -> list:
+        return [{"shards": [0]}]
+
+    @dsl.component(base_image="python:3.11")
+    def work(item: dict):
+        pass
+
+    @dsl.pipeline
+    def untyped():
+        with dsl.ParallelFor(items().output) as item:
+            work(item=item)
+
+    compiler.Compiler().compile(untyped, str(tmp_path / "p.yaml"))
+    errors = edge_type_errors(yaml.safe_load((tmp_path / "p.yaml").read_text()))
+    assert len(errors) == 1 and "receives STRING, declares STRUCT" in errors[0]
+
+
+def test_the_loop_items_the_plan_returns_have_the_declared_item_type(spec, sample_dir, tmp_path):
+    """The driver passes each list element as is: its JSON type must be the loop item's type."""
+    from imagenet_tfrecords.tasks import plan_step
+
+    loop = next(c for n, c in spec["components"].items() if n.startswith("comp-for-loop"))
+    (item_type,) = [p["parameterType"] for n, p in loop["inputDefinitions"]["parameters"].items() if "loop-item" in n]
+    numbers, _ = plan_step(str(sample_dir), 8, 5, str(tmp_path / "plan.json"), str(tmp_path / "labels.txt"))
+    assert numbers and {_json_type(n) for n in numbers} == {item_type}
+
+
+def test_no_collected_input_can_exceed_100_artifacts(spec):
+    """One artifact per conversion task; the task count is capped by max_tasks <= 100."""
+    default = spec["root"]["inputDefinitions"]["parameters"]["max_tasks"]["defaultValue"]
+    assert default <= MAX_TASKS == 100
+    from imagenet_tfrecords.layout import plan_tasks
+
+    assert len(plan_tasks(1_281_167, MAX_TASKS)) == 100  # a shard per ImageNet train file, even
+    with pytest.raises(ValueError):
+        plan_tasks(1_000, MAX_TASKS + 1)
+
+
+def test_run_parameter_defaults_fit_the_api_servers_limit(spec):
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    defaults = {k: p["defaultValue"] for k, p in params.items() if "defaultValue" in p}
+    assert len(json.dumps(defaults)) < 10_000
+    assert {"data_url", "output_url"} <= set(params) - set(defaults)  # required, never a default
+
+
+def test_nothing_that_reads_the_data_is_served_from_the_cache(spec):
+    tasks = dict(spec["root"]["dag"]["tasks"])
+    for comp in spec["components"].values():
+        tasks.update(comp.get("dag", {}).get("tasks", {}))
+    for name in ("parse-metadata", "convert-shards", "aggregate-stats"):
+        assert tasks[name]["cachingOptions"].get("enableCache", False) is False, name
+
+
+def test_retries_cover_a_long_task(spec):
+    """Argo counts backoffMaxDuration from the first retry (argo-workflows#13044,
+    kubeflow/pipelines#14245): a window shorter than a task would silently drop its retries."""
+    loop = next(c for n, c in spec["components"].items() if n.startswith("comp-for-loop"))
+    policy = loop["dag"]["tasks"]["convert-shards"]["retryPolicy"]
+    assert policy["maxRetryCount"] >= 1
+    assert int(policy["backoffMaxDuration"].rstrip("s")) >= 12 * 3600
+
+
+def _image_kfp_pin() -> str:
+    pins = re.findall(r"\bkfp==([0-9][0-9.]*)", DOCKERFILE.read_text())
+    assert len(pins) == 1, "images/Dockerfile must pin kfp exactly once (kfp==X.Y.Z)"
+    return pins[0]
+
+
+def test_image_pins_the_kfp_that_compiled_the_yaml(spec):
+    import kfp
+
+    pin = _image_kfp_pin()
+    assert spec["sdkVersion"] == f"kfp-{pin}", "the image and the committed YAML disagree on kfp"
+    assert tuple(int(x) for x in pin.split(".")[:2]) >= (2, 16), "kfp < 2.16 crashes on collected artifacts"
+    assert kfp.__version__ == pin, f"compile with kfp {pin} (installed: {kfp.__version__})"
+
+
+@pytest.mark.slow
+def test_largest_executor_input_at_the_maximum_task_count(tmp_path, monkeypatch):
+    """A local run with 100 conversion tasks; every step's --executor_input is measured."""
+    from kfp import local
+    from kfp.local import subprocess_task_handler
+
+    from imagenet_tfrecords.pipelines.tinyimagenet_to_tfrecords import build_pipeline
+    from imagenet_tfrecords.sample import write_sample
+
+    data, out = tmp_path / "data", tmp_path / "out"
+    write_sample(str(data), classes=110, train_per_class=1, val=10, test=10)  # 112 shards
+    seen: dict[str, int] = {}
+    real = subprocess_task_handler.run_local_subprocess
+
+    def measure(full_command, *args, **kwargs):
+        arg = full_command[full_command.index("--executor_input") + 1]
+        step = re.search(r"--function_to_execute\s+(\S+)", " ".join(full_command))
+        name = step[1] if step else "?"
+        seen[name] = max(seen.get(name, 0), len(arg.encode()))
+        return real(full_command, *args, **kwargs)
+
+    monkeypatch.setattr(subprocess_task_handler, "run_local_subprocess", measure)
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"))
+    build_pipeline(parallelism=2)(data_url=str(data), output_url=str(out), max_tasks=MAX_TASKS, workers=1)
+    assert (out / "sizes.txt").read_text() == "train,110\nval,10\ntest,10"
+    print(f"largest --executor_input per step at {MAX_TASKS} tasks: {seen}")
+    assert set(seen) == {"parse_metadata", "convert_shards", "aggregate_stats"}
+    assert max(seen.values()) < ARG_LIMIT, seen
