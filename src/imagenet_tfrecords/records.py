@@ -278,24 +278,32 @@ class CorruptShard(ValueError):
 
 
 def iter_records(f: BinaryIO, *, check_crc: bool = True):
-    """Yield the records of a TFRecord stream, checking the framing (and CRCs)."""
-    offset = 0
+    """Yield the records of a TFRecord stream, checking the framing (and both CRC32C checksums).
+
+    Raises CorruptShard naming the record (numbered from 0) and its byte offset.
+    """
+    n = offset = 0
     while True:
         header = f.read(12)
         if not header:
             return
         if len(header) < 12:
-            raise CorruptShard(f"truncated record header at byte {offset}")
+            raise CorruptShard(
+                f"ends inside record {n} at byte {offset} (truncated file: {len(header)} of 12 header bytes)"
+            )
         (length,) = struct.unpack("<Q", header[:8])
         if check_crc and struct.unpack("<I", header[8:])[0] != masked_crc(header[:8]):
-            raise CorruptShard(f"bad length checksum at byte {offset}")
+            raise CorruptShard(f"record {n} at byte {offset}: length checksum (CRC32C) mismatch")
         body = f.read(length + 4)
         if len(body) < length + 4:
-            raise CorruptShard(f"truncated record at byte {offset}")
+            raise CorruptShard(
+                f"ends inside record {n} at byte {offset} (truncated file: {12 + len(body)} of {length + 16} bytes)"
+            )
         data = body[:length]
         if check_crc and struct.unpack("<I", body[length:])[0] != masked_crc(data):
-            raise CorruptShard(f"bad data checksum at byte {offset}")
+            raise CorruptShard(f"record {n} at byte {offset}: data checksum (CRC32C) mismatch")
         offset += 12 + length + 4
+        n += 1
         yield data
 
 
