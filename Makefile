@@ -4,6 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PY := $(BIN)/python
 STAMP := $(VENV)/.installed
+DEV_STAMP := $(VENV)/.installed-dev
 IMAGE ?= $(shell $(PY) -c "from imagenet_tfrecords.components.image import IMAGE; print(IMAGE)" 2>/dev/null)
 SAMPLE := build/sample
 OUTPUT := build/tfrecords
@@ -11,18 +12,30 @@ COMPILED := pipelines/tinyimagenet_to_tfrecords.yaml
 # The one kfp pin: the image's (images/Dockerfile); the venv and the compiled YAML follow it.
 KFP_PIN := $(shell grep -o 'kfp==[0-9][0-9.]*' images/Dockerfile | cut -d= -f3)
 
-.PHONY: install test run demo compile compile-check image image-check lint bench bench-small clean
+.PHONY: install install-dev test test-fast run demo compile compile-check image image-check lint bench bench-small clean
 
+# What 'make run' needs: the converter, kfp and the object-store clients, no TensorFlow.
 install: $(STAMP)
 
 $(STAMP): pyproject.toml images/Dockerfile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[gcs,s3,tf,dev]' 'kfp==$(KFP_PIN)'
+	$(BIN)/pip install --quiet -e '.[gcs,s3]' 'kfp==$(KFP_PIN)'
 	touch $(STAMP)
 
-test: install
+# The tests read the records back with TensorFlow and run real object-store servers.
+install-dev: $(DEV_STAMP)
+
+$(DEV_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -e '.[gcs,s3,tf,dev]' 'kfp==$(KFP_PIN)'
+	touch $(DEV_STAMP)
+
+test: install-dev
 	$(BIN)/pytest -q
+
+# The development loop: everything but the end-to-end runs marked slow.
+test-fast: install-dev
+	$(BIN)/pytest -q -m "not slow"
 
 run: install
 	$(BIN)/imagenet-tfrecords sample --output $(SAMPLE)
@@ -46,17 +59,17 @@ compile-check: install
 image:
 	docker build -f images/Dockerfile -t $(IMAGE) .
 
-image-check: install
+image-check: install-dev
 	$(BIN)/pytest -q tests/test_image_build.py
 
-lint: install
+lint: install-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-bench: install
+bench: install-dev
 	$(PY) benchmarks/bench.py $(BENCH_ARGS)
 
-bench-small: install
+bench-small: install-dev
 	$(PY) benchmarks/bench.py --small
 
 clean:
