@@ -26,7 +26,7 @@ def aggregate_stats(
     Args:
         plan: The plan written by parse-metadata.
         shards: Every convert-shards task's artifact (fan-in with dsl.Collected); their
-            metadata gives the tasks' start and end times.
+            metadata summarises each task (shards, resumed, records, start and end).
         output_url: Root of the converted dataset.
         grayscale: The grayscale policy used (recorded in dataset_info.json).
         image_size: The image size check used (recorded in dataset_info.json).
@@ -49,9 +49,15 @@ def aggregate_stats(
     from imagenet_tfrecords.tasks import aggregate_step
 
     options = Options(grayscale=grayscale, image_size=image_size)
-    windows = [(s.metadata["started"], s.metadata["finished"]) for s in shards]
     info = aggregate_step(
-        plan.path, windows, output_url, options, max_reject_fraction, dataset.path, sizes.path, report.path
+        plan.path,
+        [s.metadata for s in shards],
+        output_url,
+        options,
+        max_reject_fraction,
+        dataset.path,
+        sizes.path,
+        report.path,
     )
     dataset.metadata.update({"root": info["root"], "records": {k: v["num_records"] for k, v in info["splits"].items()}})
     for name, value in run_metrics(info).items():

@@ -7,6 +7,7 @@ from .image import IMAGE
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def parse_metadata(
     data_url: str,
+    output_url: str,
     shard_size: int,
     max_tasks: int,
     plan: Output[Artifact],
@@ -15,10 +16,13 @@ def parse_metadata(
     """Read the dataset's metadata and plan the conversion.
 
     Fails before anything is fanned out when wnids.txt, words.txt or val/val_annotations.txt
-    is missing or malformed; the message names the file and line.
+    is missing or malformed (the message names the file and line), or when output_url cannot
+    be used.
 
     Args:
         data_url: Root of the TinyImageNet-layout dataset (local path, gs://, s3://).
+        output_url: Where the conversion writes; checked here, before any work: not the dataset
+            folder nor inside its split folders, and (local paths) a folder that can be written.
         shard_size: Images per val/test shard (train shards hold one class each).
         max_tasks: At most this many conversion tasks (1 to 100); shards are grouped evenly.
 
@@ -30,7 +34,7 @@ def parse_metadata(
     """
     from imagenet_tfrecords.tasks import plan_step
 
-    items, summary = plan_step(data_url, shard_size, max_tasks, plan.path, labels.path)
+    items, summary = plan_step(data_url, output_url, shard_size, max_tasks, plan.path, labels.path)
     plan.metadata.update(summary)
     labels.metadata["num_classes"] = summary["classes"]
     return items

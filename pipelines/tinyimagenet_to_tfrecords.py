@@ -6,7 +6,9 @@ from kfp import compiler, dsl
 from kfp.dsl import HTML, Artifact, Dataset, Metrics
 
 from imagenet_tfrecords.components import aggregate_stats, convert_shards, parse_metadata
-from imagenet_tfrecords.layout import DEFAULT_MAX_TASKS
+from imagenet_tfrecords.convert import Options
+from imagenet_tfrecords.layout import DEFAULT_MAX_TASKS, DEFAULT_SHARD_SIZE
+from imagenet_tfrecords.stats import DEFAULT_MAX_REJECT_FRACTION
 
 PIPELINE_NAME = "tinyimagenet-to-tfrecords"
 DEFAULT_PARALLELISM = 16
@@ -27,18 +29,22 @@ class Outputs(NamedTuple):
     report: HTML
 
 
-def build_pipeline(parallelism: int = DEFAULT_PARALLELISM):
-    """The pipeline with at most ``parallelism`` conversion tasks running at once (0: no limit)."""
+def build_pipeline(parallelism: int = DEFAULT_PARALLELISM, retries: bool = True):
+    """The pipeline with at most ``parallelism`` conversion tasks running at once (0: no limit).
+
+    ``retries=False`` for local runs: on one machine a failure is deterministic (bad input, a
+    permission, a bug) and retrying it with back-off only delays the message.
+    """
 
     @dsl.pipeline(name=PIPELINE_NAME)
     def tinyimagenet_to_tfrecords(
         data_url: str,
         output_url: str,
-        grayscale: str = "rgb",
+        grayscale: str = Options.grayscale,
         max_tasks: int = DEFAULT_MAX_TASKS,
-        shard_size: int = 500,
-        image_size: str = "",
-        max_reject_fraction: float = 0.01,
+        shard_size: int = DEFAULT_SHARD_SIZE,
+        image_size: str = Options.image_size,
+        max_reject_fraction: float = DEFAULT_MAX_REJECT_FRACTION,
         workers: int = 0,
     ) -> Outputs:
         """Convert a TinyImageNet-layout image dataset to TFRecord files of tf.train.Example.
@@ -71,7 +77,7 @@ def build_pipeline(parallelism: int = DEFAULT_PARALLELISM):
             report: An HTML page (the run's Visualizations): records per split, class
                 distribution, sample images decoded from the written TFRecords, rejects.
         """
-        plan = parse_metadata(data_url=data_url, shard_size=shard_size, max_tasks=max_tasks)
+        plan = parse_metadata(data_url=data_url, output_url=output_url, shard_size=shard_size, max_tasks=max_tasks)
         # No step is served from the KFP cache: the cache is keyed on the URL strings, not on the
         # data behind them. A re-run resumes instead: shards whose inputs are unchanged are kept.
         plan.set_caching_options(False)
@@ -85,9 +91,13 @@ def build_pipeline(parallelism: int = DEFAULT_PARALLELISM):
                 workers=workers,
             )
             task.set_caching_options(False)
-            task.set_retry(
-                num_retries=RETRIES, backoff_duration=RETRY_BACKOFF, backoff_factor=2, backoff_max_duration=RETRY_WINDOW
-            )
+            if retries:
+                task.set_retry(
+                    num_retries=RETRIES,
+                    backoff_duration=RETRY_BACKOFF,
+                    backoff_factor=2,
+                    backoff_max_duration=RETRY_WINDOW,
+                )
             task.set_cpu_request(TASK_CPUS).set_cpu_limit(TASK_CPUS)
             task.set_memory_request(TASK_MEMORY).set_memory_limit(TASK_MEMORY)
         stats = aggregate_stats(

@@ -41,7 +41,7 @@ def sample_copy(sample_dir, tmp_path) -> Path:
 
 
 def run_cli(*args, check=True, **kw) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **kw.pop("env", {})}
     p = subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, env=env, **kw)
     if check and p.returncode != 0:
         raise AssertionError(f"exit {p.returncode}\nstdout:\n{p.stdout}\nstderr:\n{p.stderr}")

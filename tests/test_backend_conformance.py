@@ -123,7 +123,9 @@ def test_the_loop_items_the_plan_returns_have_the_declared_item_type(spec, sampl
 
     loop = next(c for n, c in spec["components"].items() if n.startswith("comp-for-loop"))
     (item_type,) = [p["parameterType"] for n, p in loop["inputDefinitions"]["parameters"].items() if "loop-item" in n]
-    numbers, _ = plan_step(str(sample_dir), 8, 5, str(tmp_path / "plan.json"), str(tmp_path / "labels.txt"))
+    numbers, _ = plan_step(
+        str(sample_dir), str(tmp_path / "out"), 8, 5, str(tmp_path / "plan.json"), str(tmp_path / "labels.txt")
+    )
     assert numbers and {_json_type(n) for n in numbers} == {item_type}
 
 

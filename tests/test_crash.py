@@ -125,9 +125,7 @@ def _check_published(out: Path) -> dict[str, tuple[int, int]]:
 
 def _strip_timings(value):
     if isinstance(value, dict):
-        return {
-            k: _strip_timings(v) for k, v in value.items() if k not in ("seconds", "wall_seconds", "resumed", "root")
-        }
+        return {k: _strip_timings(v) for k, v in value.items() if k not in ("seconds", "run", "resumed", "root")}
     if isinstance(value, list):
         return [_strip_timings(v) for v in value]
     return value

@@ -202,7 +202,7 @@ def test_image_of_another_size_is_rejected_with_image_size(zoo, tmp_path):
     assert len(rejects) == len(zoo["rejects"]) + 1
     info = json.loads((tmp_path / "dataset_info.json").read_text())
     assert info["splits"]["train"]["shapes"] == {"64x64": info["splits"]["train"]["num_records"]}
-    assert f"{len(rejects) - 1} rejects and 1 problem(s) listed in rejects.tsv" in p.stdout
+    assert f"{len(rejects) - 1} rejects and 1 problem listed in rejects.tsv" in p.stdout
 
 
 def test_val_annotation_problems_are_listed(zoo):

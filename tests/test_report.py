@@ -158,7 +158,7 @@ def test_unreadable_shard_is_named_in_the_report(broken, tmp_path):
     shard = copy / "val" / "val-00000-of-00004.tfrecord"
     shard.write_bytes(shard.read_bytes()[:5000])
     text = build_report(str(copy))
-    assert "cannot read samples: val/val-00000-of-00004.tfrecord: CorruptShard: truncated record" in text
+    assert "cannot read samples: val/val-00000-of-00004.tfrecord: CorruptShard: ends inside record" in text
     assert len(_figures(text)) == 8 + 6 + 8  # the other val shards still give samples
 
 
@@ -231,19 +231,22 @@ def test_pipeline_steps_record_metrics_and_wall_time(sample_dir, tmp_path):
     """plan -> convert tasks -> aggregate, as the components call them, then the metrics."""
     out = tmp_path / "out"
     plan, labels = str(tmp_path / "plan.json"), str(tmp_path / "labels.txt")
-    numbers, _ = tasks.plan_step(str(sample_dir), 8, 3, plan, labels)
+    numbers, _ = tasks.plan_step(str(sample_dir), str(out), 8, 3, plan, labels)
     assert numbers == [0, 1, 2]
     runs = [tasks.convert_step(plan, n, str(out), Options(), 1, str(tmp_path / f"m{n}.json")) for n in numbers]
     windows = [(r["started"], r["finished"]) for r in runs]
+    assert sum(r["records"] for r in runs) == 122 and sum(r["resumed"] for r in runs) == 0
     report = tmp_path / "report.html"
     info = tasks.aggregate_step(
-        plan, windows, str(out), Options(), 1.0, str(tmp_path / "ds"), str(tmp_path / "s"), str(report)
+        plan, runs, str(out), Options(), 1.0, str(tmp_path / "ds"), str(tmp_path / "s"), str(report)
     )
     assert report.read_text() == (out / "report.html").read_text()  # the report lies beside the data too
     shard_stats = [json.loads(p.read_text()) for p in sorted((out / "_work").glob("*.json"))]
     assert len(shard_stats) == len(json.loads(Path(plan).read_text())["shards"])
-    assert info["wall_seconds"] == pytest.approx(max(w[1] for w in windows) - min(w[0] for w in windows), abs=1e-3)
-    assert json.loads((out / "dataset_info.json").read_text())["wall_seconds"] == info["wall_seconds"]
+    wall = info["run"]["wall_seconds"]
+    assert wall == pytest.approx(max(w[1] for w in windows) - min(w[0] for w in windows), abs=1e-3)
+    assert json.loads((out / "dataset_info.json").read_text())["run"] == info["run"]
+    assert info["run"]["records_converted"] == 122 and info["run"]["shards_resumed"] == 0
 
     m = run_metrics(info)
     counts = {split: len(read_split(out, split)) for split in ("train", "val", "test")}
@@ -255,7 +258,7 @@ def test_pipeline_steps_record_metrics_and_wall_time(sample_dir, tmp_path):
     seconds = sum(s["seconds"] for s in info["splits"].values())  # per split, rounded to ms
     assert seconds == pytest.approx(sum(s["seconds"] for s in shard_stats), abs=0.002)
     assert m["images_per_second_per_worker"] == pytest.approx(122 / seconds, rel=0.05)
-    assert m["images_per_second"] == pytest.approx(122 / info["wall_seconds"], rel=0.01)
+    assert m["images_per_second"] == pytest.approx(122 / wall, rel=0.01)
     assert all(isinstance(v, int | float) for v in m.values())
 
 

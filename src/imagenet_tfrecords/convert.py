@@ -54,13 +54,15 @@ class Options:
     def __post_init__(self):
         if self.grayscale not in GRAYSCALE_POLICIES:
             raise ValueError(f"grayscale policy must be one of {GRAYSCALE_POLICIES}, got {self.grayscale!r}")
-        if self.image_size and not _parse_size(self.image_size):
+        if self.image_size and not parse_size(self.image_size):
             raise ValueError(f"image_size must look like 64x64, got {self.image_size!r}")
 
 
-def _parse_size(text: str) -> tuple[int, int] | None:
+def parse_size(text: str) -> tuple[int, int] | None:
+    """(height, width) of "HxW" with both at least 1, else None."""
     h, x, w = text.lower().partition("x")
-    return (int(h), int(w)) if x and h.isdigit() and w.isdigit() else None
+    ok = x and h.isdigit() and w.isdigit() and int(h) > 0 and int(w) > 0
+    return (int(h), int(w)) if ok else None
 
 
 def stats_name(shard: dict) -> str:
@@ -119,7 +121,7 @@ def convert_shard(job: Job, shard_id: int, shard: dict) -> dict:
             {"path": shard["dir"], "reason": "class directory has no images (class gets an empty shard)"}
         )
 
-    size = _parse_size(options.image_size) if options.image_size else None
+    size = parse_size(options.image_size) if options.image_size else None
     rejected, skipped, converted = stats["rejected"], stats["skipped"], stats["converted"]
     kept: list[tuple[int, int, int]] = []  # (label, height, width) of each record written
     fixed: dict[tuple, bytes] = {}  # the entries every record of one label and size shares

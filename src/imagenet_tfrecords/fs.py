@@ -108,6 +108,39 @@ class Location:
                 yield name, got.get(path, FileNotFoundError(path))
 
 
+class BadOutput(ValueError):
+    """An output URL that cannot be written, or that would write into the input; the message names it."""
+
+
+def check_output(out: Location, inside: list[Location]) -> None:
+    """Fail before any work when ``out`` is no folder we can write, or is one of ``inside`` or below one.
+
+    Local outputs are probed for real (a temporary file is created and removed in the folder, or
+    in its nearest existing parent), so read-only file systems and ACLs are caught, for root too.
+    Object stores are not probed: missing credentials show up as a PermissionError at the first write.
+    """
+    for loc in inside:
+        if _protocols(loc.fs) == _protocols(out.fs) and _within(out, loc):
+            raise BadOutput(f"{out.url}: the output must not be {loc.url} or inside it (that is where the data is)")
+    if not out.is_local:
+        return
+    folder = out.path
+    while not os.path.exists(folder):
+        folder = os.path.dirname(folder)
+    if not os.path.isdir(folder):
+        what = "the output" if folder == out.path else f"{folder}, a parent of the output,"
+        raise BadOutput(f"{out.url}: {what} is a file, not a folder")
+    try:
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as e:
+        raise BadOutput(f"{out.url}: cannot write in {folder} ({e.strerror or e})") from None
+
+
+def _within(a: Location, b: Location) -> bool:
+    pa, pb = (os.path.realpath(x.path) for x in (a, b)) if a.is_local else (a.path, b.path)
+    return pa == pb or pa.startswith(pb.rstrip("/") + "/")
+
+
 @dataclass(frozen=True)
 class Entry:
     """One directory entry. ``size`` and ``stamp`` identify a file's content without reading it:

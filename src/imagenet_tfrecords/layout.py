@@ -25,9 +25,10 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import os
 import re
 
-from .fs import Entry, Location
+from .fs import BadOutput, Entry, Location, check_output
 
 SPLITS = ("train", "val", "test")
 PLAN_VERSION = 2
@@ -36,6 +37,7 @@ PLAN_VERSION = 2
 # Kubeflow backend passes as one command-line argument (Linux: under 128 KiB).
 MAX_TASKS = 100
 DEFAULT_MAX_TASKS = 64
+DEFAULT_SHARD_SIZE = 500  # images per val/test shard
 
 
 class MetadataError(ValueError):
@@ -141,18 +143,40 @@ def _image_files(loc: Location, root: Location, rejects: list[dict]) -> dict[str
     return {name: files[name] for name in sorted(files, key=natural_key)}
 
 
-def build_plan(data_url: str, *, shard_size: int = 500) -> dict:
-    """Read the metadata under ``data_url`` and plan every output shard."""
-    if shard_size < 1:
-        raise ValueError("shard_size must be at least 1")
+def check_dataset(data_url: str) -> None:
+    """Fail fast, naming the path, when the dataset folder or one of its metadata files is missing."""
     root = Location.of(data_url)
     if not root.isdir():
         raise MetadataError(f"{root.url}: dataset directory not found")
-    wnids_loc, words_loc = root.child("wnids.txt"), root.child("words.txt")
-    annotations_loc = root.child("val", "val_annotations.txt")
-    for loc in (wnids_loc, words_loc, annotations_loc):  # fail fast, before any listing
+    for loc in (root.child("wnids.txt"), root.child("words.txt"), root.child("val", "val_annotations.txt")):
         if not loc.exists():
             raise MetadataError(f"{loc.url}: file not found")
+
+
+def check_locations(data_url: str, output_url: str) -> None:
+    """Everything about the two URLs that can be checked before any work (MetadataError, BadOutput).
+
+    The output must not be the dataset folder nor lie inside one of its split folders: shards
+    written there would be read as images by the next run.
+    """
+    check_dataset(data_url)
+    root = Location.of(data_url)
+    out = Location.of(output_url)
+    if out.url == root.url or (
+        out.is_local and root.is_local and os.path.realpath(out.path) == os.path.realpath(root.path)
+    ):
+        raise BadOutput(f"{out.url}: the output must not be the dataset folder itself")
+    check_output(out, [root.child(split) for split in SPLITS])
+
+
+def build_plan(data_url: str, *, shard_size: int = DEFAULT_SHARD_SIZE) -> dict:
+    """Read the metadata under ``data_url`` and plan every output shard."""
+    if shard_size < 1:
+        raise ValueError("shard_size must be at least 1")
+    check_dataset(data_url)
+    root = Location.of(data_url)
+    wnids_loc, words_loc = root.child("wnids.txt"), root.child("words.txt")
+    annotations_loc = root.child("val", "val_annotations.txt")
 
     wnid_lines = parse_wnids(wnids_loc)
     wnids = sorted(w for w, _ in wnid_lines)

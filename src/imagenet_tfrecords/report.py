@@ -95,16 +95,19 @@ def read_samples(root: Location, shards: list[dict], split: str, count: int) -> 
 
 
 def throughput(info: dict) -> dict:
-    """Records, summed shard seconds, images/s per worker and, when known, over wall time."""
+    """Records, summed shard seconds, images/s per worker and, when known, over the last run's wall
+    time: the records that run converted (a resumed shard was converted earlier), not all records."""
     records = sum(s["num_records"] for s in info["splits"].values())
     seconds = sum(s.get("seconds", 0.0) for s in info["splits"].values())
     out = {"records": records, "shard_seconds": round(seconds, 3)}
     if seconds > 0:
         out["images_per_second_per_worker"] = round(records / seconds, 1)
-    wall = info.get("wall_seconds")
-    if wall:
-        out["wall_seconds"] = round(wall, 3)
-        out["images_per_second"] = round(records / wall, 1)
+    run = info.get("run", {})
+    if run.get("wall_seconds"):
+        out["wall_seconds"] = run["wall_seconds"]
+        out["shards_resumed"] = run["shards_resumed"]
+        if run["records_converted"]:
+            out["images_per_second"] = round(run["records_converted"] / run["wall_seconds"], 1)
     return out
 
 
@@ -331,11 +334,13 @@ def build_report(
             f"Images/s per worker: records / seconds spent converting, summed over shards "
             f"({_n(t['records'])} / {t['shard_seconds']:.2f} s)."
         )
-    if "wall_seconds" in t:
+    if "images_per_second" in t:
         notes.append(
             f"Conversion wall time {t['wall_seconds']:.1f} s (first task start to last task end): "
             f"<b>{_n(round(t['images_per_second']))} images/s</b> overall."
         )
+    if t.get("shards_resumed"):
+        notes.append(f"{_n(t['shards_resumed'])} shards were kept from an earlier run.")
     out.append("".join(f'<p class="muted">{n}</p>' for n in notes))
     for w in info.get("warnings", []):
         out.append(f'<p class="warn">warning: {_e(w)}</p>')

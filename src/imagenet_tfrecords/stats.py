@@ -29,6 +29,9 @@ SCHEMA = {
 }
 
 
+DEFAULT_MAX_REJECT_FRACTION = 0.01
+
+
 class TooManyRejects(RuntimeError):
     """More inputs were rejected than the run allows; the reports are written regardless."""
 

@@ -13,7 +13,7 @@ import time
 from . import stats
 from .convert import Options, convert, recorded_stats
 from .fs import Location
-from .layout import build_plan, labels_text, plan_tasks
+from .layout import DEFAULT_SHARD_SIZE, build_plan, check_locations, labels_text, plan_tasks
 from .report import build_report
 
 
@@ -28,12 +28,15 @@ def _read_json(path: str):
         return json.load(f)
 
 
-def plan_step(data_url: str, shard_size: int, max_tasks: int, plan_path: str, labels_path: str) -> tuple[list, dict]:
-    """Plan the conversion; write plan.json and labels.txt; return (task numbers, summary).
+def plan_step(
+    data_url: str, output_url: str, shard_size: int, max_tasks: int, plan_path: str, labels_path: str
+) -> tuple[list, dict]:
+    """Check both URLs, plan the conversion; write plan.json and labels.txt; return (task numbers, summary).
 
     The plan holds every shard and, under "tasks", the shard ids each conversion task writes:
     the fan-out passes only a task's number, so no step's input grows with the dataset.
     """
+    check_locations(data_url, output_url)
     plan = build_plan(data_url, shard_size=int(shard_size))
     plan["tasks"] = plan_tasks(len(plan["shards"]), int(max_tasks))
     _write(plan_path, json.dumps(plan))
@@ -64,28 +67,39 @@ def convert_step(
     results = convert(plan, shard_ids, output_url, options, workers=int(workers))
     finished = time.time()
     _write(manifest_path, json.dumps({"task": int(task), "shards": [r["file"] for r in results]}))
+    return task_summary(results, started, finished)
+
+
+def task_summary(results: list[dict], started: float, finished: float) -> dict:
+    """A conversion task in five numbers: shards, of them resumed (kept from an earlier run),
+    records converted by this task (resumed shards' records not counted), start and end times."""
+    fresh = [r for r in results if not r.get("resumed")]
     return {
-        "records": sum(r["records"] for r in results),
         "shards": len(results),
-        "resumed": sum(1 for r in results if r.get("resumed")),
+        "resumed": len(results) - len(fresh),
+        "records": sum(r["records"] for r in fresh),
         "started": started,
         "finished": finished,
     }
 
 
-def finish(
-    plan: dict, output_url: str, options: Options, windows: list[tuple[float, float]] | None = None
-) -> tuple[dict, str]:
+def finish(plan: dict, output_url: str, options: Options, tasks: list[dict]) -> tuple[dict, str]:
     """Merge the shards' statistics; write sizes.txt, labels.txt, dataset_info.json, rejects.tsv
     and report.html under ``output_url``; return (dataset_info, report HTML).
 
-    ``windows`` are the conversion tasks' (start, end) times: the run's wall time is first start
-    to last end (pods' clocks, so roughly).
+    ``tasks`` are the conversion tasks' summaries (task_summary): dataset_info's "run" says what
+    this run converted and kept, and its wall time, first task start to last task end (pods'
+    clocks, so roughly).
     """
     info = stats.summarize(plan, recorded_stats(plan, output_url), vars(options))
     info["root"] = Location.of(output_url).url
-    if windows:
-        info["wall_seconds"] = round(max(w[1] for w in windows) - min(w[0] for w in windows), 3)
+    if tasks:
+        info["run"] = {
+            "shards_converted": sum(int(t["shards"]) - int(t["resumed"]) for t in tasks),
+            "shards_resumed": sum(int(t["resumed"]) for t in tasks),
+            "records_converted": sum(int(t["records"]) for t in tasks),
+            "wall_seconds": round(max(t["finished"] for t in tasks) - min(t["started"] for t in tasks), 3),
+        }
     stats.write_reports(plan, info, output_url)
     html = build_report(output_url, info=info)
     Location.of(output_url).child("report.html").write_text(html)
@@ -97,24 +111,30 @@ def convert_dataset(
     output_url: str,
     options: Options | None = None,
     *,
-    shard_size: int = 500,
+    shard_size: int = DEFAULT_SHARD_SIZE,
     workers: int = 0,
-    plan: dict | None = None,
+    on_plan=None,
     on_done=None,
 ) -> tuple[dict, dict]:
-    """The whole conversion in this process, through the same steps as the pipeline: plan (unless
-    given), convert every shard with a process pool, write the reports. Returns (plan, dataset_info)."""
+    """The whole conversion in this process, through the same steps as the pipeline: check, plan,
+    convert every shard with a process pool, write the reports. Returns (plan, dataset_info).
+
+    ``on_plan(plan)`` is called once the plan is made, ``on_done(shard statistics)`` as each shard ends.
+    """
     options = options or Options()
+    check_locations(data_url, output_url)
+    plan = build_plan(data_url, shard_size=shard_size)
+    if on_plan:
+        on_plan(plan)
     since = time.time()
-    plan = plan or build_plan(data_url, shard_size=shard_size)
-    convert(plan, range(len(plan["shards"])), output_url, options, workers=workers, on_done=on_done)
-    info, _ = finish(plan, output_url, options, [(since, time.time())])
+    results = convert(plan, range(len(plan["shards"])), output_url, options, workers=workers, on_done=on_done)
+    info, _ = finish(plan, output_url, options, [task_summary(results, since, time.time())])
     return plan, info
 
 
 def aggregate_step(
     plan_path: str,
-    windows: list[tuple[float, float]],
+    tasks: list[dict],
     output_url: str,
     options: Options,
     max_reject_fraction: float,
@@ -124,7 +144,7 @@ def aggregate_step(
 ) -> dict:
     """Write the reports under ``output_url`` and into the artifacts; fail on too many rejects."""
     plan = _read_json(plan_path)
-    info, html = finish(plan, output_url, options, windows)
+    info, html = finish(plan, output_url, options, tasks)
     # The Dataset artifact describes the TFRecords under output_url (dataset_info.json names
     # the shards relative to its "root"), so the next step can read them with reader.load().
     stats.write_reports(plan, info, dataset_dir)
