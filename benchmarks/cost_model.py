@@ -1,0 +1,156 @@
+"""The cost model of full ImageNet on Kubeflow, and what it takes from this machine: the converter's
+cost per image on one core (its hot path, ``convert_shard``, and of that the decode alone) and the
+start-up of a task's process (import times)."""
+
+from __future__ import annotations
+
+import math
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+from data import LARGE, OUT, ROOT, shard_jobs, train_files
+from measure import PY
+
+# The shape of the data set, and what cannot be measured here.
+IMAGENET = {"train": 1_281_167, "classes": 1000, "val": 50_000, "test": 100_000, "shard_size": 500}
+ASSUMED = {
+    "pod_start_s": 15.0,  # scheduling + KFP v2 driver + container start + launcher, image already on the node
+    "image_pull_s": 60.0,  # first pull of the ~1.5 GB image (tensorflow-cpu inside) on a node; cached after
+    "overhead_share": 0.10,  # start-up may cost at most this share of a task
+    "pod_cpus": 2,  # TASK_CPUS in pipelines/tinyimagenet_to_tfrecords.py
+    "pod_network_mb_s": 200.0,  # object-store throughput of one pod, reads and writes together
+}
+PODS = (1, 4, 16, 64, 256)
+
+
+def per_image_costs(data: Path, passes: int = 3) -> dict:
+    """Microseconds per image on one core, in this process: ``convert.convert_shard`` over every shard of
+    ``data`` (read, decode, encode, frame, write, publish: what a conversion worker runs), and the decode
+    alone (``image.decode`` on bytes already in memory). The fastest of ``passes``: contention only adds time."""
+    files = train_files(data)
+    blobs = [p.read_bytes() for p in files]
+    convert_s, decode_s = math.inf, math.inf
+    for _ in range(passes):
+        seconds, records, shards = _convert_pass(data, OUT / "per-image")
+        convert_s = min(convert_s, seconds)
+        decode_s = min(decode_s, _decode_pass(blobs))
+    if records != len(files):
+        raise RuntimeError(f"convert_shard wrote {records} records of {len(files)} files in {data}")
+    return {
+        "total_us": round(convert_s / records * 1e6, 1),
+        "decode_us": round(decode_s / records * 1e6, 1),
+        "other_us": round((convert_s - decode_s) / records * 1e6, 1),
+        "images": records,
+        "shards": shards,
+        "mean_jpeg_kb": round(sum(map(len, blobs)) / len(blobs) / 1000, 1),
+    }
+
+
+def _convert_pass(data: Path, out: Path) -> tuple[float, int, int]:
+    """Seconds to convert every shard into a fresh ``out`` (a shard already there would be skipped), records."""
+    from imagenet_tfrecords.convert import convert_shard
+
+    shutil.rmtree(out, ignore_errors=True)
+    jobs = shard_jobs(data, out)
+    started = time.perf_counter()
+    stats = [convert_shard(job, shard_id, shard) for job, shard_id, shard in jobs]
+    seconds = time.perf_counter() - started
+    shutil.rmtree(out, ignore_errors=True)
+    if any(s.get("resumed") for s in stats):
+        raise RuntimeError(f"convert_shard resumed a shard in {out} instead of converting it")
+    return seconds, sum(s["records"] for s in stats), len(stats)
+
+
+def _decode_pass(blobs: list[bytes]) -> float:
+    from imagenet_tfrecords.image import decode
+
+    started = time.perf_counter()
+    for blob in blobs:
+        decode(blob)
+    return time.perf_counter() - started
+
+
+def import_times(repeat: int) -> dict:
+    """Best wall time of a fresh interpreter doing only these imports."""
+    cases = {
+        "python": "pass",
+        "imagenet_tfrecords.tasks": "import imagenet_tfrecords.tasks",
+        "kfp": "import kfp",
+        "kfp executor + tasks": "import kfp.dsl.executor_main, imagenet_tfrecords.tasks",
+    }
+    got = {}
+    for name, code in cases.items():
+        best = math.inf
+        for _ in range(repeat):
+            started = time.perf_counter()
+            subprocess.run([PY, "-c", code], check=True, cwd=ROOT)
+            best = min(best, time.perf_counter() - started)
+        got[name] = round(best, 3)
+    return got
+
+
+def _imagenet_shards() -> tuple[int, int]:
+    """(shards, images) of full ImageNet: one train shard per class, val and test in shards of shard_size."""
+    val_shards = math.ceil(IMAGENET["val"] / IMAGENET["shard_size"])
+    test_shards = math.ceil(IMAGENET["test"] / IMAGENET["shard_size"])
+    images = IMAGENET["train"] + IMAGENET["val"] + IMAGENET["test"]
+    return IMAGENET["classes"] + val_shards + test_shards, images
+
+
+def _best_grouping(pods: int, shards: int, task_start_s: float, shard_s: float) -> dict:
+    """The group size with the shortest run among those keeping start-up within its share (any, if none
+    can): all tasks should finish in as few full waves of ``pods`` tasks as possible."""
+    share, pull = ASSUMED["overhead_share"], ASSUMED["image_pull_s"]
+    options = []
+    for k in range(1, shards + 1):
+        tasks = math.ceil(shards / k)
+        task_s = task_start_s + k * shard_s
+        makespan = pull + math.ceil(tasks / pods) * task_s
+        options.append((task_start_s / task_s > share, makespan, -k, k, tasks, task_s))
+    _, makespan, _, k, tasks, task_s = min(options)
+    return {
+        "pods": pods,
+        "shards_per_task": k,
+        "tasks": tasks,
+        "task_s": round(task_s, 1),
+        "startup_share": round(task_start_s / task_s, 3),
+        "makespan_min": round(makespan / 60, 1),
+        "pods_busy": min(pods, tasks),
+        "pod_hours": round((tasks * task_s + min(pods, tasks) * pull) / 3600, 2),
+    }
+
+
+def cost_model(c_us: float, efficiency: float, startup_s: float, jpeg_bytes: float) -> dict:
+    """Full ImageNet on N pods of ASSUMED['pod_cpus'] CPUs: task time, shards_per_task, makespan.
+
+    A pod converts at the lower of its CPU rate (measured per-image cost, measured parallel
+    efficiency) and its network rate (JPEG in, raw pixels out, at the assumed bandwidth).
+    """
+    shards, images = _imagenet_shards()
+    raw_bytes = LARGE["height"] * LARGE["width"] * 3
+    cpu_rate = ASSUMED["pod_cpus"] * efficiency / (c_us * 1e-6)  # images/s of one pod
+    net_rate = ASSUMED["pod_network_mb_s"] * 1e6 / (jpeg_bytes + raw_bytes)
+    pod_rate = min(cpu_rate, net_rate)
+    shard_s = images / shards / pod_rate
+    task_start_s = ASSUMED["pod_start_s"] + startup_s
+    share = ASSUMED["overhead_share"]
+    return {
+        "shards": shards,
+        "images": images,
+        "per_image_core_us": round(c_us, 1),
+        "pod_efficiency": round(efficiency, 3),
+        "pod_cpu_images_per_s": round(cpu_rate, 1),
+        "pod_network_images_per_s": round(net_rate, 1),
+        "pod_images_per_s": round(pod_rate, 1),
+        "bound": "cpu" if cpu_rate <= net_rate else "network",
+        "shard_s": round(shard_s, 2),
+        "task_start_s": round(task_start_s, 2),
+        # start-up <= share of the task: task_start <= share * (task_start + k * shard_s)
+        "shards_per_task_for_overhead": math.ceil(task_start_s * (1 - share) / (share * shard_s)),
+        "cpu_core_hours": round(images * c_us * 1e-6 / 3600, 2),
+        "input_gb": round(images * jpeg_bytes / 1e9),
+        "output_gb": round(images * raw_bytes / 1e9),
+        "table": [_best_grouping(pods, shards, task_start_s, shard_s) for pods in PODS],
+    }
