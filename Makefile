@@ -5,10 +5,10 @@ BIN := $(VENV)/bin
 PY := $(BIN)/python
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
-IMAGE ?= $(shell $(PY) -c "from imagenet_tfrecords.components.image import IMAGE; print(IMAGE)" 2>/dev/null)
+IMAGE ?= $(shell $(PY) -c "from imagenet_tfrecords_kfp.components import IMAGE; print(IMAGE)" 2>/dev/null)
 SAMPLE := build/sample
 OUTPUT := build/tfrecords
-COMPILED := pipelines/tinyimagenet_to_tfrecords.yaml
+COMPILED := pipelines/tinyimagenet_to_tfrecords.yaml  # and components/*.yaml
 # The one kfp pin: the image's (images/Dockerfile); the venv and the compiled YAML follow it.
 KFP_PIN := $(shell grep -o 'kfp==[0-9][0-9.]*' images/Dockerfile | cut -d= -f3)
 
@@ -45,13 +45,14 @@ run: install
 demo: run
 
 compile: install
-	$(PY) -m imagenet_tfrecords.pipelines.tinyimagenet_to_tfrecords
+	$(PY) -m imagenet_tfrecords_kfp.compile
 
 compile-check: install
-	@tmp=$$(mktemp --suffix=.yaml) && \
-	env -u IMAGENET_TFRECORDS_IMAGE $(PY) -c "import sys; from imagenet_tfrecords.pipelines.tinyimagenet_to_tfrecords import compile_pipeline; compile_pipeline(sys.argv[1])" $$tmp && \
-	if diff -u $(COMPILED) $$tmp; then echo "$(COMPILED) is up to date"; rm -f $$tmp; \
-	else rm -f $$tmp; echo "$(COMPILED) is stale: run 'make compile' and commit it" >&2; exit 1; fi
+	@tmp=$$(mktemp -d) && \
+	env -u IMAGENET_TFRECORDS_IMAGE $(PY) -m imagenet_tfrecords_kfp.compile $$tmp >/dev/null && \
+	if diff -ru pipelines $$tmp/pipelines -x '*.md' && diff -ru components $$tmp/components -x '*.md'; then \
+	echo "pipelines/*.yaml and components/*.yaml are up to date"; rm -rf $$tmp; \
+	else rm -rf $$tmp; echo "the compiled YAML is stale: run 'make compile' and commit it" >&2; exit 1; fi
 	@grep -qx 'sdkVersion: kfp-$(KFP_PIN)' $(COMPILED) || \
 	{ echo "$(COMPILED) was not compiled by kfp $(KFP_PIN), the image's pin (images/Dockerfile)" >&2; exit 1; }
 

@@ -12,7 +12,7 @@ from .servers import gcs_emulator, moto_s3, s3_user_and_enforce_auth
 
 ROOT = Path(__file__).resolve().parent.parent
 META = ROOT.parent / "shared" / "data" / "tiny-imagenet-meta"
-CLI = [sys.executable, "-m", "imagenet_tfrecords.cli"]
+CLI = [sys.executable, "-m", "imagenet_tfrecords"]
 REGION = "us-east-1"
 _ENV_PREFIXES = ("AWS_", "GOOGLE_", "GCSFS_", "FSSPEC_", "CLOUDSDK_", "BOTO_")
 

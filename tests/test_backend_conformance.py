@@ -30,8 +30,8 @@ import pytest
 import yaml
 from kfp import compiler, dsl
 
-from imagenet_tfrecords.layout import MAX_TASKS
-from imagenet_tfrecords.pipelines import COMPILED
+from imagenet_tfrecords.plan import MAX_TASKS
+from imagenet_tfrecords_kfp.compile import COMPILED
 
 from .conftest import ROOT
 
@@ -133,11 +133,11 @@ def test_no_collected_input_can_exceed_100_artifacts(spec):
     """One artifact per conversion task; the task count is capped by max_tasks <= 100."""
     default = spec["root"]["inputDefinitions"]["parameters"]["max_tasks"]["defaultValue"]
     assert default <= MAX_TASKS == 100
-    from imagenet_tfrecords.layout import plan_tasks
+    from imagenet_tfrecords.plan import group_tasks
 
-    assert len(plan_tasks(1_281_167, MAX_TASKS)) == 100  # a shard per ImageNet train file, even
+    assert len(group_tasks(1_281_167, MAX_TASKS)) == 100  # a shard per ImageNet train file, even
     with pytest.raises(ValueError):
-        plan_tasks(1_000, MAX_TASKS + 1)
+        group_tasks(1_000, MAX_TASKS + 1)
 
 
 def test_run_parameter_defaults_fit_the_api_servers_limit(spec):
@@ -185,8 +185,8 @@ def test_largest_executor_input_at_the_maximum_task_count(tmp_path, monkeypatch)
     from kfp import local
     from kfp.local import subprocess_task_handler
 
-    from imagenet_tfrecords.pipelines.tinyimagenet_to_tfrecords import build_pipeline
     from imagenet_tfrecords.sample import write_sample
+    from imagenet_tfrecords_kfp.pipelines.tinyimagenet_to_tfrecords import build_pipeline
 
     data, out = tmp_path / "data", tmp_path / "out"
     write_sample(str(data), classes=110, train_per_class=1, val=10, test=10)  # 112 shards

@@ -34,7 +34,7 @@ def converted(sample_dir, tmp_path_factory):
 
 def test_records_match_an_independent_decode_of_the_source(converted):
     data, out, plan, _ = converted
-    wnids = [c["wnid"] for c in plan["classes"]]
+    wnids = list(plan.wnids)
     assert wnids == sorted(wnids)
     annotations = dict(line.split("\t")[:2] for line in (data / "val" / "val_annotations.txt").read_text().splitlines())
     seen = {"train": 0, "val": 0, "test": 0}
@@ -63,7 +63,7 @@ def test_reports(converted):
     _, out, plan, info = converted
     assert (out / "sizes.txt").read_text() == "train,72\nval,30\ntest,20"
     labels = (out / "labels.txt").read_text().splitlines()
-    assert [line.split("\t")[0] for line in labels] == [c["wnid"] for c in plan["classes"]]
+    assert [line.split("\t")[0] for line in labels] == list(plan.wnids)
     on_disk = json.loads((out / "dataset_info.json").read_text())
     assert on_disk == json.loads(json.dumps(info))
     for split, s in on_disk["splits"].items():
@@ -124,3 +124,16 @@ def test_cli_convert_and_verify(sample_dir, tmp_path):
     p = run_cli("verify", tmp_path, check=False)
     assert p.returncode == 4
     assert "train: 72 records read, sizes.txt says 71" in p.stderr
+
+
+def test_the_readme_schema_table_is_the_schema():
+    import re
+
+    from imagenet_tfrecords.records import SCHEMA
+
+    from .conftest import ROOT
+
+    text = (ROOT / "README.md").read_text().split("### Record schema", 1)[1].split("\n\n", 2)[1]
+    rows = re.findall(r"^\| `(\w+)` \| (\w+) \| (.+?) \|$", text, re.M)
+    assert {key: (kind, meaning) for key, kind, meaning in rows} == SCHEMA
+    assert [key for key, _, _ in rows] == list(SCHEMA)

@@ -18,7 +18,7 @@ import pytest
 
 from imagenet_tfrecords import records
 from imagenet_tfrecords.convert import Options, convert
-from imagenet_tfrecords.layout import build_plan
+from imagenet_tfrecords.layouts import build_plan
 from imagenet_tfrecords.sample import write_sample
 
 from .conftest import CLI, run_cli
@@ -213,7 +213,7 @@ def test_ctrl_c_stops_soon_keeps_finished_shards_and_the_same_command_resumes(bi
 
 def _run(data, out, **options) -> list[dict]:
     plan = build_plan(str(data), shard_size=8)
-    return convert(plan, range(len(plan["shards"])), str(out), Options(**options), workers=1)
+    return convert(plan, range(len(plan.shards)), str(out), Options(**options), workers=1)
 
 
 @pytest.mark.parametrize("where", ["length field", "image bytes", "last checksum"])

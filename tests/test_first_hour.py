@@ -90,7 +90,7 @@ def test_a_failing_step_says_its_own_cause_once_and_is_not_retried(sample_copy, 
 def test_local_runs_have_no_retries_and_the_cluster_pipeline_has(tmp_path):
     from kfp import compiler
 
-    from imagenet_tfrecords.pipelines.tinyimagenet_to_tfrecords import build_pipeline
+    from imagenet_tfrecords_kfp.pipelines.tinyimagenet_to_tfrecords import build_pipeline
 
     def retries(pipeline):
         compiler.Compiler().compile(pipeline, str(tmp_path / "p.yaml"))

@@ -1,5 +1,6 @@
 """The compiled pipeline: structure, freshness, image name, and a full local run."""
 
+import ast
 import json
 import os
 import subprocess
@@ -8,10 +9,10 @@ import sys
 import pytest
 import yaml
 
-from imagenet_tfrecords.components import IMAGE
-from imagenet_tfrecords.pipelines import COMPILED
+from imagenet_tfrecords_kfp.compile import COMPILED
+from imagenet_tfrecords_kfp.components import IMAGE
 
-from .conftest import read_split, run_cli
+from .conftest import ROOT, read_split, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -20,19 +21,13 @@ def spec():
 
 
 def test_committed_yaml_matches_the_code(tmp_path):
+    """The pipeline's and every component's YAML, as make compile writes them (make compile-check)."""
     env = {k: v for k, v in os.environ.items() if k != "IMAGENET_TFRECORDS_IMAGE"}
-    out = tmp_path / "fresh.yaml"
-    subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            f"from imagenet_tfrecords.pipelines.tinyimagenet_to_tfrecords import "
-            f"compile_pipeline; compile_pipeline({str(out)!r})",
-        ],
-        check=True,
-        env=env,
-    )
-    assert out.read_text() == COMPILED.read_text(), "stale: run 'make compile' and commit the YAML"
+    subprocess.run([sys.executable, "-m", "imagenet_tfrecords_kfp.compile", str(tmp_path)], check=True, env=env)
+    fresh = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*.yaml"))
+    assert fresh == sorted(p.relative_to(ROOT) for d in ("pipelines", "components") for p in (ROOT / d).glob("*.yaml"))
+    for rel in fresh:
+        assert (tmp_path / rel).read_text() == (ROOT / rel).read_text(), f"{rel} is stale: run 'make compile'"
 
 
 def test_fan_out_over_work_items_and_fan_in_with_collected(spec):
@@ -103,7 +98,7 @@ def test_image_name_is_overridable_at_compile_time(tmp_path):
         [
             sys.executable,
             "-c",
-            f"from imagenet_tfrecords.pipelines.tinyimagenet_to_tfrecords import "
+            f"from imagenet_tfrecords_kfp.pipelines.tinyimagenet_to_tfrecords import "
             f"compile_pipeline; compile_pipeline({str(out)!r}, parallelism=4)",
         ],
         check=True,
@@ -117,11 +112,36 @@ def test_image_name_is_overridable_at_compile_time(tmp_path):
     assert loop["iteratorPolicy"]["parallelismLimit"] == 4
 
 
-def test_core_imports_neither_kfp_nor_tensorflow():
+CORE = ROOT / "src" / "imagenet_tfrecords"
+TENSORFLOW_READERS = {"reader.py", "records.py"}  # the tf.data reader and the parse spec, imported lazily
+
+
+def _imports(path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_the_core_never_imports_kfp_nor_the_kubeflow_side():
+    """Every module under src/imagenet_tfrecords, at module level or inside a function."""
+    modules = sorted(CORE.rglob("*.py"))
+    assert len(modules) > 10
+    for path in modules:
+        found = _imports(path) & {"kfp", "kfp_server_api", "imagenet_tfrecords_kfp"}
+        assert not found, f"{path.relative_to(ROOT)} imports {found}"
+        if path.name not in TENSORFLOW_READERS:
+            assert "tensorflow" not in _imports(path), f"{path.relative_to(ROOT)} imports tensorflow"
+
+
+def test_importing_the_core_and_its_command_line_loads_neither_kfp_nor_tensorflow():
     code = (
         "import sys, imagenet_tfrecords.cli, imagenet_tfrecords.tasks, imagenet_tfrecords.reader, "
-        "imagenet_tfrecords.sample; bad = [m for m in ('kfp', 'tensorflow') if m in sys.modules]; "
-        "sys.exit(f'imported {bad}' if bad else 0)"
+        "imagenet_tfrecords.sample; imagenet_tfrecords.cli.parser(); "
+        "bad = [m for m in ('kfp', 'tensorflow') if m in sys.modules]; sys.exit(f'imported {bad}' if bad else 0)"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
 

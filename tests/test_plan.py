@@ -6,14 +6,9 @@ from collections import Counter
 import pytest
 
 from imagenet_tfrecords.fs import Location
-from imagenet_tfrecords.layout import (
-    MetadataError,
-    build_plan,
-    parse_val_annotations,
-    parse_wnids,
-    parse_words,
-    plan_tasks,
-)
+from imagenet_tfrecords.layouts import build_plan
+from imagenet_tfrecords.layouts.tinyimagenet import parse_val_annotations, parse_wnids, parse_words
+from imagenet_tfrecords.plan import MetadataError, Plan, PlanError, Source, group_tasks
 
 
 def test_real_metadata(meta_dir):
@@ -52,23 +47,20 @@ def _dataset_from_real_meta(meta_dir, root, per_class=1):
 def test_plan_over_real_metadata(meta_dir, tmp_path):
     _dataset_from_real_meta(meta_dir, tmp_path)
     plan = build_plan(str(tmp_path), shard_size=100)
-    assert len(plan["classes"]) == 200
-    train = [s for s in plan["shards"] if s["split"] == "train"]
-    assert [s["wnid"] for s in train] == sorted(s["wnid"] for s in train)
-    val = [s for s in plan["shards"] if s["split"] == "val"]
-    assert [len(s["files"]) for s in val] == [100, 100, 100]
-    assert val[0]["files"][:3] == [
-        ["val_0.JPEG", plan["classes"].index(next(c for c in plan["classes"] if c["wnid"] == "n03444034")), None],
-        val[0]["files"][1],
-        val[0]["files"][2],
-    ]
+    assert len(plan.classes) == 200
+    train = [s for s in plan.shards if s.split == "train"]
+    assert [s.wnid for s in train] == sorted(s.wnid for s in train)
+    val = [s for s in plan.shards if s.split == "val"]
+    assert [len(s.sources) for s in val] == [100, 100, 100]
+    assert val[0].sources[0] == Source("val_0.JPEG", plan.wnids.index("n03444034"), None)
     # annotated images that are not on disk are listed, not dropped
-    assert len(plan["rejects"]) == 10_000 - 300
-    assert plan["rejects"][0]["reason"] == "listed in val_annotations.txt but missing"
-    assert "no test split" in plan["warnings"][0]
-    tasks = plan_tasks(len(plan["shards"]), 64)
+    assert len(plan.rejects) == 10_000 - 300
+    assert plan.rejects[0]["reason"] == "listed in val_annotations.txt but missing"
+    assert "no test split" in plan.warnings[0]
+    assert Plan.from_json(plan.to_json()) == plan  # the JSON round trip of plan.json
+    tasks = group_tasks(len(plan.shards), 64)
     assert len(tasks) == 64 and {len(t) for t in tasks} == {4, 3}  # 203 shards
-    assert [i for t in tasks for i in t] == list(range(len(plan["shards"])))
+    assert [i for t in tasks for i in t] == list(range(len(plan.shards)))
 
 
 @pytest.mark.parametrize("missing", ["wnids.txt", "words.txt", "val/val_annotations.txt"])
@@ -110,7 +102,7 @@ def test_crlf_bom_and_trailing_blank_lines_are_tolerated(sample_copy):
         p = sample_copy / name
         p.write_bytes(b"\xef\xbb\xbf" + p.read_bytes().replace(b"\n", b"\r\n") + b"\r\n\r\n")
     after = build_plan(str(sample_copy))
-    assert after["shards"] == before["shards"] and after["classes"] == before["classes"]
+    assert after.shards == before.shards and after.classes == before.classes
 
 
 def test_val_annotation_problems_become_rejects_with_reasons(sample_copy):
@@ -125,19 +117,19 @@ def test_val_annotation_problems_become_rejects_with_reasons(sample_copy):
     lines.append("val_999.JPEG\t" + wnid0)  # annotated, but no such file
     ann.write_text("\n".join(lines) + "\n")
     plan = build_plan(str(sample_copy))
-    files = {f[0]: f for s in plan["shards"] if s["split"] == "val" for f in s["files"]}
+    files = {f.name: f for s in plan.shards if s.split == "val" for f in s.sources}
     assert files["val_1.JPEG"][2] == "val_annotations.txt line 2 names unknown class n12345678"
     assert files["val_2.JPEG"][2] == "no line in val_annotations.txt"
     assert files["val_0.JPEG"][2].startswith("conflicting annotations in val_annotations.txt: line 1 says")
-    assert any("duplicate of line 1" in w for w in plan["warnings"])
-    assert {"path": "val/images/val_999.JPEG", "reason": "listed in val_annotations.txt but missing"} in plan["rejects"]
+    assert any("duplicate of line 1" in w for w in plan.warnings)
+    assert {"path": "val/images/val_999.JPEG", "reason": "listed in val_annotations.txt but missing"} in plan.rejects
 
 
 @pytest.mark.parametrize("shards", [0, 1, 13, 240, 1_003, 20_003])
 @pytest.mark.parametrize("max_tasks", [1, 7, 64, 100])
 def test_tasks_are_bounded_whatever_the_dataset_size(shards, max_tasks):
     """Vertex AI collects at most 100 artifacts in a dsl.Collected input; each task adds one."""
-    tasks = plan_tasks(shards, max_tasks)
+    tasks = group_tasks(shards, max_tasks)
     assert len(tasks) == min(shards, max_tasks) <= 100
     assert [i for t in tasks for i in t] == list(range(shards))  # every shard once, in order
     if tasks:
@@ -147,4 +139,16 @@ def test_tasks_are_bounded_whatever_the_dataset_size(shards, max_tasks):
 @pytest.mark.parametrize("bad", [0, -1, 101])
 def test_max_tasks_out_of_range_is_refused(bad):
     with pytest.raises(ValueError, match="max_tasks must be between 1 and 100"):
-        plan_tasks(10, bad)
+        group_tasks(10, bad)
+
+
+def test_a_plan_of_another_version_is_refused(sample_dir):
+    text = build_plan(str(sample_dir)).to_json().replace('"version": 2', '"version": 1')
+    with pytest.raises(PlanError, match="plan version 1, this is version 2"):
+        Plan.from_json(text)
+
+
+def test_shard_file_names_and_the_fixed_sources_round_trip(sample_dir):
+    plan = build_plan(str(sample_dir), shard_size=8)
+    assert [s.file for s in plan.shards][:1] == ["train/train-00000-of-00006.tfrecord"]
+    assert plan.shards[-1].file == "test/test-00002-of-00003.tfrecord" and plan.shards[-1].sources[0].label == -1

@@ -1,7 +1,7 @@
 """Property-based tests: the metadata parsers and the record encoding round trip what was generated.
 
 Metadata files are written with random line ends (LF, CRLF, CR), an optional UTF-8 BOM and
-blank lines, and parsed back with layout.py. Records are encoded with records.encode_example and
+blank lines, and parsed back with layouts/tinyimagenet.py. Records are encoded with records.encode_example and
 framed with records.frame, then read back with TensorFlow's own TFRecordDataset and
 parse_single_example(feature_spec()), and compared with tf.train.Example built by TensorFlow.
 """
@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from imagenet_tfrecords import records
 from imagenet_tfrecords.fs import Location
-from imagenet_tfrecords.layout import parse_val_annotations, parse_wnids, parse_words
+from imagenet_tfrecords.layouts.tinyimagenet import parse_val_annotations, parse_wnids, parse_words
 
 SETTINGS = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 INT64 = st.integers(-(2**63), 2**63 - 1)

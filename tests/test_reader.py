@@ -1,7 +1,6 @@
 """imagenet_tfrecords.load on a converted sample, checked against TensorFlow's own reader."""
 
 import hashlib
-import json
 import os
 import shutil
 from collections import Counter
@@ -145,7 +144,7 @@ def artifact(conversion, tmp_path_factory):
     """A Dataset artifact directory written by the code the aggregate-stats component runs."""
     tmp = tmp_path_factory.mktemp("artifact")
     plan_path = tmp / "plan.json"
-    plan_path.write_text(json.dumps(conversion.plan))
+    plan_path.write_text(conversion.plan.to_json())
     dataset_dir = tmp / "dataset"
     info = aggregate_step(
         str(plan_path), [], str(conversion.out), Options(), 0.01, str(dataset_dir), str(tmp / "sizes"), str(tmp / "r")

@@ -17,9 +17,9 @@ from PIL import Image
 
 from imagenet_tfrecords import tasks
 from imagenet_tfrecords.convert import Options
-from imagenet_tfrecords.pipelines import COMPILED
 from imagenet_tfrecords.records import iter_records, parse_example
 from imagenet_tfrecords.report import build_report, decode_record, run_metrics
+from imagenet_tfrecords_kfp.compile import COMPILED
 
 from .conftest import read_records, read_split, run_cli
 

@@ -8,10 +8,10 @@ import pytest
 import yaml
 
 import imagenet_tfrecords
-from imagenet_tfrecords.components import IMAGE
-from imagenet_tfrecords.pipelines import COMPILED
-from imagenet_tfrecords.pipelines.train_example import PIPELINE_NAME, build_pipeline, compile_pipeline
 from imagenet_tfrecords.reader import verify
+from imagenet_tfrecords_kfp.compile import COMPILED
+from imagenet_tfrecords_kfp.components import IMAGE
+from imagenet_tfrecords_kfp.pipelines.train_example import PIPELINE_NAME, build_pipeline, compile_pipeline
 
 BATCH = 4
 FEW = 4  # batches averaged at each end of the epoch

@@ -8,31 +8,22 @@ rejects), 4 verification found a mismatch, 5 a worker process died or the run wa
 from __future__ import annotations
 
 import argparse
-import builtins
-import contextlib
-import io
-import json
 import logging
 import os
-import re
 import sys
-import tempfile
 import time
-import warnings
+from importlib.metadata import entry_points
 
 from .convert import GRAYSCALE_POLICIES, Options, WorkerDied, available_cpus, parse_size
 from .fs import BadOutput, Location
-from .layout import DEFAULT_MAX_TASKS, DEFAULT_SHARD_SIZE, MAX_TASKS, MetadataError, check_locations
+from .plan import DEFAULT_SHARD_SIZE, MetadataError
 from .stats import DEFAULT_MAX_REJECT_FRACTION, IncompleteConversion, TooManyRejects, check_rejects
 
 EXIT_INTERNAL, EXIT_BAD_INPUT, EXIT_VERIFY, EXIT_INTERRUPTED = 1, 3, 4, 5  # 2: argparse's, bad command line
 log = logging.getLogger("imagenet_tfrecords")
 
 EXAMPLES = {
-    "run": "imagenet-tfrecords run --data ./sample --output ./out",
     "convert": "imagenet-tfrecords convert --data gs://b/tiny-imagenet-200 --output gs://b/tfrecords --workers 8",
-    "compile": "imagenet-tfrecords compile --output pipeline.yaml --parallelism 32",
-    "submit": "imagenet-tfrecords submit --host http://localhost:8080 --data gs://b/tiny-imagenet-200 --output gs://b/out",
     "verify": "imagenet-tfrecords verify ./out",
     "report": "imagenet-tfrecords report ./out --html report.html",
     "sample": "imagenet-tfrecords sample --output ./sample --classes 10",
@@ -48,7 +39,7 @@ def _url(value: str) -> str:
     return value if "://" in value else os.path.abspath(value)
 
 
-def _whole(low: int, high: int | None = None):
+def whole_number(low: int, high: int | None = None):
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -78,7 +69,7 @@ def _image_size(text: str) -> str:
     return text
 
 
-def _new_file(value: str) -> str:
+def new_file(value: str) -> str:
     """A file to write: its folder must exist (nothing is created where the user did not ask)."""
     path = _url(value)
     if "://" not in path and not os.path.isdir(os.path.dirname(path)):
@@ -86,7 +77,7 @@ def _new_file(value: str) -> str:
     return path
 
 
-def _add_conversion_args(p: argparse.ArgumentParser, workers_help: str) -> None:
+def add_conversion_args(p: argparse.ArgumentParser, workers_help: str) -> None:
     p.add_argument("--data", required=True, type=_url, help="dataset root: a path, gs://, s3:// or another fsspec URL")
     p.add_argument("--output", required=True, type=_url, help="where shards and reports go (not inside --data)")
     p.add_argument(
@@ -102,14 +93,14 @@ def _add_conversion_args(p: argparse.ArgumentParser, workers_help: str) -> None:
         metavar="HxW",
         help="reject images of any other size (e.g. 64x64)",
     )
-    p.add_argument("--shard-size", type=_whole(1), default=DEFAULT_SHARD_SIZE, help="images per val/test shard")
+    p.add_argument("--shard-size", type=whole_number(1), default=DEFAULT_SHARD_SIZE, help="images per val/test shard")
     p.add_argument(
         "--max-reject-fraction",
         type=_fraction,
         default=DEFAULT_MAX_REJECT_FRACTION,
         help="fail, after writing rejects.tsv, when a larger share of inputs is rejected",
     )
-    p.add_argument("--workers", type=_whole(0), default=0, help=workers_help)
+    p.add_argument("--workers", type=whole_number(0), default=0, help=workers_help)
 
 
 def _progress(total: int, unit: str):
@@ -134,8 +125,8 @@ def cmd_convert(args) -> int:
 
     def on_plan(plan: dict) -> None:
         nonlocal bar
-        log.debug("converting %d shards of %s with %d workers", len(plan["shards"]), args.data, workers)
-        bar = _progress(len(plan["shards"]), "shard")
+        log.debug("converting %d shards of %s with %d workers", len(plan.shards), args.data, workers)
+        bar = _progress(len(plan.shards), "shard")
 
     _, info = convert_dataset(
         args.data,
@@ -148,7 +139,7 @@ def cmd_convert(args) -> int:
     )
     if bar:
         bar.close()
-    _summary(info, args.output, time.perf_counter() - started)
+    print_summary(info, args.output, time.perf_counter() - started)
     check_rejects(info, args.max_reject_fraction)
     return 0
 
@@ -157,7 +148,7 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
-def _summary(info: dict, output: str, seconds: float) -> None:
+def print_summary(info: dict, output: str, seconds: float) -> None:
     """A few lines: records per split, warnings, throughput of this run, where things are."""
     for split, s in info["splits"].items():
         parts = [f"{split}: {s['num_records']} records in {_plural(len(s['shards']), 'shard')}"]
@@ -187,165 +178,12 @@ def _summary(info: dict, output: str, seconds: float) -> None:
     print(f"{listed}; report: {Location.of(output).child('report.html').url}")
 
 
-class StepFailed(Exception):
-    """A step of a local pipeline run failed; ``code`` is the CLI's exit code for its cause."""
+class CommandError(Exception):
+    """A command failed for a reason it has put in words; ``code`` is the exit code."""
 
     def __init__(self, message: str, code: int):
         super().__init__(message)
         self.code = code
-
-
-# The exceptions a step raises on bad input, by name, as they appear in its traceback.
-_BAD_INPUT = {"MetadataError", "BadOutput", "TooManyRejects", "IncompleteConversion", "PermissionError"}
-_EXCEPTION_LINE = re.compile(
-    r"^\s*((?:[A-Za-z_]\w*\.)*([A-Za-z_]\w*(?:Error|Exception|Rejects|Died|Output|Conversion))): (.*)$"
-)
-_FAILED_TASK = re.compile(r"Task '([\w-]+)' finished with status FAILURE")
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
-
-
-def step_failure(log_text: str) -> StepFailed:
-    """The failing step's own one-line cause, found in kfp.local's log, with the exit code it deserves."""
-    lines = _ANSI.sub("", log_text).splitlines()
-    failed = next((m[1] for line in lines if (m := _FAILED_TASK.search(line))), None)
-    errors = [m for line in lines if (m := _EXCEPTION_LINE.match(line))]
-    if not errors:
-        return StepFailed(f"step {failed or '?'} failed without a Python error", EXIT_INTERNAL)
-    _, name, message = errors[-1].groups()
-    if name in _BAD_INPUT:
-        return StepFailed(message if name != "PermissionError" else f"permission denied: {message}", EXIT_BAD_INPUT)
-    if name == "WorkerDied":
-        return StepFailed(message, EXIT_INTERRUPTED)
-    return StepFailed(f"internal error in step {failed or '?'}: {name}: {message}", EXIT_INTERNAL)
-
-
-@contextlib.contextmanager
-def _quiet_kfp_local(verbose: bool, log_file: Location):
-    """kfp.local's task logs into ``log_file`` (unless verbose), and none of its warnings that a user can
-    do nothing about: the image is not a Python one (it is, and never pulled), resources are ignored."""
-    real_print = builtins.print  # kfp.local indents print() while tasks run and can leave it so
-    captured = io.StringIO()
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r"Task .* have no effect in the current local runner")
-        warnings.filterwarnings("ignore", message=r"You may be attemping to run a task that uses custom")
-        try:
-            with contextlib.nullcontext() if verbose else contextlib.redirect_stdout(captured):
-                yield captured
-        finally:
-            builtins.print = real_print
-            if not verbose:
-                with contextlib.suppress(OSError):
-                    log_file.write_text(_ANSI.sub("", captured.getvalue()))
-
-
-@contextlib.contextmanager
-def _environ(**values: str):
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
-def cmd_run(args) -> int:
-    from kfp import local
-
-    from .pipelines.tinyimagenet_to_tfrecords import build_pipeline
-
-    check_locations(args.data, args.output)  # before kfp.local starts: no task for what is known now
-    started = time.perf_counter()
-    log_file = Location.of(args.output).child("_work", "kfp-local.log")
-    failure = None
-    with (
-        tempfile.TemporaryDirectory(prefix="imagenet-tfrecords-") as tmp,
-        _environ(TMPDIR=tmp),  # each kfp task writes its program to `mktemp -d` and leaves it there
-        _quiet_kfp_local(args.verbose, log_file) as captured,
-    ):
-        local.init(
-            runner=local.SubprocessRunner(use_venv=False), pipeline_root=args.pipeline_root or tmp, raise_on_error=True
-        )
-        try:
-            build_pipeline(args.parallelism, retries=False)(
-                data_url=args.data,
-                output_url=args.output,
-                grayscale=args.grayscale,
-                max_tasks=args.max_tasks,
-                shard_size=args.shard_size,
-                image_size=args.image_size,
-                max_reject_fraction=args.max_reject_fraction,
-                workers=args.workers,
-            )
-        except RuntimeError:
-            failure = step_failure(captured.getvalue())
-    if failure:
-        where = "" if args.verbose else f" (kfp.local's log: {log_file.url})"
-        raise StepFailed(f"{failure}{where}", failure.code)
-    info = json.loads(Location.of(args.output).child("dataset_info.json").read_text())
-    _summary(info, args.output, time.perf_counter() - started)
-    return 0
-
-
-def cmd_compile(args) -> int:
-    from .pipelines.tinyimagenet_to_tfrecords import compile_pipeline
-
-    compile_pipeline(args.output, args.parallelism)
-    print(f"wrote {args.output}")
-    return 0
-
-
-def cmd_submit(args) -> int:
-    import kfp
-    import urllib3
-
-    from .pipelines.tinyimagenet_to_tfrecords import build_pipeline
-
-    check_locations_of_submit(args.data, args.output)
-    # urllib3's retry lines (the client resets the "urllib3" logger's level, not its child's); the error below
-    # says it once
-    logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", category=FutureWarning, module="kfp")
-            client = kfp.Client(host=args.host, namespace=args.namespace)
-        run = client.create_run_from_pipeline_func(
-            build_pipeline(args.parallelism),
-            arguments={
-                "data_url": args.data,
-                "output_url": args.output,
-                "grayscale": args.grayscale,
-                "max_tasks": args.max_tasks,
-                "shard_size": args.shard_size,
-                "image_size": args.image_size,
-                "max_reject_fraction": args.max_reject_fraction,
-                "workers": args.workers,
-            },
-            experiment_name=args.experiment,
-        )
-    except urllib3.exceptions.HTTPError as e:
-        reason = str(getattr(e, "reason", None) or e).rsplit(": ", 1)[-1]
-        raise BadOutput(f"cannot reach the Kubeflow Pipelines API at {args.host}: {reason}") from None
-    print(f"submitted run {run.run_id}: {args.host.rstrip('/')}/#/runs/details/{run.run_id}")
-    return 0
-
-
-def check_locations_of_submit(data_url: str, output_url: str) -> None:
-    """What can be checked here of URLs that the cluster reads: the output is not inside the dataset."""
-    if "://" in data_url:
-        from .fs import check_output
-        from .layout import SPLITS
-
-        root = Location.of(data_url)
-        if Location.of(output_url).url == root.url:
-            raise BadOutput(f"{output_url}: the output must not be the dataset folder itself")
-        for split in SPLITS:
-            check_output(Location.of(output_url), [root.child(split)])
-    else:
-        check_locations(data_url, output_url)
 
 
 def cmd_verify(args) -> int:
@@ -442,39 +280,24 @@ def parser() -> argparse.ArgumentParser:
     verbose.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     sub = p.add_subparsers(dest="command", required=True)
 
-    def add(name, func, help_):
+    def add(name, func, help_, example=None):
         sp = sub.add_parser(
             name,
             help=help_,
             description=help_,
-            epilog=f"example:\n  {EXAMPLES[name]}",
+            epilog=f"example:\n  {example or EXAMPLES[name]}",
             formatter_class=_Help,
             parents=[verbose],
         )
         sp.set_defaults(func=func)
         return sp
 
-    tasks = f"conversion tasks, 1 to {MAX_TASKS}; the shards are grouped evenly into them"
-    sp = add("run", cmd_run, "run the whole Kubeflow pipeline locally (kfp.local, no Kubernetes)")
-    _add_conversion_args(sp, "processes per task (0: every CPU)")
-    sp.add_argument("--max-tasks", type=_whole(1, MAX_TASKS), default=1, help=f"{tasks} (1: one task, every core)")
-    sp.add_argument("--parallelism", type=_whole(1), default=2, help="conversion tasks running at once")
-    sp.add_argument("--pipeline-root", help="keep kfp.local's artifacts here (default: a temporary folder, removed)")
+    # run, compile and submit: the Kubeflow side registers them (imagenet_tfrecords_kfp.commands)
+    for plugin in entry_points(group="imagenet_tfrecords.commands"):
+        plugin.load()(add)
 
     sp = add("convert", cmd_convert, "convert without Kubeflow: a process pool over all shards")
-    _add_conversion_args(sp, "processes (0: every CPU)")
-
-    sp = add("compile", cmd_compile, "compile the pipeline to YAML (for the Kubeflow UI or kfp.Client)")
-    sp.add_argument("--output", type=_new_file, default="tinyimagenet_to_tfrecords.yaml", help="the YAML file")
-    sp.add_argument("--parallelism", type=_whole(0), default=16, help="conversion tasks running at once (0: no limit)")
-
-    sp = add("submit", cmd_submit, "upload and run the pipeline on a Kubeflow Pipelines server")
-    _add_conversion_args(sp, "processes per task (0: every CPU of the task's pod)")
-    sp.add_argument("--host", required=True, help="the Kubeflow Pipelines API endpoint")
-    sp.add_argument("--namespace", default="kubeflow", help="the Kubernetes namespace of the run")
-    sp.add_argument("--experiment", default="imagenet-tfrecords", help="the experiment the run is filed under")
-    sp.add_argument("--max-tasks", type=_whole(1, MAX_TASKS), default=DEFAULT_MAX_TASKS, help=tasks)
-    sp.add_argument("--parallelism", type=_whole(0), default=16, help="conversion tasks running at once (0: no limit)")
+    add_conversion_args(sp, "processes (0: every CPU)")
 
     sp = add("verify", cmd_verify, "check every shard's records, checksums and counts against the reports")
     sp.add_argument("output", type=_url, help="output URL of a conversion (path, gs://, s3://)")
@@ -486,14 +309,14 @@ def parser() -> argparse.ArgumentParser:
 
     sp = add("report", cmd_report, "write the HTML report (counts, classes, samples, rejects) of an output")
     sp.add_argument("output", type=_url, help="output URL of a conversion (path, gs://, s3://)")
-    sp.add_argument("--html", type=_new_file, help="where to write it (default: OUTPUT/report.html)")
+    sp.add_argument("--html", type=new_file, help="where to write it (default: OUTPUT/report.html)")
 
     sp = add("sample", cmd_sample, "write a small TinyImageNet-layout dataset of real JPEGs")
     sp.add_argument("--output", required=True, help="the dataset's folder (created)")
-    sp.add_argument("--classes", type=_whole(1), default=10, help="classes (wnids)")
-    sp.add_argument("--train-per-class", type=_whole(0), default=20, help="train images per class")
-    sp.add_argument("--val", type=_whole(0), default=50, help="val images")
-    sp.add_argument("--test", type=_whole(0), default=30, help="test images")
+    sp.add_argument("--classes", type=whole_number(1), default=10, help="classes (wnids)")
+    sp.add_argument("--train-per-class", type=whole_number(0), default=20, help="train images per class")
+    sp.add_argument("--val", type=whole_number(0), default=50, help="val images")
+    sp.add_argument("--test", type=whole_number(0), default=30, help="test images")
     sp.add_argument("--seed", type=int, default=0, help="random seed: the same seed writes the same files")
 
     sp = add("download", cmd_download, "download the TinyImageNet zip (resumable), check its SHA-256, extract it")
@@ -515,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     except PermissionError as e:  # e.g. wrong or missing credentials for a bucket
         print(f"error: permission denied: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except StepFailed as e:
+    except CommandError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.code
     except WorkerDied as e:
@@ -534,7 +357,3 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"internal error: {type(e).__name__}: {e} (rerun with -v for the traceback)", file=sys.stderr)
         return EXIT_INTERNAL
-
-
-if __name__ == "__main__":
-    sys.exit(main())

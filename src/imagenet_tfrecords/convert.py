@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass
 from . import records
 from .fs import Location, publish
 from .image import DEFAULT_MAX_PIXELS, BadImage, decode
-from .layout import inputs_digest, natural_key, shard_file
+from .plan import Plan, Shard, Source, inputs_digest, list_images, natural_key
 
 GRAYSCALE_POLICIES = ("rgb", "skip")
 WORK_DIR = "_work"
@@ -65,13 +65,9 @@ def parse_size(text: str) -> tuple[int, int] | None:
     return (int(h), int(w)) if ok else None
 
 
-def stats_name(shard: dict) -> str:
-    """The file under ``_work/`` that holds a finished shard's statistics."""
-    return shard_file(shard).rsplit("/", 1)[1] + ".json"
-
-
-def stats_location(out: Location, shard: dict) -> Location:
-    return out.child(WORK_DIR, stats_name(shard))
+def stats_location(out: Location, shard: Shard) -> Location:
+    """Where a finished shard's statistics are: ``_work/<shard file name>.json``."""
+    return out.child(WORK_DIR, shard.name + ".json")
 
 
 @dataclass(frozen=True)
@@ -84,53 +80,50 @@ class Job:
     options: Options = Options()
 
     @classmethod
-    def of(cls, plan: dict, out_url: str, options: Options = Options()) -> Job:
-        return cls(plan["data"], str(out_url), tuple(c["wnid"] for c in plan["classes"]), options)
+    def of(cls, plan: Plan, out_url: str, options: Options = Options()) -> Job:
+        return cls(plan.data, str(out_url), plan.wnids, options)
 
 
-def convert_shard(job: Job, shard_id: int, shard: dict) -> dict:
+def convert_shard(job: Job, shard_id: int, shard: Shard) -> dict:
     """Write one shard (unless a verified copy made from the same inputs exists); return its statistics."""
-    options = job.options
-    out = Location.of(job.out_url)
-    target = out.child(shard_file(shard))
-    root = Location.of(job.data_url)
-    directory = root.child(shard["dir"])
-    if "files" in shard:  # val / test: a fixed list of (name, label, reason), inputs digested at plan time
-        entries, inputs = shard["files"], shard["inputs"]
-    else:  # train: one class directory, listed now
-        entries, inputs = _list_class(directory, root, shard["label"])
+    out, root = Location.of(job.out_url), Location.of(job.data_url)
+    directory = root.child(shard.dir)
+    if shard.sources is None:  # a class folder, listed now
+        sources, inputs = _list_class(directory, root, shard.label)
+    else:  # fixed at plan time, their files digested then
+        sources, inputs = shard.sources, shard.inputs
     fingerprint = _fingerprint(job, shard, inputs)
-    done = _finished(out, shard, target, fingerprint)
+    done = _finished(out, shard, fingerprint)
     if done is not None:
         return done
-
     started = time.perf_counter()
-    num_classes = len(job.wnids)
-    stats: dict = {
-        "shard": shard_id,
-        "split": shard["split"],
-        "file": shard_file(shard),
-        "rejected": [],
-        "skipped": [],
-        "problems": [],  # about the directory rather than one file
-        "fingerprint": fingerprint,
-        "converted": Counter(),
-    }  # found, records, bytes, labels and shapes are added after the loop
-    if "files" not in shard and not any(reason is None for _, _, reason in entries):
+    stats = _write_shard(job, shard, directory, sources, out.child(shard.file))
+    stats |= {"shard": shard_id, "split": shard.split, "file": shard.file, "fingerprint": fingerprint}
+    stats["problems"] = []  # about the folder rather than one file
+    if shard.sources is None and not any(s.reason is None for s in sources):
         stats["problems"].append(
-            {"path": shard["dir"], "reason": "class directory has no images (class gets an empty shard)"}
+            {"path": shard.dir, "reason": "class directory has no images (class gets an empty shard)"}
         )
+    stats["seconds"] = round(time.perf_counter() - started, 4)
+    stats_location(out, shard).write_text(json.dumps(stats, sort_keys=True))
+    return json.loads(json.dumps(stats))  # Counters -> plain dicts, as a re-run would read it
 
+
+def _write_shard(job: Job, shard: Shard, directory: Location, sources, target: Location) -> dict:
+    """Decode every source and write the records (atomically); return what became of each input."""
+    options, num_classes = job.options, len(job.wnids)
     size = parse_size(options.image_size) if options.image_size else None
-    rejected, skipped, converted = stats["rejected"], stats["skipped"], stats["converted"]
+    rejected: list[dict] = []
+    skipped: list[dict] = []
+    converted: Counter = Counter()
     kept: list[tuple[int, int, int]] = []  # (label, height, width) of each record written
     fixed: dict[tuple, bytes] = {}  # the entries every record of one label and size shares
     written = 0
-    data_iter = directory.read_many([name for name, _, reason in entries if reason is None])
+    data_iter = directory.read_many([s.name for s in sources if s.reason is None])
     with publish(target) as tmp, open(tmp, "wb", buffering=1 << 16) as f:
         write = f.write
-        for name, label, reason in entries:
-            path = f"{shard['dir']}/{name}"
+        for name, label, reason in sources:
+            path = f"{shard.dir}/{name}"
             if reason is not None:
                 rejected.append({"path": path, "reason": reason})
                 continue
@@ -165,39 +158,42 @@ def convert_shard(job: Job, shard_id: int, shard: dict) -> dict:
             parts = records.example_parts(fixed[key], img.pixels.tobytes(), path.encode())
             written += records.write_framed(write, parts)
             kept.append((label, h, w))
-    stats["found"] = len(entries)
-    stats["records"] = len(kept)
-    stats["bytes"] = written
-    stats["labels"] = Counter(str(label) for label, _, _ in kept)
-    stats["shapes"] = Counter(f"{h}x{w}" for _, h, w in kept)
-    stats["seconds"] = round(time.perf_counter() - started, 4)
-    stats_location(out, shard).write_text(json.dumps(stats, sort_keys=True))
-    return json.loads(json.dumps(stats))  # Counters -> plain dicts, as a re-run would read it
+    return {
+        "found": len(sources),
+        "records": len(kept),
+        "bytes": written,
+        "rejected": rejected,
+        "skipped": skipped,
+        "converted": converted,
+        "labels": Counter(str(label) for label, _, _ in kept),
+        "shapes": Counter(f"{h}x{w}" for _, h, w in kept),
+    }
 
 
-def _list_class(directory: Location, root: Location, label: int) -> tuple[list, str]:
-    """A train class directory's entries (name, label, reject reason) and the digest of its files."""
-    listed = directory.list_dir(root) if directory.isdir() else []
-    entries = [[e.name, label, None] if e.kind == "file" else [e.name, None, e.reason] for e in listed]
-    entries.sort(key=lambda x: natural_key(x[0]))
-    return entries, inputs_digest(listed)
+def _list_class(directory: Location, root: Location, label: int | None) -> tuple[list[Source], str]:
+    """A class folder's sources (its files labelled ``label``, other entries rejected) in natural
+    order, and the digest of its files."""
+    files, others = list_images(directory, root)
+    sources = [Source(name, label) for name in files] + [Source(e.name, None, e.reason) for e in others]
+    sources.sort(key=lambda s: natural_key(s.name))
+    return sources, inputs_digest(list(files.values()) + others)
 
 
-def _fingerprint(job: Job, shard: dict, inputs: str) -> str:
+def _fingerprint(job: Job, shard: Shard, inputs: str) -> str:
     """What a shard's content depends on: its plan entry, its input files (names, sizes, change
     stamps), the classes and the options."""
-    spec = {"shard": shard, "inputs": inputs, "wnids": job.wnids, "options": asdict(job.options)}
+    spec = {"shard": shard.to_json(), "inputs": inputs, "wnids": job.wnids, "options": asdict(job.options)}
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:32]
 
 
-def _finished(out: Location, shard: dict, target: Location, fingerprint: str) -> dict | None:
+def _finished(out: Location, shard: Shard, fingerprint: str) -> dict | None:
     """The recorded statistics of a complete shard from an earlier run, or None.
 
     The shard is kept when it was made from the same plan entry and options, has the recorded
     size, and every record's framing and CRC32C checksums are intact (a torn or bit-flipped
     file is converted again).
     """
-    recorded = stats_location(out, shard)
+    recorded, target = stats_location(out, shard), out.child(shard.file)
     if not (recorded.exists() and target.exists()):
         return None
     try:
@@ -241,7 +237,7 @@ def _cgroup_quota() -> float | None:
 
 
 def convert(
-    plan: dict,
+    plan: Plan,
     shard_ids: Iterable[int],
     out_url: str,
     options: Options = Options(),
@@ -255,7 +251,7 @@ def convert(
     """
     ids = list(shard_ids)
     job = Job.of(plan, out_url, options)
-    shards = plan["shards"]
+    shards = plan.shards
     workers = min(workers or available_cpus(), len(ids)) or 1
     results: dict[int, dict] = {}
     if workers == 1:
@@ -274,7 +270,7 @@ def convert(
                     if on_done:
                         on_done(results[futures[fut]])
             except BrokenProcessPool:
-                unfinished = [shard_file(shards[i]) for i in ids if i not in results]
+                unfinished = [shards[i].file for i in ids if i not in results]
                 raise WorkerDied(
                     "a worker process died abruptly (killed by a signal, e.g. by the out-of-memory killer) before "
                     f"{len(unfinished)} of {len(ids)} shards were done (first: {unfinished[0]}); finished shards "
@@ -286,11 +282,11 @@ def convert(
     return [results[i] for i in ids]
 
 
-def recorded_stats(plan: dict, out_url: str) -> list[dict]:
+def recorded_stats(plan: Plan, out_url: str) -> list[dict]:
     """The statistics every planned shard left under ``_work/`` (batched reads on object stores).
 
     A shard without statistics is left out; stats.summarize names it.
     """
     work = Location.of(out_url).child(WORK_DIR)
-    names = [stats_name(s) for s in plan["shards"]]
+    names = [s.name + ".json" for s in plan.shards]
     return [json.loads(data) for _, data in work.read_many(names) if not isinstance(data, Exception)]

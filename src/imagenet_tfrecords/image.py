@@ -18,7 +18,6 @@ from PIL import Image
 DEFAULT_MAX_PIXELS = 4096 * 4096
 
 JPEG_MAGIC = b"\xff\xd8\xff"
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 class BadImage(ValueError):

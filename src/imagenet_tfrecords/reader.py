@@ -6,7 +6,7 @@ import json
 import os
 
 from .fs import Location
-from .layout import SPLITS
+from .plan import SPLITS
 from .records import CorruptShard, feature_spec, iter_records
 
 
@@ -62,12 +62,6 @@ def _split_info(info: dict, split: str) -> dict:
     if split not in info["splits"]:
         raise ValueError(f"no split {split!r} in dataset_info.json; the dataset has {sorted(info['splits'])}")
     return info["splits"][split]
-
-
-def shard_urls(source, split: str) -> list[str]:
-    """The shard files of a split that hold records, as URLs (plain paths for local files)."""
-    info, root = dataset_info(source)
-    return [_tf_name(root.child(s["file"])) for s in _split_info(info, split)["shards"] if s["records"]]
 
 
 def _tf_name(loc: Location) -> str:

@@ -1,21 +1,7 @@
 """The record schema and the TFRecord file format, written without importing TensorFlow.
 
-Each record is a serialized ``tf.train.Example`` with these features:
-
-==============  =======  ==============================================================
-key             type     meaning
-==============  =======  ==============================================================
-height          int64    image height in pixels
-width           int64    image width in pixels
-channel         int64    number of channels, always 3 (images are normalised to RGB)
-label           int64    index of the class id in the sorted list of training class ids;
-                         -1 for the unlabelled test split
-label_one_hot   bytes    one byte per class, 1 at ``label`` and 0 elsewhere (all zero
-                         for the test split)
-image_raw       bytes    decoded uint8 pixels, row-major height x width x channel
-filename        bytes    the source file's path relative to the dataset root
-wnid            bytes    the class id (empty for the test split)
-==============  =======  ==============================================================
+Each record is a serialized ``tf.train.Example`` with the features of ``SCHEMA`` (the one
+definition: dataset_info.json's "features" and the README's table are checked against it).
 
 The Example protobuf and the TFRecord framing (length, masked CRC32C of the length, data,
 masked CRC32C of the data) are encoded by hand: the conversion workers never pay the
@@ -33,8 +19,18 @@ from typing import BinaryIO
 
 import google_crc32c
 
-INT_FEATURES = ("height", "width", "channel", "label")
-BYTES_FEATURES = ("label_one_hot", "image_raw", "filename", "wnid")
+SCHEMA = {  # key: (type, meaning)
+    "height": ("int64", "image height in pixels"),
+    "width": ("int64", "image width in pixels"),
+    "channel": ("int64", "3: every image is converted to RGB"),
+    "label": ("int64", "index of the class id in the sorted list of training class ids; -1 for test"),
+    "label_one_hot": ("bytes", "one byte per class, 1 at label; all zero for test"),
+    "image_raw": ("bytes", "decoded uint8 pixels, row-major height x width x channel"),
+    "filename": ("bytes", "source path relative to the dataset root"),
+    "wnid": ("bytes", "class id; empty for test"),
+}
+INT_FEATURES = tuple(k for k, (kind, _) in SCHEMA.items() if kind == "int64")
+BYTES_FEATURES = tuple(k for k, (kind, _) in SCHEMA.items() if kind == "bytes")
 _MASK_DELTA = 0xA282EAD8
 _U64 = (1 << 64) - 1
 
@@ -99,10 +95,6 @@ def _bytes_entry_head(key: str, size: int) -> bytes:
     k = _key(key)
     feature_head = _header(2, feature_size)
     return _header(1, len(k) + len(feature_head) + feature_size) + k + feature_head + list_head + value_head
-
-
-def bytes_entry(key: str, value: bytes) -> bytes:
-    return _bytes_entry_head(key, len(value)) + value
 
 
 def fixed_entries(*, height: int, width: int, channel: int, label: int, label_one_hot: bytes, wnid: bytes) -> bytes:
@@ -170,9 +162,10 @@ def masked_crc(data: bytes) -> int:
 
 
 def frame(record: bytes) -> bytes:
-    """One record in TFRecord framing."""
-    header = struct.pack("<Q", len(record))
-    return b"".join((header, struct.pack("<I", masked_crc(header)), record, struct.pack("<I", masked_crc(record))))
+    """One record in TFRecord framing, as ``write_framed`` writes it."""
+    out: list[bytes] = []
+    write_framed(out.append, [record])
+    return b"".join(out)
 
 
 def write_framed(write, parts: list[bytes]) -> int:

@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 from .fs import Location
-from .layout import SPLITS
+from .plan import SPLITS
 from .records import CorruptShard, iter_records, parse_example
 
 SAMPLES_PER_SPLIT = 8

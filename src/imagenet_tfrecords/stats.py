@@ -15,19 +15,8 @@ import json
 from collections import Counter
 
 from .fs import Location
-from .layout import SPLITS, labels_text, shard_file
-
-SCHEMA = {
-    "height": "int64",
-    "width": "int64",
-    "channel": "int64",
-    "label": "int64 (index in sorted class ids; -1 for test)",
-    "label_one_hot": "bytes (one byte per class)",
-    "image_raw": "bytes (uint8 pixels, row-major H x W x C)",
-    "filename": "bytes (path relative to the dataset root)",
-    "wnid": "bytes (class id; empty for test)",
-}
-
+from .plan import SPLITS, Plan
+from .records import SCHEMA
 
 DEFAULT_MAX_REJECT_FRACTION = 0.01
 
@@ -40,10 +29,10 @@ class IncompleteConversion(RuntimeError):
     """Statistics are missing for some planned shards."""
 
 
-def summarize(plan: dict, shard_stats: list[dict], options: dict | None = None) -> dict:
+def summarize(plan: Plan, shard_stats: list[dict], options: dict | None = None) -> dict:
     """Build dataset_info from the plan and every shard's statistics."""
     by_file = {s["file"]: s for s in shard_stats}
-    planned = [shard_file(s) for s in plan["shards"]]
+    planned = [s.file for s in plan.shards]
     missing = [f for f in planned if f not in by_file]
     if missing:
         raise IncompleteConversion(f"no statistics for {len(missing)} of {len(planned)} shards, e.g. {missing[0]}")
@@ -74,14 +63,14 @@ def summarize(plan: dict, shard_stats: list[dict], options: dict | None = None) 
         splits[split] = split_info
     # Rejected inputs (files, stray directories) count towards "found"; problems (a class
     # directory with no images) are listed beside them but are not inputs.
-    rejects = list(plan["rejects"]) + [r for s in shard_stats for r in s["rejected"]]
+    rejects = list(plan.rejects) + [r for s in shard_stats for r in s["rejected"]]
     problems = [p for s in shard_stats for p in s["problems"]]
-    found = sum(v["found"] for v in splits.values()) + len(plan["rejects"])
+    found = sum(v["found"] for v in splits.values()) + len(plan.rejects)
     return {
         "name": "tiny_imagenet",
-        "source": plan["data"],
-        "num_classes": len(plan["classes"]),
-        "features": SCHEMA,
+        "source": plan.data,
+        "num_classes": len(plan.classes),
+        "features": {k: f"{kind}: {meaning}" for k, (kind, meaning) in SCHEMA.items()},
         "options": options or {},
         "splits": splits,
         "found": found,
@@ -89,7 +78,7 @@ def summarize(plan: dict, shard_stats: list[dict], options: dict | None = None) 
         "rejects": sorted(rejects, key=lambda r: r["path"]),
         "problems": sorted(problems, key=lambda r: r["path"]),
         "skipped": sorted((r for s in shard_stats for r in s["skipped"]), key=lambda r: r["path"]),
-        "warnings": plan["warnings"],
+        "warnings": plan.warnings,
     }
 
 
@@ -102,9 +91,9 @@ def rejects_text(info: dict) -> str:
     return "".join(f"{r['path']}\t{r['reason']}\n" for r in listed)
 
 
-def write_reports(plan: dict, info: dict, out_url: str) -> None:
+def write_reports(plan: Plan, info: dict, out_url: str) -> None:
     out = Location.of(out_url)
-    out.child("labels.txt").write_text(labels_text(plan))
+    out.child("labels.txt").write_text(plan.labels_text())
     out.child("rejects.tsv").write_text(rejects_text(info))
     out.child("dataset_info.json").write_text(json.dumps(info, indent=1) + "\n")
     out.child("sizes.txt").write_text(sizes_text(info))  # last: its presence means "done"

@@ -13,7 +13,8 @@ import time
 from . import stats
 from .convert import Options, convert, recorded_stats
 from .fs import Location
-from .layout import DEFAULT_SHARD_SIZE, build_plan, check_locations, labels_text, plan_tasks
+from .layouts import build_plan, check_locations
+from .plan import DEFAULT_SHARD_SIZE, Plan, group_tasks
 from .report import build_report
 
 
@@ -23,9 +24,9 @@ def _write(path: str, text: str) -> None:
         f.write(text)
 
 
-def _read_json(path: str):
+def _read_plan(path: str) -> Plan:
     with open(path) as f:
-        return json.load(f)
+        return Plan.from_json(f.read())
 
 
 def plan_step(
@@ -38,19 +39,19 @@ def plan_step(
     """
     check_locations(data_url, output_url)
     plan = build_plan(data_url, shard_size=int(shard_size))
-    plan["tasks"] = plan_tasks(len(plan["shards"]), int(max_tasks))
-    _write(plan_path, json.dumps(plan))
-    _write(labels_path, labels_text(plan))
+    plan.tasks = group_tasks(len(plan.shards), int(max_tasks))
+    _write(plan_path, plan.to_json())
+    _write(labels_path, plan.labels_text())
     summary = {
-        "classes": len(plan["classes"]),
-        "shards": len(plan["shards"]),
-        "tasks": len(plan["tasks"]),
-        "rejects": len(plan["rejects"]),
-        "warnings": len(plan["warnings"]),
+        "classes": len(plan.classes),
+        "shards": len(plan.shards),
+        "tasks": len(plan.tasks),
+        "rejects": len(plan.rejects),
+        "warnings": len(plan.warnings),
     }
-    for w in plan["warnings"]:
+    for w in plan.warnings:
         print(f"warning: {w}")
-    return list(range(len(plan["tasks"]))), summary
+    return list(range(len(plan.tasks))), summary
 
 
 def convert_step(
@@ -61,8 +62,8 @@ def convert_step(
     The shards' statistics are written under ``<output_url>/_work/``, where the aggregation
     reads them; ``manifest_path`` gets the list of shard files this task wrote.
     """
-    plan = _read_json(plan_path)
-    shard_ids = plan["tasks"][int(task)]  # kfp.local hands numbers back as floats
+    plan = _read_plan(plan_path)
+    shard_ids = plan.tasks[int(task)]  # kfp.local hands numbers back as floats
     started = time.time()
     results = convert(plan, shard_ids, output_url, options, workers=int(workers))
     finished = time.time()
@@ -83,7 +84,7 @@ def task_summary(results: list[dict], started: float, finished: float) -> dict:
     }
 
 
-def finish(plan: dict, output_url: str, options: Options, tasks: list[dict]) -> tuple[dict, str]:
+def finish(plan: Plan, output_url: str, options: Options, tasks: list[dict]) -> tuple[dict, str]:
     """Merge the shards' statistics; write sizes.txt, labels.txt, dataset_info.json, rejects.tsv
     and report.html under ``output_url``; return (dataset_info, report HTML).
 
@@ -127,7 +128,7 @@ def convert_dataset(
     if on_plan:
         on_plan(plan)
     since = time.time()
-    results = convert(plan, range(len(plan["shards"])), output_url, options, workers=workers, on_done=on_done)
+    results = convert(plan, range(len(plan.shards)), output_url, options, workers=workers, on_done=on_done)
     info, _ = finish(plan, output_url, options, [task_summary(results, since, time.time())])
     return plan, info
 
@@ -143,7 +144,7 @@ def aggregate_step(
     report_path: str,
 ) -> dict:
     """Write the reports under ``output_url`` and into the artifacts; fail on too many rejects."""
-    plan = _read_json(plan_path)
+    plan = _read_plan(plan_path)
     info, html = finish(plan, output_url, options, tasks)
     # The Dataset artifact describes the TFRecords under output_url (dataset_info.json names
     # the shards relative to its "root"), so the next step can read them with reader.load().

@@ -1,4 +1,5 @@
-"""Kubeflow Pipelines components of imagenet-tfrecords, exported by name."""
+"""The Kubeflow Pipelines components of imagenet-tfrecords, exported by name; each calls one step function of
+``imagenet_tfrecords.tasks``."""
 
 from .aggregate_stats import aggregate_stats
 from .convert_shards import convert_shards

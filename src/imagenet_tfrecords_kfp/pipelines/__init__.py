@@ -1,5 +1,1 @@
-"""Pipelines of imagenet-tfrecords and their compiled YAML."""
-
-from pathlib import Path
-
-COMPILED = Path(__file__).with_name("tinyimagenet_to_tfrecords.yaml")
+"""The pipelines, as Python: the conversion pipeline and an example that trains on its output."""

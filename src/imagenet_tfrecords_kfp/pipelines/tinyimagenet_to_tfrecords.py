@@ -5,13 +5,13 @@ from typing import NamedTuple
 from kfp import compiler, dsl
 from kfp.dsl import HTML, Artifact, Dataset, Metrics
 
-from imagenet_tfrecords.components import aggregate_stats, convert_shards, parse_metadata
 from imagenet_tfrecords.convert import Options
-from imagenet_tfrecords.layout import DEFAULT_MAX_TASKS, DEFAULT_SHARD_SIZE
+from imagenet_tfrecords.plan import DEFAULT_MAX_TASKS, DEFAULT_PARALLELISM, DEFAULT_SHARD_SIZE
 from imagenet_tfrecords.stats import DEFAULT_MAX_REJECT_FRACTION
 
+from ..components import aggregate_stats, convert_shards, parse_metadata
+
 PIPELINE_NAME = "tinyimagenet-to-tfrecords"
-DEFAULT_PARALLELISM = 16
 TASK_CPUS = "2"
 TASK_MEMORY = "1Gi"
 # The open-source backend retries a conversion task when its container exits non-zero (not when
@@ -124,9 +124,3 @@ tinyimagenet_to_tfrecords = build_pipeline()
 
 def compile_pipeline(path: str, parallelism: int = DEFAULT_PARALLELISM) -> None:
     compiler.Compiler().compile(build_pipeline(parallelism), package_path=path)
-
-
-if __name__ == "__main__":
-    from imagenet_tfrecords.pipelines import COMPILED
-
-    compile_pipeline(str(COMPILED))

@@ -1,11 +1,12 @@
 """Example: the compiled conversion pipeline as one step, then a short Keras training step on its output.
 
-The conversion is loaded from its compiled YAML (``imagenet_tfrecords.pipelines.COMPILED``) with
-``kfp.components.load_component_from_file``, so this pipeline depends on the published pipeline
+The conversion step is the compiled conversion pipeline loaded from its YAML with
+``kfp.components.load_component_from_file`` (by default the checkout's
+``pipelines/tinyimagenet_to_tfrecords.yaml``), so this pipeline depends on the published pipeline
 definition, not on its Python source. Its ``dataset`` output (a Dataset artifact holding
 dataset_info.json, whose "root" is the output URL of the shards) feeds ``train_small_model``,
 which reads the train split with ``imagenet_tfrecords.load`` and fits a few Keras layers for one
-epoch. Compile it with ``python -m imagenet_tfrecords.pipelines.train_example out.yaml``.
+epoch. Compile it with ``python -m imagenet_tfrecords_kfp.pipelines.train_example out.yaml``.
 """
 
 from typing import NamedTuple
@@ -13,17 +14,17 @@ from typing import NamedTuple
 from kfp import compiler, components, dsl
 from kfp.dsl import Dataset, Input, Metrics, Model, Output
 
-from imagenet_tfrecords.components import IMAGE
-from imagenet_tfrecords.pipelines import COMPILED
+from ..compile import COMPILED
+from ..components import IMAGE
 
 PIPELINE_NAME = "tinyimagenet-train-example"
 TRAIN_CPUS = "2"
 TRAIN_MEMORY = "4Gi"
 
 
-def load_conversion():
+def load_conversion(path: str = str(COMPILED)):
     """The conversion pipeline, loaded from its compiled YAML as a component."""
-    return components.load_component_from_file(str(COMPILED))
+    return components.load_component_from_file(path)
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)

@@ -1,0 +1,189 @@
+"""TinyImageNet's layout (also any dataset laid out like it)::
+
+    wnids.txt                     class ids, one per line (not sorted)
+    words.txt                     wnid<TAB>words for (at least) every class id
+    train/<wnid>/images/*         training images of one class
+    val/images/*                  validation images
+    val/val_annotations.txt       file<TAB>wnid[<TAB>x0<TAB>y0<TAB>x1<TAB>y1]
+    test/images/*                 unlabelled test images (optional)
+
+Train shards hold one class each and list their folder when converted; val and test shards hold
+``shard_size`` sources each, fixed here. Bad metadata raises MetadataError naming the file and
+line. Problems with single images (an annotation naming an unknown class, an image with no
+annotation, an annotated file that is missing) do not stop the run: they become rejects.
+"""
+
+from __future__ import annotations
+
+import re
+
+from ..fs import Entry, Location
+from ..plan import ClassInfo, MetadataError, Plan, Shard, Source, inputs_digest, list_images, natural_key
+
+NAME = "tinyimagenet"
+REQUIRED = ("wnids.txt", "words.txt", "val/val_annotations.txt")
+
+
+def read_lines(loc: Location) -> list[tuple[int, str]]:
+    """Non-empty lines with their 1-based numbers; tolerates a BOM, CRLF and trailing blanks."""
+    if not loc.exists():
+        raise MetadataError(f"{loc.url}: file not found")
+    try:
+        text = loc.read_text()
+    except UnicodeDecodeError as e:
+        raise MetadataError(f"{loc.url}: not UTF-8 text ({e})") from None
+    # Only \n, \r\n and \r end a line (str.splitlines() would also split at U+0085, U+2028...
+    # which may occur inside words).
+    lines = re.split(r"\r\n|\r|\n", text)
+    return [(i, line.strip()) for i, line in enumerate(lines, 1) if line.strip()]
+
+
+def parse_wnids(loc: Location) -> list[tuple[str, int]]:
+    """(wnid, line) in file order; duplicates and malformed ids are errors."""
+    seen: dict[str, int] = {}
+    for n, line in read_lines(loc):
+        if not re.fullmatch(r"[^\s/\\]+", line):
+            raise MetadataError(f"{loc.url}:{n}: not a class id: {line!r}")
+        if line in seen:
+            raise MetadataError(f"{loc.url}:{n}: class id {line} repeats line {seen[line]}")
+        seen[line] = n
+    if not seen:
+        raise MetadataError(f"{loc.url}: no class ids")
+    return list(seen.items())
+
+
+def parse_words(loc: Location, wanted: set[str]) -> dict[str, str]:
+    """wnid -> words for the wanted ids."""
+    words: dict[str, str] = {}
+    for n, line in read_lines(loc):
+        wnid, tab, text = line.partition("\t")
+        if not tab:
+            raise MetadataError(f"{loc.url}:{n}: expected 'wnid<TAB>words', got {line[:80]!r}")
+        if wnid in wanted:
+            words[wnid] = text.strip()
+    return words
+
+
+def parse_val_annotations(
+    loc: Location, labels: dict[str, int]
+) -> tuple[dict[str, tuple[int | None, str | None]], list[str]]:
+    """file name -> (label, reject reason), and warnings for harmless oddities."""
+    out: dict[str, tuple[int | None, str | None]] = {}
+    first: dict[str, tuple[int, str]] = {}
+    warnings: list[str] = []
+    name = loc.url.rsplit("/", 1)[-1]
+    for n, line in read_lines(loc):
+        fields = line.split("\t")
+        if len(fields) not in (2, 6) or not fields[0] or not fields[1]:
+            raise MetadataError(
+                f"{loc.url}:{n}: expected 'file<TAB>wnid[<TAB>x0<TAB>y0<TAB>x1<TAB>y1]', got {line[:80]!r}"
+            )
+        file, wnid = fields[0], fields[1]
+        if file in first:
+            prev_n, prev_wnid = first[file]
+            if prev_wnid == wnid:
+                warnings.append(f"{loc.url}:{n}: duplicate of line {prev_n} ({file} {wnid})")
+            else:
+                out[file] = (
+                    None,
+                    f"conflicting annotations in {name}: line {prev_n} says {prev_wnid}, line {n} says {wnid}",
+                )
+            continue
+        first[file] = (n, wnid)
+        if wnid in labels:
+            out[file] = (labels[wnid], None)
+        else:
+            out[file] = (None, f"{name} line {n} names unknown class {wnid}")
+    return out, warnings
+
+
+def plan(root: Location, shard_size: int) -> Plan:
+    """Read the metadata under ``root`` and plan every output shard."""
+    wnid_lines = parse_wnids(root.child("wnids.txt"))
+    wnids = sorted(w for w, _ in wnid_lines)
+    labels = {w: i for i, w in enumerate(wnids)}
+    words = _words(root, wnid_lines)
+    rejects: list[dict] = []
+    warnings: list[str] = []
+    shards = _train_shards(root, wnid_lines, labels, rejects)
+    shards += _val_shards(root, labels, shard_size, rejects, warnings)
+    test_dir = root.child("test", "images")
+    if test_dir.isdir():
+        files = _listed(test_dir, root, "test/images", rejects)
+        shards += _fixed_shards("test", "test/images", [Source(name, -1) for name in files], files, shard_size)
+    else:
+        warnings.append(f"{test_dir.url}: no test split (directory not found)")
+    classes = [ClassInfo(w, words[w]) for w in wnids]
+    return Plan(data=root.url, classes=classes, shards=shards, rejects=rejects, warnings=warnings, layout=NAME)
+
+
+def _words(root: Location, wnid_lines: list[tuple[str, int]]) -> dict[str, str]:
+    wnids_loc, words_loc = root.child("wnids.txt"), root.child("words.txt")
+    words = parse_words(words_loc, {w for w, _ in wnid_lines})
+    missing = [(w, n) for w, n in wnid_lines if w not in words]
+    if missing:
+        w, n = missing[0]
+        raise MetadataError(
+            f"{words_loc.url}: no entry for class {w} ({wnids_loc.url}:{n})"
+            + (f" and {len(missing) - 1} more" if len(missing) > 1 else "")
+        )
+    return words
+
+
+def _train_shards(root: Location, wnid_lines: list, labels: dict[str, int], rejects: list[dict]) -> list[Shard]:
+    """One shard per class, its folder listed when converted; stray entries of train/ are rejects."""
+    train = root.child("train")
+    if not train.isdir():
+        raise MetadataError(f"{train.url}: directory not found")
+    class_dirs = {e.name: e.kind for e in train.list_dir(root)}
+    for w, n in wnid_lines:
+        if class_dirs.get(w) != "dir":
+            raise MetadataError(
+                f"{train.url}/{w}: class directory not found (class id from {root.child('wnids.txt').url}:{n})"
+            )
+    for name, kind in sorted(class_dirs.items()):
+        if name not in labels:
+            rejects.append(
+                {"path": f"train/{name}", "reason": f"not a class listed in wnids.txt ({kind} not converted)"}
+            )
+    return [Shard("train", i, len(labels), f"train/{w}/images", label=i, wnid=w) for w, i in sorted(labels.items())]
+
+
+def _val_shards(
+    root: Location, labels: dict[str, int], shard_size: int, rejects: list[dict], warnings: list[str]
+) -> list[Shard]:
+    annotations, more_warnings = parse_val_annotations(root.child("val", "val_annotations.txt"), labels)
+    warnings += more_warnings
+    val_dir = root.child("val", "images")
+    if not val_dir.isdir():
+        raise MetadataError(f"{val_dir.url}: directory not found")
+    listed_before = len(rejects)
+    files = _listed(val_dir, root, "val/images", rejects)
+    # an entry rejected while listing (a link leaving the dataset, a directory) is not also "missing"
+    present = set(files) | {r["path"][len("val/images/") :] for r in rejects[listed_before:]}
+    for name in sorted(set(annotations) - present, key=natural_key):
+        rejects.append({"path": f"val/images/{name}", "reason": "listed in val_annotations.txt but missing"})
+    sources = [Source(name, *annotations.get(name, (None, "no line in val_annotations.txt"))) for name in files]
+    return _fixed_shards("val", "val/images", sources, files, shard_size)
+
+
+def _listed(directory: Location, root: Location, rel: str, rejects: list[dict]) -> dict[str, Entry]:
+    """The files of a folder of fixed sources; its other entries are rejects."""
+    files, others = list_images(directory, root)
+    rejects += [{"path": f"{rel}/{e.name}", "reason": e.reason} for e in sorted(others, key=lambda e: e.name)]
+    return files
+
+
+def _fixed_shards(split: str, directory: str, sources: list[Source], files: dict[str, Entry], size: int) -> list[Shard]:
+    chunks = [sources[i : i + size] for i in range(0, len(sources), size)]
+    return [
+        Shard(
+            split,
+            i,
+            len(chunks),
+            directory,
+            sources=tuple(chunk),
+            inputs=inputs_digest([files[s.name] for s in chunk]),
+        )
+        for i, chunk in enumerate(chunks)
+    ]

@@ -1,0 +1,228 @@
+"""The Kubeflow commands of imagenet-tfrecords: run (the pipeline locally, with kfp.local), compile, submit.
+
+They are registered into the ``imagenet-tfrecords`` command line through the entry point group
+``imagenet_tfrecords.commands`` (see pyproject.toml), so the core never imports kfp.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import io
+import json
+import logging
+import os
+import re
+import tempfile
+import time
+import warnings
+
+from imagenet_tfrecords.cli import (
+    EXIT_BAD_INPUT,
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    CommandError,
+    add_conversion_args,
+    new_file,
+    print_summary,
+    whole_number,
+)
+from imagenet_tfrecords.fs import BadOutput, Location
+from imagenet_tfrecords.layouts import check_locations, check_output_for
+from imagenet_tfrecords.plan import DEFAULT_MAX_TASKS, DEFAULT_PARALLELISM, MAX_TASKS
+
+
+def register(add) -> None:
+    """Add run, compile and submit to the command line (``add(name, handler, help, example)`` makes a subcommand)."""
+    tasks = f"conversion tasks, 1 to {MAX_TASKS}; the shards are grouped evenly into them"
+    sp = add(
+        "run",
+        cmd_run,
+        "run the whole Kubeflow pipeline locally (kfp.local, no Kubernetes)",
+        "imagenet-tfrecords run --data ./sample --output ./out",
+    )
+    add_conversion_args(sp, "processes per task (0: every CPU)")
+    sp.add_argument(
+        "--max-tasks", type=whole_number(1, MAX_TASKS), default=1, help=f"{tasks} (1: one task, every core)"
+    )
+    sp.add_argument("--parallelism", type=whole_number(1), default=2, help="conversion tasks running at once")
+    sp.add_argument("--pipeline-root", help="keep kfp.local's artifacts here (default: a temporary folder, removed)")
+
+    sp = add(
+        "compile",
+        cmd_compile,
+        "compile the pipeline to YAML (for the Kubeflow UI or kfp.Client)",
+        "imagenet-tfrecords compile --output pipeline.yaml --parallelism 32",
+    )
+    sp.add_argument("--output", type=new_file, default="tinyimagenet_to_tfrecords.yaml", help="the YAML file")
+    sp.add_argument(
+        "--parallelism",
+        type=whole_number(0),
+        default=DEFAULT_PARALLELISM,
+        help="conversion tasks running at once (0: no limit)",
+    )
+
+    sp = add(
+        "submit",
+        cmd_submit,
+        "upload and run the pipeline on a Kubeflow Pipelines server",
+        "imagenet-tfrecords submit --host http://localhost:8080 --data gs://b/tiny-imagenet-200 --output gs://b/out",
+    )
+    add_conversion_args(sp, "processes per task (0: every CPU of the task's pod)")
+    sp.add_argument("--host", required=True, help="the Kubeflow Pipelines API endpoint")
+    sp.add_argument("--namespace", default="kubeflow", help="the Kubernetes namespace of the run")
+    sp.add_argument("--experiment", default="imagenet-tfrecords", help="the experiment the run is filed under")
+    sp.add_argument("--max-tasks", type=whole_number(1, MAX_TASKS), default=DEFAULT_MAX_TASKS, help=tasks)
+    sp.add_argument(
+        "--parallelism",
+        type=whole_number(0),
+        default=DEFAULT_PARALLELISM,
+        help="conversion tasks running at once (0: no limit)",
+    )
+
+
+# The exceptions a step raises on bad input, by name, as they appear in its traceback.
+_BAD_INPUT = {"MetadataError", "BadOutput", "TooManyRejects", "IncompleteConversion", "PermissionError"}
+_EXCEPTION_LINE = re.compile(
+    r"^\s*((?:[A-Za-z_]\w*\.)*([A-Za-z_]\w*(?:Error|Exception|Rejects|Died|Output|Conversion))): (.*)$"
+)
+_FAILED_TASK = re.compile(r"Task '([\w-]+)' finished with status FAILURE")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def step_failure(log_text: str) -> CommandError:
+    """The failing step's own one-line cause, found in kfp.local's log, with the exit code it deserves."""
+    lines = _ANSI.sub("", log_text).splitlines()
+    failed = next((m[1] for line in lines if (m := _FAILED_TASK.search(line))), None)
+    errors = [m for line in lines if (m := _EXCEPTION_LINE.match(line))]
+    if not errors:
+        return CommandError(f"step {failed or '?'} failed without a Python error", EXIT_INTERNAL)
+    _, name, message = errors[-1].groups()
+    if name in _BAD_INPUT:
+        return CommandError(message if name != "PermissionError" else f"permission denied: {message}", EXIT_BAD_INPUT)
+    if name == "WorkerDied":
+        return CommandError(message, EXIT_INTERRUPTED)
+    return CommandError(f"internal error in step {failed or '?'}: {name}: {message}", EXIT_INTERNAL)
+
+
+@contextlib.contextmanager
+def _quiet_kfp_local(verbose: bool, log_file: Location):
+    """kfp.local's task logs into ``log_file`` (unless verbose), and none of its warnings that a user can
+    do nothing about: the image is not a Python one (it is, and never pulled), resources are ignored."""
+    real_print = builtins.print  # kfp.local indents print() while tasks run and can leave it so
+    captured = io.StringIO()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Task .* have no effect in the current local runner")
+        warnings.filterwarnings("ignore", message=r"You may be attemping to run a task that uses custom")
+        try:
+            with contextlib.nullcontext() if verbose else contextlib.redirect_stdout(captured):
+                yield captured
+        finally:
+            builtins.print = real_print
+            if not verbose:
+                with contextlib.suppress(OSError):
+                    log_file.write_text(_ANSI.sub("", captured.getvalue()))
+
+
+@contextlib.contextmanager
+def _environ(**values: str):
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def cmd_run(args) -> int:
+    from kfp import local
+
+    from .pipelines.tinyimagenet_to_tfrecords import build_pipeline
+
+    check_locations(args.data, args.output)  # before kfp.local starts: no task for what is known now
+    started = time.perf_counter()
+    log_file = Location.of(args.output).child("_work", "kfp-local.log")
+    failure = None
+    with (
+        tempfile.TemporaryDirectory(prefix="imagenet-tfrecords-") as tmp,
+        _environ(TMPDIR=tmp),  # each kfp task writes its program to `mktemp -d` and leaves it there
+        _quiet_kfp_local(args.verbose, log_file) as captured,
+    ):
+        local.init(
+            runner=local.SubprocessRunner(use_venv=False), pipeline_root=args.pipeline_root or tmp, raise_on_error=True
+        )
+        try:
+            build_pipeline(args.parallelism, retries=False)(
+                data_url=args.data,
+                output_url=args.output,
+                grayscale=args.grayscale,
+                max_tasks=args.max_tasks,
+                shard_size=args.shard_size,
+                image_size=args.image_size,
+                max_reject_fraction=args.max_reject_fraction,
+                workers=args.workers,
+            )
+        except RuntimeError:
+            failure = step_failure(captured.getvalue())
+    if failure:
+        where = "" if args.verbose else f" (kfp.local's log: {log_file.url})"
+        raise CommandError(f"{failure}{where}", failure.code)
+    info = json.loads(Location.of(args.output).child("dataset_info.json").read_text())
+    print_summary(info, args.output, time.perf_counter() - started)
+    return 0
+
+
+def cmd_compile(args) -> int:
+    from .pipelines.tinyimagenet_to_tfrecords import compile_pipeline
+
+    compile_pipeline(args.output, args.parallelism)
+    print(f"wrote {args.output}")
+    return 0
+
+
+def cmd_submit(args) -> int:
+    import kfp
+    import urllib3
+
+    from .pipelines.tinyimagenet_to_tfrecords import build_pipeline
+
+    check_locations_of_submit(args.data, args.output)
+    # urllib3's retry lines (the client resets the "urllib3" logger's level, not its child's); the error below
+    # says it once
+    logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=FutureWarning, module="kfp")
+            client = kfp.Client(host=args.host, namespace=args.namespace)
+        run = client.create_run_from_pipeline_func(
+            build_pipeline(args.parallelism),
+            arguments={
+                "data_url": args.data,
+                "output_url": args.output,
+                "grayscale": args.grayscale,
+                "max_tasks": args.max_tasks,
+                "shard_size": args.shard_size,
+                "image_size": args.image_size,
+                "max_reject_fraction": args.max_reject_fraction,
+                "workers": args.workers,
+            },
+            experiment_name=args.experiment,
+        )
+    except urllib3.exceptions.HTTPError as e:
+        reason = str(getattr(e, "reason", None) or e).rsplit(": ", 1)[-1]
+        raise BadOutput(f"cannot reach the Kubeflow Pipelines API at {args.host}: {reason}") from None
+    print(f"submitted run {run.run_id}: {args.host.rstrip('/')}/#/runs/details/{run.run_id}")
+    return 0
+
+
+def check_locations_of_submit(data_url: str, output_url: str) -> None:
+    """What can be checked here of URLs that the cluster reads: local ones fully, object-store ones
+    only for an output inside the dataset (this machine may have no credentials for them)."""
+    if "://" in data_url:
+        check_output_for(data_url, output_url)
+    else:
+        check_locations(data_url, output_url)
