@@ -55,6 +55,9 @@ def _start(data, out) -> subprocess.Popen:
         text=True,
         env=env,
         start_new_session=True,  # its own process group, so the test can kill all of it
+        # a terminal's default: a shell that started these tests in the background may have left
+        # SIGINT ignored, and an ignored signal stays ignored across exec
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 

@@ -269,22 +269,14 @@ def _rows(title: str, rows: list[dict], limit: int, *, folded: bool = False) -> 
     return f"<h3>{heading}</h3>{table}"
 
 
-def build_report(
-    output_url: str,
-    *,
-    info: dict | None = None,
-    samples_per_split: int = SAMPLES_PER_SPLIT,
-    max_rows: int = MAX_ROWS,
-) -> str:
-    """The HTML report of the converted dataset under ``output_url``."""
-    root = Location.of(output_url)
-    if info is None:
-        info = json.loads(root.child("dataset_info.json").read_text())
-    labels = _labels(root)
-    splits = [s for s in SPLITS if s in info["splits"]] + [s for s in info["splits"] if s not in SPLITS]
-    num_classes = int(info.get("num_classes") or len(labels))
-    t = throughput(info)
-    out = [
+def _split_order(info: dict) -> list[str]:
+    """The splits of ``info``: the known ones in their usual order, then any others."""
+    return [s for s in SPLITS if s in info["splits"]] + [s for s in info["splits"] if s not in SPLITS]
+
+
+def _head(info: dict, root: Location, num_classes: int) -> list[str]:
+    """The document head, the title and the line naming source, output, classes and options."""
+    return [
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',
         f"<title>{_e(info.get('name', 'dataset'))} TFRecords</title><style>{CSS}</style></head><body>",
         f"<h1>{_e(info.get('name', 'dataset'))} \u2192 TFRecords</h1>",
@@ -293,39 +285,62 @@ def build_report(
         f"<code>{_e(_options(info.get('options', {})))}</code></p>",
     ]
 
-    # Summary table
-    out.append(
-        "<h2>Records per split</h2><table><tr><th>split</th><th>records</th><th>shards</th><th>size</th>"
-        "<th>found</th><th>rejected</th><th>skipped</th><th>converted to RGB</th><th>image sizes</th>"
-        "<th>images/s per worker</th></tr>"
+
+def _split_row(split: str, s: dict) -> str:
+    """One split's row of the records table."""
+    converted = ", ".join(f"{k} {_n(v)}" for k, v in s["converted"].items()) or "\u2013"
+    shapes = ", ".join(f"{k} ({_n(v)})" for k, v in list(s["shapes"].items())[:4])
+    if len(s["shapes"]) > 4:
+        shapes += f", \u2026 {len(s['shapes']) - 4} more"
+    rate = _n(round(s["num_records"] / s["seconds"])) if s.get("seconds") else "\u2013"
+    return (
+        f"<tr><td>{_e(split)}</td><td class=n>{_n(s['num_records'])}</td><td class=n>{len(s['shards'])}</td>"
+        f"<td class=n>{_size(s['num_bytes'])}</td><td class=n>{_n(s['found'])}</td>"
+        f"<td class=n>{_n(s['rejected'])}</td><td class=n>{_n(s['skipped'])}</td><td>{_e(converted)}</td>"
+        f"<td>{_e(shapes or DASH)}</td><td class=n>{rate}</td></tr>"
     )
+
+
+def _totals(info: dict, splits: list[str]) -> dict[str, int]:
+    """The counts of the records table summed over the splits."""
     totals = dict.fromkeys(("num_records", "shards", "num_bytes", "found", "rejected", "skipped", "converted"), 0)
     for split in splits:
         s = info["splits"][split]
-        converted = ", ".join(f"{k} {_n(v)}" for k, v in s["converted"].items()) or "\u2013"
-        shapes = ", ".join(f"{k} ({_n(v)})" for k, v in list(s["shapes"].items())[:4])
-        if len(s["shapes"]) > 4:
-            shapes += f", \u2026 {len(s['shapes']) - 4} more"
-        rate = _n(round(s["num_records"] / s["seconds"])) if s.get("seconds") else "\u2013"
-        out.append(
-            f"<tr><td>{_e(split)}</td><td class=n>{_n(s['num_records'])}</td><td class=n>{len(s['shards'])}</td>"
-            f"<td class=n>{_size(s['num_bytes'])}</td><td class=n>{_n(s['found'])}</td>"
-            f"<td class=n>{_n(s['rejected'])}</td><td class=n>{_n(s['skipped'])}</td><td>{_e(converted)}</td>"
-            f"<td>{_e(shapes or DASH)}</td><td class=n>{rate}</td></tr>"
-        )
         for k in ("num_records", "num_bytes", "found", "rejected", "skipped"):
             totals[k] += s[k]
         totals["shards"] += len(s["shards"])
         totals["converted"] += sum(s["converted"].values())
+    return totals
+
+
+def _totals_row(totals: dict[str, int], t: dict) -> str:
+    """The "all" row closing the records table."""
     rate = _n(round(t["images_per_second_per_worker"])) if "images_per_second_per_worker" in t else "\u2013"
-    out.append(
+    return (
         f"<tr class=total><td>all</td><td class=n>{_n(totals['num_records'])}</td>"
         f"<td class=n>{totals['shards']}</td><td class=n>{_size(totals['num_bytes'])}</td>"
         f"<td class=n>{_n(totals['found'])}</td><td class=n>{_n(totals['rejected'])}</td>"
         f"<td class=n>{_n(totals['skipped'])}</td><td>{_n(totals['converted'])}</td><td></td>"
         f"<td class=n>{rate}</td></tr></table>"
     )
-    extra_rejects = info["rejected"] - totals["rejected"]
+
+
+def _counts_table(info: dict, splits: list[str]) -> list[str]:
+    """The records-per-split table: heading, a row per split and the totals."""
+    out = [
+        "<h2>Records per split</h2><table><tr><th>split</th><th>records</th><th>shards</th><th>size</th>"
+        "<th>found</th><th>rejected</th><th>skipped</th><th>converted to RGB</th><th>image sizes</th>"
+        "<th>images/s per worker</th></tr>"
+    ]
+    out.extend(_split_row(split, info["splits"][split]) for split in splits)
+    out.append(_totals_row(_totals(info, splits), throughput(info)))
+    return out
+
+
+def _notes(info: dict, splits: list[str]) -> list[str]:
+    """The notes under the table (metadata rejects, throughput, resumed shards), then the warnings."""
+    t = throughput(info)
+    extra_rejects = info["rejected"] - _totals(info, splits)["rejected"]
     notes = []
     if extra_rejects:
         notes.append(f"{_n(extra_rejects)} more inputs were rejected while reading the metadata (see below).")
@@ -341,47 +356,66 @@ def build_report(
         )
     if t.get("shards_resumed"):
         notes.append(f"{_n(t['shards_resumed'])} shards were kept from an earlier run.")
-    out.append("".join(f'<p class="muted">{n}</p>' for n in notes))
-    for w in info.get("warnings", []):
-        out.append(f'<p class="warn">warning: {_e(w)}</p>')
+    out = ["".join(f'<p class="muted">{n}</p>' for n in notes)]
+    out.extend(f'<p class="warn">warning: {_e(w)}</p>' for w in info.get("warnings", []))
+    return out
 
-    # Sample grids
-    out.append('<h2>Samples <span class="muted">decoded from the written TFRecords</span></h2>')
+
+def _split_samples(root: Location, info: dict, split: str, labels: list[tuple[str, str]], count: int) -> list[str]:
+    """One split's heading, its read errors and its grid of sample images."""
+    shards = info["splits"][split]["shards"]
+    samples, errors = read_samples(root, shards, split, count)
+    used = len({s["file"] for s in shards if s["records"]})
+    out = [
+        f'<h3>{_e(split)} <span class="muted">\u2013 {len(samples)} of {_n(info["splits"][split]["num_records"])}'
+        f" records, from {_plural(used, 'non-empty shard')}</span></h3>"
+    ]
+    out.extend(f'<p class="error">cannot read samples: {_e(err)}</p>' for err in errors)
+    if samples:
+        out.append(f'<div class="grid" id="samples-{_e(split)}">')
+        out.extend(_figure(s, labels) for s in samples)
+        out.append("</div>")
+    return out
+
+
+def _sample_grids(
+    root: Location, info: dict, splits: list[str], labels: list[tuple[str, str]], count: int
+) -> list[str]:
+    """The samples section: per split, up to ``count`` images decoded from the written records."""
+    out = ['<h2>Samples <span class="muted">decoded from the written TFRecords</span></h2>']
     for split in splits:
-        shards = info["splits"][split]["shards"]
-        samples, errors = read_samples(root, shards, split, samples_per_split)
-        used = len({s["file"] for s in shards if s["records"]})
-        out.append(
-            f'<h3>{_e(split)} <span class="muted">\u2013 {len(samples)} of {_n(info["splits"][split]["num_records"])}'
-            f" records, from {_plural(used, 'non-empty shard')}</span></h3>"
-        )
-        out.extend(f'<p class="error">cannot read samples: {_e(err)}</p>' for err in errors)
-        if samples:
-            out.append(f'<div class="grid" id="samples-{_e(split)}">')
-            out.extend(_figure(s, labels) for s in samples)
-            out.append("</div>")
+        out.extend(_split_samples(root, info, split, labels, count))
+    return out
 
-    # Class distribution
-    out.append("<h2>Class distribution</h2>")
+
+def _split_histogram(split: str, label_counts: dict, labels: list[tuple[str, str]], num_classes: int) -> list[str]:
+    """One split's class summary, histogram and classes without records."""
+    counts_by_label = {int(k): v for k, v in label_counts.items()}
+    if not any(k >= 0 for k in counts_by_label):
+        return [f'<h3>{_e(split)}: <span class="muted">unlabelled</span></h3>']
+    n = max(num_classes, max(counts_by_label) + 1)
+    counts = [counts_by_label.get(i, 0) for i in range(n)]
+    empty = [i for i, c in enumerate(counts) if c == 0]
+    summary = f"min {_n(min(counts))} \u00b7 mean {sum(counts) / n:,.1f} \u00b7 max {_n(max(counts))} per class"
+    out = [f'<h3>{_e(split)} <span class="muted">\u2013 {summary}</span></h3>', _histogram(counts, labels)]
+    if empty:
+        names = ", ".join(f"{i} {labels[i][0]}" if i < len(labels) else str(i) for i in empty[:20])
+        more = f", \u2026 {len(empty) - 20} more" if len(empty) > 20 else ""
+        out.append(f'<p class="warn">{_plural(len(empty), "class")} without records: {_e(names + more)}</p>')
+    return out
+
+
+def _class_distribution(info: dict, splits: list[str], labels: list[tuple[str, str]], num_classes: int) -> list[str]:
+    """The class distribution section: a histogram per labelled split."""
+    out = ["<h2>Class distribution</h2>"]
     for split in splits:
-        counts_by_label = {int(k): v for k, v in info["splits"][split]["label_counts"].items()}
-        if not any(k >= 0 for k in counts_by_label):
-            out.append(f'<h3>{_e(split)}: <span class="muted">unlabelled</span></h3>')
-            continue
-        n = max(num_classes, max(counts_by_label) + 1)
-        counts = [counts_by_label.get(i, 0) for i in range(n)]
-        empty = [i for i, c in enumerate(counts) if c == 0]
-        summary = f"min {_n(min(counts))} \u00b7 mean {sum(counts) / n:,.1f} \u00b7 max {_n(max(counts))} per class"
-        out.append(f'<h3>{_e(split)} <span class="muted">\u2013 {summary}</span></h3>')
-        out.append(_histogram(counts, labels))
-        if empty:
-            names = ", ".join(f"{i} {labels[i][0]}" if i < len(labels) else str(i) for i in empty[:20])
-            more = f", \u2026 {len(empty) - 20} more" if len(empty) > 20 else ""
-            out.append(f'<p class="warn">{_plural(len(empty), "class")} without records: {_e(names + more)}</p>')
+        out.extend(_split_histogram(split, info["splits"][split]["label_counts"], labels, num_classes))
+    return out
 
-    # Rejects and skipped
-    out.append("<h2>Rejected and skipped inputs</h2>")
-    out.append(_rows("Rejected", info.get("rejects", []), max_rows))
+
+def _rejects(info: dict, max_rows: int) -> list[str]:
+    """The rejected, problem and skipped inputs, and the closing of the document."""
+    out = ["<h2>Rejected and skipped inputs</h2>", _rows("Rejected", info.get("rejects", []), max_rows)]
     if info.get("problems"):
         out.append(_rows("Problems (not inputs)", info["problems"], max_rows))
     out.append(_rows("Skipped", info.get("skipped", []), max_rows, folded=True))
@@ -389,7 +423,32 @@ def build_report(
         '<p class="muted">Every input is a record, a reject or a skipped image; the full lists are in '
         "rejects.tsv and dataset_info.json.</p></body></html>"
     )
-    return "\n".join(out)
+    return out
+
+
+def build_report(
+    output_url: str,
+    *,
+    info: dict | None = None,
+    samples_per_split: int = SAMPLES_PER_SPLIT,
+    max_rows: int = MAX_ROWS,
+) -> str:
+    """The HTML report of the converted dataset under ``output_url``."""
+    root = Location.of(output_url)
+    if info is None:
+        info = json.loads(root.child("dataset_info.json").read_text())
+    labels = _labels(root)
+    splits = _split_order(info)
+    num_classes = int(info.get("num_classes") or len(labels))
+    sections = [
+        _head(info, root, num_classes),
+        _counts_table(info, splits),
+        _notes(info, splits),
+        _sample_grids(root, info, splits, labels, samples_per_split),
+        _class_distribution(info, splits, labels, num_classes),
+        _rejects(info, max_rows),
+    ]
+    return "\n".join(part for section in sections for part in section)
 
 
 def write_report(output_url: str, html_url: str | None = None, **kwargs) -> str:
