@@ -149,7 +149,7 @@ def check_output(got: Path, names: list[str], reference: Path, data_url: str) ->
     # ... the same bytes in every shard and report ...
     shards = [n for n in ref if n.endswith(".tfrecord")]
     assert len(shards) == 10
-    for name in [*shards, "sizes.txt", "labels.txt", "rejects.tsv"]:
+    for name in [*shards, *(n + ".idx" for n in shards), "sizes.txt", "labels.txt", "rejects.tsv"]:
         assert mine[name] == ref[name], f"{name} differs from the local conversion"
     info = json.loads(mine["dataset_info.json"])
     assert _stable(info) == _stable(json.loads(ref["dataset_info.json"]))

@@ -125,7 +125,9 @@ def test_record_of_the_wrong_size_is_reported_with_tf(output):
     records[3] = encode_example(**{**ex, "image_raw": ex["image_raw"][:-3]})
     records[9] = encode_example(**{**ex, "label_one_hot": ex["label_one_hot"] + b"\0"})
     shard.write_bytes(b"".join(map(frame, records)))
-    assert _verify(output).returncode == 0  # framing and checksums are intact
+    offsets = [sum(len(r) + 16 for r in records[:i]) for i in range(len(records))]  # and its index to match
+    (output / (VAL + ".idx")).write_text("".join(f"{o} {len(records[i]) + 16}\n" for i, o in enumerate(offsets)))
+    assert _verify(output).returncode == 0  # framing, checksums and index are intact
     p = _verify(output, "--tf")
     assert p.returncode == 4
     assert p.stderr.splitlines()[1:] == [

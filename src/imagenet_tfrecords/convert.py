@@ -2,11 +2,12 @@
 
 A worker streams its shard: read a file, decode it, append the framed record to a local
 temporary file, move on. Memory stays flat whatever the size of a class directory. The
-finished file is published atomically (see fs.publish), then a small JSON record of the
-shard's statistics is written under ``_work/``. A re-run finds that record, checks the shard
-against its recorded size, record count and checksums and that it was made from the same input
-files (names, sizes, change stamps), plan entry and options, and skips it; anything else is
-converted again.
+finished file is published atomically (see fs.publish), then its index (``<shard file>.idx``,
+one "offset length" line per record, made from the framing as it is written), then a small JSON
+record of the shard's statistics under ``_work/``. A re-run finds that record, checks the shard
+against its recorded size, record count and checksums, its index against its recorded size, and
+that it was made from the same input files (names, sizes, change stamps), plan entry and options,
+and skips it; anything else is converted again.
 """
 
 from __future__ import annotations
@@ -70,6 +71,11 @@ def stats_location(out: Location, shard: Shard) -> Location:
     return out.child(WORK_DIR, shard.name + ".json")
 
 
+def index_file(shard: Shard) -> str:
+    """The path of a shard's index relative to the output root: ``<shard file>.idx``."""
+    return shard.file + records.INDEX_SUFFIX
+
+
 @dataclass(frozen=True)
 class Job:
     """What every shard of one conversion shares (small: it is sent to each worker)."""
@@ -97,8 +103,9 @@ def convert_shard(job: Job, shard_id: int, shard: Shard) -> dict:
     if done is not None:
         return done
     started = time.perf_counter()
-    stats = _write_shard(job, shard, directory, sources, out.child(shard.file))
+    stats = _write_shard(job, shard, directory, sources, out.child(shard.file), out.child(index_file(shard)))
     stats |= {"shard": shard_id, "split": shard.split, "file": shard.file, "fingerprint": fingerprint}
+    stats["index"] = index_file(shard)
     stats["problems"] = []  # about the folder rather than one file
     if shard.sources is None and not any(s.reason is None for s in sources):
         stats["problems"].append(
@@ -109,8 +116,9 @@ def convert_shard(job: Job, shard_id: int, shard: Shard) -> dict:
     return json.loads(json.dumps(stats))  # Counters -> plain dicts, as a re-run would read it
 
 
-def _write_shard(job: Job, shard: Shard, directory: Location, sources, target: Location) -> dict:
-    """Decode every source and write the records (atomically); return what became of each input."""
+def _write_shard(job: Job, shard: Shard, directory: Location, sources, target: Location, index: Location) -> dict:
+    """Decode every source and write the records, then their index (each atomically); return what
+    became of each input."""
     options, num_classes = job.options, len(job.wnids)
     size = parse_size(options.image_size) if options.image_size else None
     rejected: list[dict] = []
@@ -119,6 +127,7 @@ def _write_shard(job: Job, shard: Shard, directory: Location, sources, target: L
     kept: list[tuple[int, int, int]] = []  # (label, height, width) of each record written
     fixed: dict[tuple, bytes] = {}  # the entries every record of one label and size shares
     written = 0
+    index_lines: list[str] = []  # "offset length" of each record's framing, as written
     data_iter = directory.read_many([s.name for s in sources if s.reason is None])
     with publish(target) as tmp, open(tmp, "wb", buffering=1 << 16) as f:
         write = f.write
@@ -156,12 +165,17 @@ def _write_shard(job: Job, shard: Shard, directory: Location, sources, target: L
                     wnid=job.wnids[label].encode() if label >= 0 else b"",
                 )
             parts = records.example_parts(fixed[key], img.pixels.tobytes(), path.encode())
-            written += records.write_framed(write, parts)
+            size_framed = records.write_framed(write, parts)
+            index_lines.append(records.index_line(written, size_framed))
+            written += size_framed
             kept.append((label, h, w))
+    index_data = "".join(index_lines).encode("ascii")
+    index.write_bytes(index_data)  # after the shard: an index never describes a shard not yet in place
     return {
         "found": len(sources),
         "records": len(kept),
         "bytes": written,
+        "index_bytes": len(index_data),
         "rejected": rejected,
         "skipped": skipped,
         "converted": converted,
@@ -190,15 +204,18 @@ def _finished(out: Location, shard: Shard, fingerprint: str) -> dict | None:
     """The recorded statistics of a complete shard from an earlier run, or None.
 
     The shard is kept when it was made from the same plan entry and options, has the recorded
-    size, and every record's framing and CRC32C checksums are intact (a torn or bit-flipped
-    file is converted again).
+    size, every record's framing and CRC32C checksums are intact (a torn or bit-flipped file is
+    converted again) and its index exists with the recorded size (else the shard is converted
+    again, index and all).
     """
-    recorded, target = stats_location(out, shard), out.child(shard.file)
-    if not (recorded.exists() and target.exists()):
+    recorded, target, index = stats_location(out, shard), out.child(shard.file), out.child(index_file(shard))
+    if not (recorded.exists() and target.exists() and index.exists()):
         return None
     try:
         stats = json.loads(recorded.read_text())
         if stats.get("fingerprint") != fingerprint or target.size() != stats["bytes"]:
+            return None
+        if index.size() != stats["index_bytes"]:
             return None
         with target.fs.open(target.path, "rb") as f:
             if records.count_records(f) != stats["records"]:

@@ -7,7 +7,7 @@ import os
 
 from .fs import Location
 from .plan import SPLITS
-from .records import CorruptShard, feature_spec, iter_records
+from .records import CorruptShard, feature_spec, iter_records, parse_index
 
 
 def _tensorflow():
@@ -182,13 +182,18 @@ def load(
     return ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
 
 
-def _count_records(loc: Location) -> tuple[int, str | None]:
-    """(records read, the problem that stopped reading or None): framing and CRC32C, no TensorFlow."""
+def _count_records(loc: Location, sizes: list[int] | None = None) -> tuple[int, str | None]:
+    """(records read, the problem that stopped reading or None): framing and CRC32C, no TensorFlow.
+
+    The framed size of each record read is appended to ``sizes`` when given.
+    """
     n = 0
     try:
         with open(loc.path, "rb") if loc.is_local else loc.fs.open(loc.path, "rb", block_size=8 << 20) as f:
-            for _ in iter_records(f):
+            for record in iter_records(f):
                 n += 1
+                if sizes is not None:
+                    sizes.append(len(record) + 16)
     except FileNotFoundError:
         return n, "file not found"
     except OSError as e:
@@ -196,6 +201,32 @@ def _count_records(loc: Location) -> tuple[int, str | None]:
     except CorruptShard as e:
         return n, str(e)
     return n, None
+
+
+def _index_problem(index: Location, sizes: list[int]) -> str | None:
+    """What is wrong with a shard's index given the framed sizes of the shard's records, or None."""
+    name = index.url.rsplit("/", 1)[-1]
+    try:
+        entries = parse_index(index.read_bytes().decode("ascii"))
+    except FileNotFoundError:
+        return f"index {name}: file not found"
+    except OSError as e:
+        return f"index {name}: cannot be read: {e.strerror or e}"
+    except UnicodeDecodeError:
+        return f"index {name}: not a text file of 'offset length' lines"
+    except ValueError as e:
+        return f"index {name}: {e}"
+    offset = 0
+    for n, size in enumerate(sizes):
+        if n >= len(entries):
+            return f"index {name}: {len(entries)} lines, the shard has {len(sizes)} records"
+        if entries[n] != (offset, size):
+            got = "{} {}".format(*entries[n])
+            return f"index {name}: line {n + 1} is '{got}', record {n} is at byte {offset}, {size} bytes"
+        offset += size
+    if len(entries) > len(sizes):
+        return f"index {name}: {len(entries)} lines, the shard has {len(sizes)} records"
+    return None
 
 
 def _parse_with_tf(loc: Location, num_classes: int) -> tuple[int, list[str]]:
@@ -223,7 +254,8 @@ def _parse_with_tf(loc: Location, num_classes: int) -> tuple[int, list[str]]:
 def verify(output_url: str, *, use_tf: bool = False) -> dict:
     """Check every shard of a conversion against sizes.txt and dataset_info.json.
 
-    By default without TensorFlow: the TFRecord framing and both CRC32C checksums of every record
+    By default without TensorFlow: the TFRecord framing and both CRC32C checksums of every record,
+    each shard's index (``<shard file>.idx``: one line per record with its offset and framed size)
     and the record counts, per shard against dataset_info.json and per split against sizes.txt and
     dataset_info.json. With ``use_tf`` TensorFlow reads and parses every record (tf.data,
     tf.io.parse_example) and the image and one-hot sizes are checked too.
@@ -246,8 +278,12 @@ def verify(output_url: str, *, use_tf: bool = False) -> dict:
             if use_tf:
                 n, found = _parse_with_tf(loc, int(info["num_classes"]))
             else:
-                n, problem = _count_records(loc)
+                framed: list[int] = []
+                n, problem = _count_records(loc, framed)
                 found = [problem] if problem else []
+                if not problem and "index" in shard:  # (outputs converted before indexes existed have none)
+                    index_problem = _index_problem(root.child(shard["index"]), framed)
+                    problems += [f"{shard['file']}: {index_problem}"] if index_problem else []
             problems += [f"{shard['file']}: {p}" for p in found]
             if n != shard["records"] and not found:
                 problems.append(f"{shard['file']}: {n} records, dataset_info.json says {shard['records']}")

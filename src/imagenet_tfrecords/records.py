@@ -302,3 +302,29 @@ def iter_records(f: BinaryIO, *, check_crc: bool = True):
 
 def count_records(f: BinaryIO) -> int:
     return sum(1 for _ in iter_records(f))
+
+
+# The index beside each shard: one "offset length" line per record (byte offset of the record's
+# framing in the shard, framed size in bytes), what DALI's tfrecord2idx and the tfrecord package's
+# create_index write and what their readers take for random access and sharding.
+
+INDEX_SUFFIX = ".idx"
+
+
+def index_line(offset: int, size: int) -> str:
+    """The index line of a record whose framing starts at byte ``offset`` and is ``size`` bytes."""
+    return f"{offset} {size}\n"
+
+
+def parse_index(text: str) -> list[tuple[int, int]]:
+    """(offset, size) of each line of an index; ValueError naming the line (numbered from 1)."""
+    lines = text.split("\n")
+    if lines[-1] == "":  # the newline ending the last line (or an empty index: no records)
+        lines.pop()
+    out = []
+    for n, line in enumerate(lines, 1):
+        fields = line.split(" ")
+        if len(fields) != 2 or not all(f.isascii() and f.isdigit() for f in fields):
+            raise ValueError(f"line {n} is {line[:40]!r}, not 'offset length'")
+        out.append((int(fields[0]), int(fields[1])))
+    return out

@@ -4,7 +4,7 @@ Written under the output root:
 
 - ``sizes.txt``: ``train,N\\nval,N\\ntest,N`` (records per split)
 - ``labels.txt``: ``wnid<TAB>words`` per line; the line index is the label
-- ``dataset_info.json``: per split the shard files with their record counts and bytes, what
+- ``dataset_info.json``: per split the shard files with their record counts, bytes and index files, what
   was found, rejected, skipped and converted, and the class distribution
 - ``rejects.tsv``: ``path<TAB>reason`` for every input that did not become a record
 """
@@ -49,7 +49,9 @@ def summarize(plan: Plan, shard_stats: list[dict], options: dict | None = None) 
         split_info = {
             "num_records": sum(s["records"] for s in mine),
             "num_bytes": sum(s["bytes"] for s in mine),
-            "shards": [{"file": s["file"], "records": s["records"], "bytes": s["bytes"]} for s in mine],
+            "shards": [
+                {"file": s["file"], "records": s["records"], "bytes": s["bytes"], "index": s["index"]} for s in mine
+            ],
             "found": sum(s["found"] for s in mine),
             "rejected": sum(len(s["rejected"]) for s in mine),
             "skipped": sum(len(s["skipped"]) for s in mine),
