@@ -1,4 +1,5 @@
-"""imagenet-tfrecords: convert a TinyImageNet-layout dataset to TFRecords, locally or on Kubeflow.
+"""imagenet-tfrecords: convert an image dataset (TinyImageNet or class-folder layout) to TFRecords, locally or
+on Kubeflow.
 
 Exit codes: 0 success, 1 internal error, 2 bad command line, 3 bad input (metadata, too many
 rejects), 4 verification found a mismatch, 5 a worker process died or the run was interrupted
@@ -16,6 +17,7 @@ from importlib.metadata import entry_points
 
 from .convert import GRAYSCALE_POLICIES, Options, WorkerDied, available_cpus, parse_size
 from .fs import BadOutput, Location
+from .layouts import AUTO, LAYOUT_CHOICES
 from .plan import DEFAULT_SHARD_SIZE, MetadataError
 from .stats import DEFAULT_MAX_REJECT_FRACTION, IncompleteConversion, TooManyRejects, check_rejects
 
@@ -81,6 +83,13 @@ def add_conversion_args(p: argparse.ArgumentParser, workers_help: str) -> None:
     p.add_argument("--data", required=True, type=_url, help="dataset root: a path, gs://, s3:// or another fsspec URL")
     p.add_argument("--output", required=True, type=_url, help="where shards and reports go (not inside --data)")
     p.add_argument(
+        "--layout",
+        choices=LAYOUT_CHOICES,
+        default=AUTO,
+        help="how --data is laid out: tinyimagenet (wnids.txt, words.txt, train/<wnid>/images/, "
+        "val/val_annotations.txt), imagefolder (<split>/<class>/<image>), or auto: detect it",
+    )
+    p.add_argument(
         "--grayscale",
         choices=GRAYSCALE_POLICIES,
         default=Options.grayscale,
@@ -122,9 +131,11 @@ def cmd_convert(args) -> int:
     started = time.perf_counter()
     workers = args.workers or available_cpus()
     bar = None
+    layout = ""
 
     def on_plan(plan: dict) -> None:
-        nonlocal bar
+        nonlocal bar, layout
+        layout = layout_line(plan.layout, args.layout)
         log.debug("converting %d shards of %s with %d workers", len(plan.shards), args.data, workers)
         bar = _progress(len(plan.shards), "shard")
 
@@ -134,12 +145,13 @@ def cmd_convert(args) -> int:
         options,
         shard_size=args.shard_size,
         workers=workers,
+        layout=args.layout,
         on_plan=on_plan,
         on_done=lambda _: bar.update(1) if bar else None,
     )
     if bar:
         bar.close()
-    print_summary(info, args.output, time.perf_counter() - started)
+    print_summary(info, args.output, time.perf_counter() - started, layout)
     check_rejects(info, args.max_reject_fraction)
     return 0
 
@@ -148,8 +160,14 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
-def print_summary(info: dict, output: str, seconds: float) -> None:
-    """A few lines: records per split, warnings, throughput of this run, where things are."""
+def layout_line(name: str, asked: str) -> str:
+    """What print_summary says of the layout: ``layout: imagefolder (detected)`` when asked for auto."""
+    return f"layout: {name}" + (" (detected)" if asked == AUTO else "")
+
+
+def print_summary(info: dict, output: str, seconds: float, layout: str = "") -> None:
+    """A few lines: records per split, the layout (``layout``: its line), warnings, throughput of
+    this run, where things are."""
     for split, s in info["splits"].items():
         parts = [f"{split}: {s['num_records']} records in {_plural(len(s['shards']), 'shard')}"]
         if s["rejected"]:
@@ -160,6 +178,8 @@ def print_summary(info: dict, output: str, seconds: float) -> None:
             kinds = " and ".join(_plural(n, f"{kind} image") for kind, n in s["converted"].items())
             parts.append(f"{kinds} converted to RGB")
         print("; ".join(parts))
+    if layout:
+        print(layout)
     for w in info["warnings"]:
         print(f"warning: {w}")
     for p in info.get("problems", []):

@@ -13,7 +13,7 @@ import time
 from . import stats
 from .convert import Options, convert, recorded_stats
 from .fs import Location
-from .layouts import build_plan, check_locations
+from .layouts import AUTO, build_plan, check_locations
 from .plan import DEFAULT_SHARD_SIZE, Plan, group_tasks
 from .report import build_report
 
@@ -30,19 +30,28 @@ def _read_plan(path: str) -> Plan:
 
 
 def plan_step(
-    data_url: str, output_url: str, shard_size: int, max_tasks: int, plan_path: str, labels_path: str
+    data_url: str,
+    output_url: str,
+    shard_size: int,
+    max_tasks: int,
+    plan_path: str,
+    labels_path: str,
+    layout: str = AUTO,
 ) -> tuple[list, dict]:
     """Check both URLs, plan the conversion; write plan.json and labels.txt; return (task numbers, summary).
+
+    ``layout`` names the dataset's layout (layouts.LAYOUTS) or is "auto": detect it (the summary says which).
 
     The plan holds every shard and, under "tasks", the shard ids each conversion task writes:
     the fan-out passes only a task's number, so no step's input grows with the dataset.
     """
-    check_locations(data_url, output_url)
-    plan = build_plan(data_url, shard_size=int(shard_size))
+    name = check_locations(data_url, output_url, layout)
+    plan = build_plan(data_url, layout=name, shard_size=int(shard_size))
     plan.tasks = group_tasks(len(plan.shards), int(max_tasks))
     _write(plan_path, plan.to_json())
     _write(labels_path, plan.labels_text())
     summary = {
+        "layout": plan.layout,
         "classes": len(plan.classes),
         "shards": len(plan.shards),
         "tasks": len(plan.tasks),
@@ -114,17 +123,20 @@ def convert_dataset(
     *,
     shard_size: int = DEFAULT_SHARD_SIZE,
     workers: int = 0,
+    layout: str = AUTO,
     on_plan=None,
     on_done=None,
 ) -> tuple[dict, dict]:
     """The whole conversion in this process, through the same steps as the pipeline: check, plan,
     convert every shard with a process pool, write the reports. Returns (plan, dataset_info).
 
+    ``layout``: a name of layouts.LAYOUTS, or "auto" to detect it (``plan.layout`` says which).
+
     ``on_plan(plan)`` is called once the plan is made, ``on_done(shard statistics)`` as each shard ends.
     """
     options = options or Options()
-    check_locations(data_url, output_url)
-    plan = build_plan(data_url, shard_size=shard_size)
+    name = check_locations(data_url, output_url, layout)
+    plan = build_plan(data_url, layout=name, shard_size=shard_size)
     if on_plan:
         on_plan(plan)
     since = time.time()

@@ -23,6 +23,7 @@ from imagenet_tfrecords.cli import (
     EXIT_INTERRUPTED,
     CommandError,
     add_conversion_args,
+    layout_line,
     new_file,
     print_summary,
     whole_number,
@@ -143,7 +144,8 @@ def cmd_run(args) -> int:
 
     from .pipelines.tinyimagenet_to_tfrecords import build_pipeline
 
-    check_locations(args.data, args.output)  # before kfp.local starts: no task for what is known now
+    # before kfp.local starts: no task for what is known now
+    layout = check_locations(args.data, args.output, args.layout)
     started = time.perf_counter()
     log_file = Location.of(args.output).child("_work", "kfp-local.log")
     failure = None
@@ -159,6 +161,7 @@ def cmd_run(args) -> int:
             build_pipeline(args.parallelism, retries=False)(
                 data_url=args.data,
                 output_url=args.output,
+                layout=args.layout,
                 grayscale=args.grayscale,
                 max_tasks=args.max_tasks,
                 shard_size=args.shard_size,
@@ -172,7 +175,7 @@ def cmd_run(args) -> int:
         where = "" if args.verbose else f" (kfp.local's log: {log_file.url})"
         raise CommandError(f"{failure}{where}", failure.code)
     info = json.loads(Location.of(args.output).child("dataset_info.json").read_text())
-    print_summary(info, args.output, time.perf_counter() - started)
+    print_summary(info, args.output, time.perf_counter() - started, layout_line(layout, args.layout))
     return 0
 
 
@@ -190,7 +193,7 @@ def cmd_submit(args) -> int:
 
     from .pipelines.tinyimagenet_to_tfrecords import build_pipeline
 
-    check_locations_of_submit(args.data, args.output)
+    check_locations_of_submit(args.data, args.output, args.layout)
     # urllib3's retry lines (the client resets the "urllib3" logger's level, not its child's); the error below
     # says it once
     logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
@@ -203,6 +206,7 @@ def cmd_submit(args) -> int:
             arguments={
                 "data_url": args.data,
                 "output_url": args.output,
+                "layout": args.layout,
                 "grayscale": args.grayscale,
                 "max_tasks": args.max_tasks,
                 "shard_size": args.shard_size,
@@ -219,10 +223,10 @@ def cmd_submit(args) -> int:
     return 0
 
 
-def check_locations_of_submit(data_url: str, output_url: str) -> None:
+def check_locations_of_submit(data_url: str, output_url: str, layout: str = "auto") -> None:
     """What can be checked here of URLs that the cluster reads: local ones fully, object-store ones
     only for an output inside the dataset (this machine may have no credentials for them)."""
     if "://" in data_url:
         check_output_for(data_url, output_url)
     else:
-        check_locations(data_url, output_url)
+        check_locations(data_url, output_url, layout)

@@ -4,7 +4,7 @@
     REQUIRED   metadata files that must exist, relative to the root (checked before any work)
     plan(root: Location, shard_size: int) -> Plan
 
-A new layout is one more module here and one more line in LAYOUTS.
+A new layout is one more module here and one more line in LAYOUTS (and, for "auto", in detect).
 """
 
 from __future__ import annotations
@@ -13,29 +13,62 @@ import os
 
 from ..fs import BadOutput, Location, check_output
 from ..plan import DEFAULT_SHARD_SIZE, SPLITS, MetadataError, Plan
-from . import tinyimagenet
+from . import imagefolder, tinyimagenet
 
-LAYOUTS = {m.NAME: m for m in (tinyimagenet,)}
+LAYOUTS = {m.NAME: m for m in (tinyimagenet, imagefolder)}
+AUTO = "auto"  # detect the layout (see detect)
+LAYOUT_CHOICES = (AUTO, *LAYOUTS)
 
 
-def check_dataset(data_url: str, layout: str = tinyimagenet.NAME) -> None:
-    """Fail fast, naming the path, when the dataset folder or one of its metadata files is missing."""
+def detect(data_url: str) -> str:
+    """The layout of the dataset under ``data_url``: tinyimagenet when any of its metadata files
+    (wnids.txt, words.txt, val/val_annotations.txt) exists, so that a missing one is named rather
+    than the dataset read another way; else imagefolder when a split folder exists."""
     root = Location.of(data_url)
     if not root.isdir():
         raise MetadataError(f"{root.url}: dataset directory not found")
-    for rel in LAYOUTS[layout].REQUIRED:
+    if any(root.child(rel).exists() for rel in tinyimagenet.REQUIRED):
+        return tinyimagenet.NAME
+    if imagefolder.split_folders(root):
+        return imagefolder.NAME
+    raise MetadataError(
+        f"{root.url}: no known dataset layout: neither TinyImageNet's wnids.txt and words.txt "
+        "nor a train/, val/, validation/ or test/ folder of images"
+    )
+
+
+def resolve(data_url: str, layout: str) -> str:
+    """The layout's name, detected for "auto"."""
+    if layout == AUTO:
+        return detect(data_url)
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {', '.join(LAYOUT_CHOICES)}, got {layout!r}")
+    return layout
+
+
+def check_dataset(data_url: str, layout: str = AUTO) -> str:
+    """Fail fast, naming the path, when the dataset folder or one of its metadata files is missing;
+    return the layout's name (detected for "auto")."""
+    root = Location.of(data_url)
+    if not root.isdir():
+        raise MetadataError(f"{root.url}: dataset directory not found")
+    name = resolve(data_url, layout)
+    for rel in LAYOUTS[name].REQUIRED:
         if not root.child(rel).exists():
             raise MetadataError(f"{root.child(rel).url}: file not found")
+    return name
 
 
-def check_locations(data_url: str, output_url: str, layout: str = tinyimagenet.NAME) -> None:
-    """Everything about the two URLs that can be checked before any work (MetadataError, BadOutput).
+def check_locations(data_url: str, output_url: str, layout: str = AUTO) -> str:
+    """Everything about the two URLs that can be checked before any work (MetadataError, BadOutput);
+    return the layout's name (detected for "auto").
 
     The output must not be the dataset folder nor lie inside one of its split folders: shards
     written there would be read as images by the next run.
     """
-    check_dataset(data_url, layout)
+    name = check_dataset(data_url, layout)
     check_output_for(data_url, output_url)
+    return name
 
 
 def check_output_for(data_url: str, output_url: str) -> None:
@@ -45,12 +78,13 @@ def check_output_for(data_url: str, output_url: str) -> None:
         out.is_local and root.is_local and os.path.realpath(out.path) == os.path.realpath(root.path)
     ):
         raise BadOutput(f"{out.url}: the output must not be the dataset folder itself")
-    check_output(out, [root.child(split) for split in SPLITS])
+    check_output(out, [root.child(split) for split in (*SPLITS, "validation")])
 
 
-def build_plan(data_url: str, *, layout: str = tinyimagenet.NAME, shard_size: int = DEFAULT_SHARD_SIZE) -> Plan:
-    """Read the metadata under ``data_url`` and plan every output shard."""
+def build_plan(data_url: str, *, layout: str = AUTO, shard_size: int = DEFAULT_SHARD_SIZE) -> Plan:
+    """Read the metadata under ``data_url`` and plan every output shard (``layout``: a name of
+    LAYOUTS, or "auto" to detect it; the plan's ``layout`` says which)."""
     if shard_size < 1:
         raise ValueError("shard_size must be at least 1")
-    check_dataset(data_url, layout)
-    return LAYOUTS[layout].plan(Location.of(data_url), shard_size)
+    name = check_dataset(data_url, layout)
+    return LAYOUTS[name].plan(Location.of(data_url), shard_size)

@@ -6,6 +6,7 @@ from kfp import compiler, dsl
 from kfp.dsl import HTML, Artifact, Dataset, Metrics
 
 from imagenet_tfrecords.convert import Options
+from imagenet_tfrecords.layouts import AUTO
 from imagenet_tfrecords.plan import DEFAULT_MAX_TASKS, DEFAULT_PARALLELISM, DEFAULT_SHARD_SIZE
 from imagenet_tfrecords.stats import DEFAULT_MAX_REJECT_FRACTION
 
@@ -40,6 +41,7 @@ def build_pipeline(parallelism: int = DEFAULT_PARALLELISM, retries: bool = True)
     def tinyimagenet_to_tfrecords(
         data_url: str,
         output_url: str,
+        layout: str = AUTO,
         grayscale: str = Options.grayscale,
         max_tasks: int = DEFAULT_MAX_TASKS,
         shard_size: int = DEFAULT_SHARD_SIZE,
@@ -47,16 +49,19 @@ def build_pipeline(parallelism: int = DEFAULT_PARALLELISM, retries: bool = True)
         max_reject_fraction: float = DEFAULT_MAX_REJECT_FRACTION,
         workers: int = 0,
     ) -> Outputs:
-        """Convert a TinyImageNet-layout image dataset to TFRecord files of tf.train.Example.
+        """Convert an image dataset (TinyImageNet or class-folder layout) to TFRecord files of tf.train.Example.
 
         Records hold height, width, channel, label (int64), label_one_hot (one byte per class)
         and image_raw (uint8 pixels, H x W x 3), plus filename and wnid.
 
         Args:
-            data_url: Root of the dataset: wnids.txt, words.txt, train/, val/, test/ (a local
-                path, gs://bucket/... or s3://bucket/...).
+            data_url: Root of the dataset: wnids.txt, words.txt, train/, val/, test/, or
+                <split>/<class>/<image> folders (a local path, gs://bucket/... or s3://bucket/...).
             output_url: Where train/, val/, test/ shards, sizes.txt, labels.txt,
                 dataset_info.json and rejects.tsv are written.
+            layout: "tinyimagenet" (wnids.txt, words.txt, train/<wnid>/images/,
+                val/val_annotations.txt), "imagefolder" (train/, val/ or validation/, test/, each
+                of class folders or of unlabelled images) or "auto" (default): detect it.
             grayscale: "rgb" (default) converts grayscale and CMYK images to RGB; "skip"
                 leaves them out, as the 2018 notebook did. Both are counted.
             max_tasks: At most this many conversion tasks (1 to 100, whatever the dataset's
@@ -77,7 +82,9 @@ def build_pipeline(parallelism: int = DEFAULT_PARALLELISM, retries: bool = True)
             report: An HTML page (the run's Visualizations): records per split, class
                 distribution, sample images decoded from the written TFRecords, rejects.
         """
-        plan = parse_metadata(data_url=data_url, output_url=output_url, shard_size=shard_size, max_tasks=max_tasks)
+        plan = parse_metadata(
+            data_url=data_url, output_url=output_url, shard_size=shard_size, max_tasks=max_tasks, layout=layout
+        )
         # No step is served from the KFP cache: the cache is keyed on the URL strings, not on the
         # data behind them. A re-run resumes instead: shards whose inputs are unchanged are kept.
         plan.set_caching_options(False)
