@@ -54,7 +54,9 @@ def test_good_output_verifies(converted, flags):
     assert p.returncode == 0, p.stderr
     lines = p.stdout.splitlines()
     assert lines[:3] == ["train,72", "val,30", "test,20"]
-    checked = "TensorFlow read and parsed every record" if flags else "framing, CRC32C checksums and counts match"
+    checked = (
+        "TensorFlow read and parsed every record" if flags else "framing, CRC32C checksums, indexes and counts match"
+    )
     assert lines[3].startswith("ok: 8 shards, 122 records: ") and checked in lines[3], lines[3]
 
 

@@ -1,9 +1,10 @@
 """imagenet-tfrecords: convert an image dataset (TinyImageNet or class-folder layout) to TFRecords, locally or
 on Kubeflow.
 
-Exit codes: 0 success, 1 internal error, 2 bad command line, 3 bad input (metadata, too many
-rejects), 4 verification found a mismatch, 5 a worker process died or the run was interrupted
-(finished shards are kept: run the same command again to resume).
+Exit codes: 0 success, 1 internal error, 2 bad command line (a bad option value, named), 3 bad
+input (metadata, an output that cannot be used, too many rejects, a host that cannot be reached),
+4 verification found a mismatch, 5 a worker process died or the run was interrupted (finished
+shards are kept: run the same command again to resume).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from importlib.metadata import entry_points
 from .convert import GRAYSCALE_POLICIES, Options, WorkerDied, available_cpus, parse_size
 from .fs import BadOutput, Location
 from .layouts import AUTO, LAYOUT_CHOICES
-from .plan import DEFAULT_SHARD_SIZE, MetadataError
+from .plan import DEFAULT_SHARD_SIZE, MetadataError, Plan
 from .stats import DEFAULT_MAX_REJECT_FRACTION, IncompleteConversion, TooManyRejects, check_rejects
 
 EXIT_INTERNAL, EXIT_BAD_INPUT, EXIT_VERIFY, EXIT_INTERRUPTED = 1, 3, 4, 5  # 2: argparse's, bad command line
@@ -133,7 +134,7 @@ def cmd_convert(args) -> int:
     bar = None
     layout = ""
 
-    def on_plan(plan: dict) -> None:
+    def on_plan(plan: Plan) -> None:
         nonlocal bar, layout
         layout = layout_line(plan.layout, args.layout)
         log.debug("converting %d shards of %s with %d workers", len(plan.shards), args.data, workers)
@@ -217,7 +218,7 @@ def cmd_verify(args) -> int:
     counts = verify(args.output, use_tf=args.tf)
     print("\n".join(f"{split},{n}" for split, n in counts.items()))
     shards = sum(len(s["shards"]) for s in dataset_info(args.output)[0]["splits"].values())
-    checked = "TensorFlow read and parsed every record;" if args.tf else "framing, CRC32C checksums and"
+    checked = "TensorFlow read and parsed every record;" if args.tf else "framing, CRC32C checksums, indexes and"
     records = sum(counts.values())
     print(f"ok: {shards} shards, {records} records: {checked} counts match sizes.txt and dataset_info.json")
     return 0

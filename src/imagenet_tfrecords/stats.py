@@ -69,7 +69,8 @@ def summarize(plan: Plan, shard_stats: list[dict], options: dict | None = None) 
     problems = [p for s in shard_stats for p in s["problems"]]
     found = sum(v["found"] for v in splits.values()) + len(plan.rejects)
     return {
-        "name": "tiny_imagenet",
+        "name": plan.data.rstrip("/").rsplit("/", 1)[-1],  # the dataset folder's name
+        "layout": plan.layout,
         "source": plan.data,
         "num_classes": len(plan.classes),
         "features": {k: f"{kind}: {meaning}" for k, (kind, meaning) in SCHEMA.items()},
