@@ -40,6 +40,22 @@ def sample_copy(sample_dir, tmp_path) -> Path:
     return d
 
 
+@pytest.fixture(scope="module")
+def converted(sample_dir, tmp_path_factory) -> Path:
+    """The sample dataset converted by the CLI (a module may define its own)."""
+    out = tmp_path_factory.mktemp("converted") / "out"
+    run_cli("convert", "--data", sample_dir, "--output", out, "--workers", "2")
+    return out
+
+
+@pytest.fixture()
+def output(converted, tmp_path) -> Path:
+    """A private copy of the converted sample that a test may damage."""
+    d = tmp_path / "out"
+    shutil.copytree(converted, d)
+    return d
+
+
 def run_cli(*args, check=True, **kw) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **kw.pop("env", {})}
     p = subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, env=env, **kw)

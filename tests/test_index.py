@@ -9,7 +9,6 @@ symbol 'tensorflow.BytesList'"), so importing it here would break TensorFlow for
 import hashlib
 import importlib.util
 import json
-import shutil
 import subprocess
 import sys
 
@@ -53,21 +52,6 @@ def _tfrecord(calls: list) -> list:
     p = subprocess.run(args, capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
     return json.loads(p.stdout.splitlines()[-1])
-
-
-@pytest.fixture(scope="module")
-def converted(sample_dir, tmp_path_factory):
-    out = tmp_path_factory.mktemp("index") / "out"
-    run_cli("convert", "--data", sample_dir, "--output", out, "--workers", "2")
-    return out
-
-
-@pytest.fixture()
-def output(converted, tmp_path):
-    """A private copy of the converted sample that a test may damage."""
-    d = tmp_path / "out"
-    shutil.copytree(converted, d)
-    return d
 
 
 def _shards(out) -> list[dict]:

@@ -1,7 +1,6 @@
 """`imagenet-tfrecords verify`: framing, CRC32C checksums and counts without TensorFlow; with --tf, parsing."""
 
 import json
-import shutil
 import struct
 import subprocess
 import sys
@@ -14,21 +13,6 @@ from .conftest import run_cli
 
 VAL = "val/val-00000-of-00001.tfrecord"
 TRAIN = "train/train-00002-of-00006.tfrecord"
-
-
-@pytest.fixture(scope="module")
-def converted(sample_dir, tmp_path_factory):
-    out = tmp_path_factory.mktemp("verify") / "out"
-    run_cli("convert", "--data", sample_dir, "--output", out, "--workers", "2")
-    return out
-
-
-@pytest.fixture()
-def output(converted, tmp_path):
-    """A private copy of the converted sample that a test may damage."""
-    d = tmp_path / "out"
-    shutil.copytree(converted, d)
-    return d
 
 
 def _framing(data: bytes) -> list[tuple[int, int]]:
