@@ -1,7 +1,8 @@
 """The work of each pipeline step, on plain paths and values (no kfp here).
 
-The Kubeflow components in ``components/`` are thin wrappers that pass their artifact paths
-to these functions, so every step can be run and tested without an orchestrator.
+The Kubeflow components (``imagenet_tfrecords_kfp.components``) are thin wrappers that pass
+their artifact paths to these functions, so every step can be run and tested without an
+orchestrator; ``convert_dataset`` runs the same steps in one process (``imagenet-tfrecords convert``).
 """
 
 from __future__ import annotations
