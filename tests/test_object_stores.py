@@ -125,7 +125,9 @@ def _stable(value):
     """dataset_info without timings and without the URLs that name where it was made."""
     if isinstance(value, dict):
         return {
-            k: _stable(v) for k, v in value.items() if not k.endswith("seconds") and k not in ("source", "root", "run")
+            k: _stable(v)
+            for k, v in value.items()
+            if not k.endswith("seconds") and k not in ("name", "source", "root", "run")
         }
     if isinstance(value, list):
         return [_stable(v) for v in value]
