@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml images/Dockerfile
 install-dev: $(DEV_STAMP)
 
 $(DEV_STAMP): $(STAMP)
-	$(BIN)/pip install --quiet -e '.[gcs,s3,tf,dev]' 'kfp==$(KFP_PIN)'
+	$(BIN)/pip install --quiet -e '.[gcs,s3,tf,torch,dev]' 'kfp==$(KFP_PIN)'
 	touch $(DEV_STAMP)
 
 test: install-dev
