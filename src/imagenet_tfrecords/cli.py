@@ -88,7 +88,8 @@ def add_conversion_args(p: argparse.ArgumentParser, workers_help: str) -> None:
         choices=LAYOUT_CHOICES,
         default=AUTO,
         help="how --data is laid out: tinyimagenet (wnids.txt, words.txt, train/<wnid>/images/, "
-        "val/val_annotations.txt), imagefolder (<split>/<class>/<image>), or auto: detect it",
+        "val/val_annotations.txt), imagenet (Kaggle's ILSVRC2012: LOC_synset_mapping.txt, LOC_val_solution.csv, "
+        "ILSVRC/Data/CLS-LOC/), imagefolder (<split>/<class>/<image>), or auto: detect it",
     )
     p.add_argument(
         "--grayscale",

@@ -11,6 +11,7 @@ tasks, so output is the same however the work is spread. The Plan round-trips th
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -159,6 +160,18 @@ def list_images(directory: Location, root: Location) -> tuple[dict[str, Entry], 
     listed = directory.list_dir(root) if directory.isdir() else []
     files = sorted((e for e in listed if e.kind == "file"), key=lambda e: natural_key(e.name))
     return {e.name: e for e in files}, [e for e in listed if e.kind != "file"]
+
+
+def fixed_shards(split: str, folder: str, sources: list[Source], files: dict[str, Entry], size: int) -> list[Shard]:
+    """Shards of fixed sources, ``size`` per shard, in the order given. Each shard's inputs digest
+    covers those of its sources found in ``files`` (source name -> entry; the entries renamed to
+    the source names, which may be paths inside ``folder``)."""
+    chunks = [sources[i : i + size] for i in range(0, len(sources), size)]
+    shards = []
+    for i, chunk in enumerate(chunks):
+        entries = [dataclasses.replace(files[s.name], name=s.name) for s in chunk if s.name in files]
+        shards.append(Shard(split, i, len(chunks), folder, sources=tuple(chunk), inputs=inputs_digest(entries)))
+    return shards
 
 
 def group_tasks(num_shards: int, max_tasks: int = DEFAULT_MAX_TASKS) -> list[list[int]]:

@@ -13,27 +13,30 @@ import os
 
 from ..fs import BadOutput, Location, check_output
 from ..plan import DEFAULT_SHARD_SIZE, SPLITS, MetadataError, Plan
-from . import imagefolder, tinyimagenet
+from . import imagefolder, imagenet, tinyimagenet
 
-LAYOUTS = {m.NAME: m for m in (tinyimagenet, imagefolder)}
+LAYOUTS = {m.NAME: m for m in (tinyimagenet, imagenet, imagefolder)}
 AUTO = "auto"  # detect the layout (see detect)
 LAYOUT_CHOICES = (AUTO, *LAYOUTS)
 
 
 def detect(data_url: str) -> str:
-    """The layout of the dataset under ``data_url``: tinyimagenet when any of its metadata files
-    (wnids.txt, words.txt, val/val_annotations.txt) exists, so that a missing one is named rather
-    than the dataset read another way; else imagefolder when a split folder exists."""
+    """The layout of the dataset under ``data_url``: imagenet when LOC_synset_mapping.txt exists;
+    else tinyimagenet when any of its metadata files (wnids.txt, words.txt,
+    val/val_annotations.txt) exists, so that a missing one is named rather than the dataset read
+    another way; else imagefolder when a split folder exists."""
     root = Location.of(data_url)
     if not root.isdir():
         raise MetadataError(f"{root.url}: dataset directory not found")
+    if root.child(imagenet.MAPPING).exists():
+        return imagenet.NAME
     if any(root.child(rel).exists() for rel in tinyimagenet.REQUIRED):
         return tinyimagenet.NAME
     if imagefolder.split_folders(root):
         return imagefolder.NAME
     raise MetadataError(
-        f"{root.url}: no known dataset layout: neither TinyImageNet's wnids.txt and words.txt "
-        "nor a train/, val/, validation/ or test/ folder of images"
+        f"{root.url}: no known dataset layout: neither ImageNet's LOC_synset_mapping.txt, TinyImageNet's "
+        "wnids.txt and words.txt nor a train/, val/, validation/ or test/ folder of images"
     )
 
 
@@ -78,7 +81,8 @@ def check_output_for(data_url: str, output_url: str) -> None:
         out.is_local and root.is_local and os.path.realpath(out.path) == os.path.realpath(root.path)
     ):
         raise BadOutput(f"{out.url}: the output must not be the dataset folder itself")
-    check_output(out, [root.child(split) for split in (*SPLITS, "validation")])
+    folders = [root.child(split) for split in (*SPLITS, "validation")]
+    check_output(out, folders + [root.child(imagenet.DATA, split) for split in SPLITS])
 
 
 def build_plan(data_url: str, *, layout: str = AUTO, shard_size: int = DEFAULT_SHARD_SIZE) -> Plan:

@@ -19,11 +19,10 @@ hold ``shard_size`` sources each, class by class, each class folder in natural f
 
 from __future__ import annotations
 
-import dataclasses
 import os
 
 from ..fs import Entry, Location
-from ..plan import ClassInfo, MetadataError, Plan, Shard, Source, inputs_digest, list_images
+from ..plan import ClassInfo, MetadataError, Plan, Shard, Source, fixed_shards, inputs_digest, list_images
 
 NAME = "imagefolder"
 REQUIRED = ()
@@ -71,7 +70,7 @@ def plan(root: Location, shard_size: int) -> Plan:
         if not class_dirs:  # images directly in the split folder: unlabelled
             files, others = list_images(root.child(folder), root)
             sources = _sources(files, others, "", -1)
-            shards += _fixed_shards(split, folder, sources, files, shard_size)
+            shards += fixed_shards(split, folder, sources, files, shard_size)
             continue
         rejects += [
             {"path": f"{folder}/{e.name}", "reason": "not in a class folder" if e.kind == "file" else e.reason}
@@ -95,7 +94,7 @@ def plan(root: Location, shard_size: int) -> Plan:
             unknown = None if label is not None else f"class {name} is not a class of the train split"
             sources += _sources(files, others, f"{name}/", label, unknown)
             digested |= {f"{name}/{n}": e for n, e in files.items()}
-        shards += _fixed_shards(split, folder, sources, digested, shard_size)
+        shards += fixed_shards(split, folder, sources, digested, shard_size)
     for split in ("train", "val", "test"):
         if split not in {s for s, _ in present}:
             warnings.append(f"{root.url}: no {split} split (folder not found)")
@@ -123,14 +122,3 @@ def _sources(
         out.append(Source(prefix + name, None if why else label, why))
     out += [Source(prefix + e.name, None, e.reason) for e in others]
     return out
-
-
-def _fixed_shards(split: str, folder: str, sources: list[Source], files: dict[str, Entry], size: int) -> list[Shard]:
-    """``size`` sources per shard; each shard's inputs digest covers its files (renamed to their
-    paths in the shard's folder)."""
-    chunks = [sources[i : i + size] for i in range(0, len(sources), size)]
-    shards = []
-    for i, chunk in enumerate(chunks):
-        entries = [dataclasses.replace(files[s.name], name=s.name) for s in chunk if s.name in files]
-        shards.append(Shard(split, i, len(chunks), folder, sources=tuple(chunk), inputs=inputs_digest(entries)))
-    return shards

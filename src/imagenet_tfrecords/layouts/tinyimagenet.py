@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 
 from ..fs import Entry, Location
-from ..plan import ClassInfo, MetadataError, Plan, Shard, Source, inputs_digest, list_images, natural_key
+from ..plan import ClassInfo, MetadataError, Plan, Shard, Source, fixed_shards, list_images, natural_key
 
 NAME = "tinyimagenet"
 REQUIRED = ("wnids.txt", "words.txt", "val/val_annotations.txt")
@@ -110,7 +110,7 @@ def plan(root: Location, shard_size: int) -> Plan:
     test_dir = root.child("test", "images")
     if test_dir.isdir():
         files = _listed(test_dir, root, "test/images", rejects)
-        shards += _fixed_shards("test", "test/images", [Source(name, -1) for name in files], files, shard_size)
+        shards += fixed_shards("test", "test/images", [Source(name, -1) for name in files], files, shard_size)
     else:
         warnings.append(f"{test_dir.url}: no test split (directory not found)")
     classes = [ClassInfo(w, words[w]) for w in wnids]
@@ -164,7 +164,7 @@ def _val_shards(
     for name in sorted(set(annotations) - present, key=natural_key):
         rejects.append({"path": f"val/images/{name}", "reason": "listed in val_annotations.txt but missing"})
     sources = [Source(name, *annotations.get(name, (None, "no line in val_annotations.txt"))) for name in files]
-    return _fixed_shards("val", "val/images", sources, files, shard_size)
+    return fixed_shards("val", "val/images", sources, files, shard_size)
 
 
 def _listed(directory: Location, root: Location, rel: str, rejects: list[dict]) -> dict[str, Entry]:
@@ -172,18 +172,3 @@ def _listed(directory: Location, root: Location, rel: str, rejects: list[dict]) 
     files, others = list_images(directory, root)
     rejects += [{"path": f"{rel}/{e.name}", "reason": e.reason} for e in sorted(others, key=lambda e: e.name)]
     return files
-
-
-def _fixed_shards(split: str, directory: str, sources: list[Source], files: dict[str, Entry], size: int) -> list[Shard]:
-    chunks = [sources[i : i + size] for i in range(0, len(sources), size)]
-    return [
-        Shard(
-            split,
-            i,
-            len(chunks),
-            directory,
-            sources=tuple(chunk),
-            inputs=inputs_digest([files[s.name] for s in chunk]),
-        )
-        for i, chunk in enumerate(chunks)
-    ]

@@ -27,8 +27,9 @@ def parse_metadata(
         shard_size: Images per val/test shard (train shards hold one class each).
         max_tasks: At most this many conversion tasks (1 to 100); shards are grouped evenly.
         layout: "tinyimagenet" (wnids.txt, words.txt, train/<wnid>/images/, val/val_annotations.txt),
-            "imagefolder" (<split>/<class>/<image>) or "auto": detect it; plan.json and the plan's
-            metadata say which.
+            "imagenet" (Kaggle's ILSVRC2012: LOC_synset_mapping.txt, LOC_val_solution.csv,
+            ILSVRC/Data/CLS-LOC/<split>/), "imagefolder" (<split>/<class>/<image>) or "auto":
+            detect it; plan.json and the plan's metadata say which.
 
     Returns:
         plan: plan.json: the classes, every shard to write, the shards of each task, and rejects

@@ -60,8 +60,10 @@ def build_pipeline(parallelism: int = DEFAULT_PARALLELISM, retries: bool = True)
             output_url: Where train/, val/, test/ shards, sizes.txt, labels.txt,
                 dataset_info.json and rejects.tsv are written.
             layout: "tinyimagenet" (wnids.txt, words.txt, train/<wnid>/images/,
-                val/val_annotations.txt), "imagefolder" (train/, val/ or validation/, test/, each
-                of class folders or of unlabelled images) or "auto" (default): detect it.
+                val/val_annotations.txt), "imagenet" (Kaggle's ILSVRC2012: LOC_synset_mapping.txt,
+                LOC_val_solution.csv, ILSVRC/Data/CLS-LOC/<split>/), "imagefolder" (train/, val/ or
+                validation/, test/, each of class folders or of unlabelled images) or "auto"
+                (default): detect it.
             grayscale: "rgb" (default) converts grayscale and CMYK images to RGB; "skip"
                 leaves them out, as the 2018 notebook did. Both are counted.
             max_tasks: At most this many conversion tasks (1 to 100, whatever the dataset's

@@ -1,0 +1,155 @@
+"""ILSVRC2012 (ImageNet-1k) as extracted from the Kaggle ImageNet object localization download::
+
+    LOC_synset_mapping.txt                          'wnid words' per line (words may hold spaces, commas)
+    LOC_val_solution.csv                            ImageId,PredictionString (wnid x0 y0 x1 y1 ...)
+    LOC_train_solution.csv                          not read: train labels are the class folder names
+    ILSVRC/Data/CLS-LOC/train/<wnid>/*              training images of one class
+    ILSVRC/Data/CLS-LOC/val/ILSVRC2012_val_*.JPEG   validation images, labelled by LOC_val_solution.csv
+    ILSVRC/Data/CLS-LOC/test/ILSVRC2012_test_*.JPEG unlabelled test images (optional)
+
+Labels index the sorted wnids of the mapping (as TFDS, Keras and torchvision number them), whatever
+the mapping's line order. A val image's label is the wnid of its line's boxes (the boxes themselves
+are not read). Train shards hold one class each and list their folder when converted; val and test
+shards hold ``shard_size`` sources each, in natural file order. Bad metadata raises MetadataError
+naming the file and line; problems with single images become rejects, as in tinyimagenet.
+"""
+
+from __future__ import annotations
+
+import re
+
+from ..fs import Entry, Location
+from ..plan import ClassInfo, MetadataError, Plan, Shard, Source, fixed_shards, list_images, natural_key
+from .tinyimagenet import read_lines
+
+NAME = "imagenet"
+MAPPING = "LOC_synset_mapping.txt"
+VAL_CSV = "LOC_val_solution.csv"
+REQUIRED = (MAPPING, VAL_CSV)
+DATA = "ILSVRC/Data/CLS-LOC"  # the split folders, relative to the root
+CSV_HEADER = "ImageId,PredictionString"
+EXTENSION = ".JPEG"  # a val ImageId's file is ImageId + EXTENSION
+
+_ID = re.compile(r"[^\s/\\,]+")
+
+
+def parse_mapping(loc: Location) -> list[tuple[str, str, int]]:
+    """(wnid, words, line) in file order; malformed lines and repeated ids are errors."""
+    out: list[tuple[str, str, int]] = []
+    seen: dict[str, int] = {}
+    for n, line in read_lines(loc):
+        wnid, _, words = line.partition(" ")
+        words = words.strip()
+        if not _ID.fullmatch(wnid) or not words or "\t" in words:
+            raise MetadataError(f"{loc.url}:{n}: expected 'wnid words', got {line[:80]!r}")
+        if wnid in seen:
+            raise MetadataError(f"{loc.url}:{n}: class id {wnid} repeats line {seen[wnid]}")
+        seen[wnid] = n
+        out.append((wnid, words, n))
+    if not out:
+        raise MetadataError(f"{loc.url}: no classes")
+    return out
+
+
+def parse_val_solution(
+    loc: Location, labels: dict[str, int]
+) -> tuple[dict[str, tuple[int | None, str | None]], list[str]]:
+    """file name -> (label, reject reason), and warnings for harmless oddities (a repeated line)."""
+    lines = read_lines(loc)
+    if not lines or lines[0][1].replace(" ", "") != CSV_HEADER:
+        n, got = lines[0] if lines else (1, "")
+        raise MetadataError(f"{loc.url}:{n}: expected the header {CSV_HEADER!r}, got {got[:80]!r}")
+    out: dict[str, tuple[int | None, str | None]] = {}
+    first: dict[str, tuple[int, str | None]] = {}
+    warnings: list[str] = []
+    for n, line in lines[1:]:
+        image_id, comma, prediction = line.partition(",")
+        image_id = image_id.strip()
+        tokens = prediction.split()
+        if not comma or not _ID.fullmatch(image_id) or not tokens or len(tokens) % 5:
+            raise MetadataError(
+                f"{loc.url}:{n}: expected 'ImageId,wnid x0 y0 x1 y1[ wnid x0 y0 x1 y1...]', got {line[:80]!r}"
+            )
+        file = image_id + EXTENSION
+        wnids = sorted(set(tokens[::5]))
+        wnid = wnids[0] if len(wnids) == 1 else None  # None: the boxes name several classes
+        if file in first:
+            prev_n, prev_wnid = first[file]
+            if wnid is not None and prev_wnid == wnid:
+                warnings.append(f"{loc.url}:{n}: duplicate of line {prev_n} ({image_id} {wnid})")
+            else:
+                out[file] = (None, f"conflicting classes in {VAL_CSV} line {n} (and line {prev_n})")
+            continue
+        first[file] = (n, wnid)
+        if wnid is None:
+            out[file] = (None, f"conflicting classes in {VAL_CSV} line {n}: {', '.join(wnids)}")
+        elif wnid in labels:
+            out[file] = (labels[wnid], None)
+        else:
+            out[file] = (None, f"{VAL_CSV} line {n} names unknown class {wnid}")
+    return out, warnings
+
+
+def plan(root: Location, shard_size: int) -> Plan:
+    """Read the metadata under ``root`` and plan every output shard."""
+    mapping = parse_mapping(root.child(MAPPING))
+    words = {w: text for w, text, _ in mapping}
+    wnids = sorted(words)
+    labels = {w: i for i, w in enumerate(wnids)}
+    rejects: list[dict] = []
+    warnings: list[str] = []
+    shards = _train_shards(root, mapping, labels, rejects)
+    shards += _val_shards(root, labels, shard_size, rejects, warnings)
+    test_dir = root.child(DATA, "test")
+    if test_dir.isdir():
+        files = _listed(test_dir, root, f"{DATA}/test", rejects)
+        shards += fixed_shards("test", f"{DATA}/test", [Source(name, -1) for name in files], files, shard_size)
+    else:
+        warnings.append(f"{test_dir.url}: no test split (directory not found)")
+    classes = [ClassInfo(w, words[w]) for w in wnids]
+    return Plan(data=root.url, classes=classes, shards=shards, rejects=rejects, warnings=warnings, layout=NAME)
+
+
+def _train_shards(root: Location, mapping: list, labels: dict[str, int], rejects: list[dict]) -> list[Shard]:
+    """One shard per class, its folder listed when converted; stray entries of train/ are rejects."""
+    rel = f"{DATA}/train"
+    train = root.child(rel)
+    if not train.isdir():
+        raise MetadataError(f"{train.url}: directory not found")
+    class_dirs = {e.name: e.kind for e in train.list_dir(root)}
+    for w, _, n in mapping:
+        if class_dirs.get(w) != "dir":
+            raise MetadataError(
+                f"{train.url}/{w}: class directory not found (class id from {root.child(MAPPING).url}:{n})"
+            )
+    for name, kind in sorted(class_dirs.items()):
+        if name not in labels:
+            reason = f"not a class listed in {MAPPING} ({kind} not converted)"
+            rejects.append({"path": f"{rel}/{name}", "reason": reason})
+    return [Shard("train", i, len(labels), f"{rel}/{w}", label=i, wnid=w) for w, i in sorted(labels.items())]
+
+
+def _val_shards(
+    root: Location, labels: dict[str, int], shard_size: int, rejects: list[dict], warnings: list[str]
+) -> list[Shard]:
+    solution, more_warnings = parse_val_solution(root.child(VAL_CSV), labels)
+    warnings += more_warnings
+    rel = f"{DATA}/val"
+    val_dir = root.child(rel)
+    if not val_dir.isdir():
+        raise MetadataError(f"{val_dir.url}: directory not found")
+    listed_before = len(rejects)
+    files = _listed(val_dir, root, rel, rejects)
+    # an entry rejected while listing (a link leaving the dataset, a directory) is not also "missing"
+    present = set(files) | {r["path"][len(rel) + 1 :] for r in rejects[listed_before:]}
+    for name in sorted(set(solution) - present, key=natural_key):
+        rejects.append({"path": f"{rel}/{name}", "reason": f"listed in {VAL_CSV} but missing"})
+    sources = [Source(name, *solution.get(name, (None, f"no line in {VAL_CSV}"))) for name in files]
+    return fixed_shards("val", rel, sources, files, shard_size)
+
+
+def _listed(directory: Location, root: Location, rel: str, rejects: list[dict]) -> dict[str, Entry]:
+    """The files of a folder of fixed sources; its other entries are rejects."""
+    files, others = list_images(directory, root)
+    rejects += [{"path": f"{rel}/{e.name}", "reason": e.reason} for e in sorted(others, key=lambda e: e.name)]
+    return files
