@@ -174,6 +174,14 @@ def fixed_shards(split: str, folder: str, sources: list[Source], files: dict[str
     return shards
 
 
+def list_files(directory: Location, root: Location, rel: str, rejects: list[dict]) -> dict[str, Entry]:
+    """The files of a folder of fixed sources (``list_images``); its other entries are appended to
+    ``rejects``, named ``rel/<name>``, with their reason."""
+    files, others = list_images(directory, root)
+    rejects += [{"path": f"{rel}/{e.name}", "reason": e.reason} for e in sorted(others, key=lambda e: e.name)]
+    return files
+
+
 def group_tasks(num_shards: int, max_tasks: int = DEFAULT_MAX_TASKS) -> list[list[int]]:
     """Group shard ids into ``min(max_tasks, num_shards)`` tasks: contiguous runs whose lengths differ by one at most.
 

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import re
 
-from ..fs import Entry, Location
-from ..plan import ClassInfo, MetadataError, Plan, Shard, Source, fixed_shards, list_images, natural_key
+from ..fs import Location
+from ..plan import ClassInfo, MetadataError, Plan, Shard, Source, fixed_shards, list_files, natural_key
 
 NAME = "tinyimagenet"
 REQUIRED = ("wnids.txt", "words.txt", "val/val_annotations.txt")
@@ -109,7 +109,7 @@ def plan(root: Location, shard_size: int) -> Plan:
     shards += _val_shards(root, labels, shard_size, rejects, warnings)
     test_dir = root.child("test", "images")
     if test_dir.isdir():
-        files = _listed(test_dir, root, "test/images", rejects)
+        files = list_files(test_dir, root, "test/images", rejects)
         shards += fixed_shards("test", "test/images", [Source(name, -1) for name in files], files, shard_size)
     else:
         warnings.append(f"{test_dir.url}: no test split (directory not found)")
@@ -158,17 +158,10 @@ def _val_shards(
     if not val_dir.isdir():
         raise MetadataError(f"{val_dir.url}: directory not found")
     listed_before = len(rejects)
-    files = _listed(val_dir, root, "val/images", rejects)
+    files = list_files(val_dir, root, "val/images", rejects)
     # an entry rejected while listing (a link leaving the dataset, a directory) is not also "missing"
     present = set(files) | {r["path"][len("val/images/") :] for r in rejects[listed_before:]}
     for name in sorted(set(annotations) - present, key=natural_key):
         rejects.append({"path": f"val/images/{name}", "reason": "listed in val_annotations.txt but missing"})
     sources = [Source(name, *annotations.get(name, (None, "no line in val_annotations.txt"))) for name in files]
     return fixed_shards("val", "val/images", sources, files, shard_size)
-
-
-def _listed(directory: Location, root: Location, rel: str, rejects: list[dict]) -> dict[str, Entry]:
-    """The files of a folder of fixed sources; its other entries are rejects."""
-    files, others = list_images(directory, root)
-    rejects += [{"path": f"{rel}/{e.name}", "reason": e.reason} for e in sorted(others, key=lambda e: e.name)]
-    return files
