@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass
 from . import records
 from .fs import Location, publish
 from .image import DEFAULT_MAX_PIXELS, BadImage, decode
-from .plan import Plan, Shard, Source, inputs_digest, list_images, natural_key
+from .plan import Plan, Shard, Source, inputs_digest, list_images
 
 GRAYSCALE_POLICIES = ("rgb", "skip")
 WORK_DIR = "_work"
@@ -185,11 +185,10 @@ def _write_shard(job: Job, shard: Shard, directory: Location, sources, target: L
 
 
 def _list_class(directory: Location, root: Location, label: int | None) -> tuple[list[Source], str]:
-    """A class folder's sources (its files labelled ``label``, other entries rejected) in natural
-    order, and the digest of its files."""
+    """A class folder's sources, its files labelled ``label`` in natural order (as list_images
+    sorted them) then its other entries rejected, and the digest of all of them."""
     files, others = list_images(directory, root)
     sources = [Source(name, label) for name in files] + [Source(e.name, None, e.reason) for e in others]
-    sources.sort(key=lambda s: natural_key(s.name))
     return sources, inputs_digest(list(files.values()) + others)
 
 
