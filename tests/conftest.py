@@ -56,6 +56,13 @@ def output(converted, tmp_path) -> Path:
     return d
 
 
+def convert_small_shards(data, out, *extra, **kw) -> subprocess.CompletedProcess:
+    """``convert`` with two images per val/test shard, every reject allowed (fixtures full of them)."""
+    return run_cli(
+        "convert", "--data", data, "--output", out, "--shard-size", "2", "--max-reject-fraction", "1", *extra, **kw
+    )
+
+
 def run_cli(*args, check=True, **kw) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **kw.pop("env", {})}
     p = subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, env=env, **kw)

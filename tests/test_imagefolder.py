@@ -13,7 +13,7 @@ from PIL import Image
 from imagenet_tfrecords.layouts import build_plan, detect
 from imagenet_tfrecords.plan import MetadataError, Plan
 
-from .conftest import read_split, run_cli
+from .conftest import convert_small_shards, read_split, run_cli
 
 CLASSES = ["bird", "cat", "dog"]  # sorted: the labels are 0, 1, 2
 # path relative to the root -> (Pillow mode, format); sizes vary so shapes are checked too
@@ -64,12 +64,6 @@ def folder_dir(tmp_path_factory):
     return write_imagefolder(tmp_path_factory.mktemp("imagefolder"))
 
 
-def _convert(data, out, *extra, **kw):
-    return run_cli(
-        "convert", "--data", data, "--output", out, "--shard-size", "2", "--max-reject-fraction", "1", *extra, **kw
-    )
-
-
 def _files(root):
     """Every output file but the report and the run's own bookkeeping, by path, as its SHA-256."""
     return {
@@ -82,7 +76,7 @@ def _files(root):
 @pytest.fixture(scope="module")
 def converted(folder_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("out")
-    p = _convert(folder_dir, out, "--workers", "2")
+    p = convert_small_shards(folder_dir, out, "--workers", "2")
     return folder_dir, out, p.stdout
 
 
@@ -152,7 +146,7 @@ def test_non_images_and_unknown_classes_are_rejects_and_counts_reconcile(convert
 
 def test_output_is_byte_identical_whatever_the_workers(converted, tmp_path):
     data, out, _ = converted
-    _convert(data, tmp_path / "one", "--workers", "1")
+    convert_small_shards(data, tmp_path / "one", "--workers", "1")
     mine = _files(out)
     assert any(name.endswith(".tfrecord") for name in mine)
     assert _files(tmp_path / "one") == mine
@@ -164,10 +158,10 @@ def test_layout_auto_detects_tinyimagenet_and_imagefolder(folder_dir, sample_dir
     p = run_cli("convert", "--data", sample_dir, "--output", tmp_path / "tiny", "--layout", "auto")
     assert "layout: tinyimagenet (detected)" in p.stdout.splitlines()
     assert "train: 72 records in 6 shards" in p.stdout
-    p = _convert(folder_dir, tmp_path / "named", "--layout", "imagefolder")
+    p = convert_small_shards(folder_dir, tmp_path / "named", "--layout", "imagefolder")
     assert "layout: imagefolder" in p.stdout.splitlines()  # asked for, not detected
     # the layout named is the layout read: an imagefolder has no wnids.txt
-    p = _convert(folder_dir, tmp_path / "wrong", "--layout", "tinyimagenet", check=False)
+    p = convert_small_shards(folder_dir, tmp_path / "wrong", "--layout", "tinyimagenet", check=False)
     assert p.returncode == 3 and f"{folder_dir / 'wnids.txt'}: file not found" in p.stderr
 
 
@@ -182,7 +176,7 @@ def test_a_root_without_a_layout_is_an_error_naming_it(tmp_path):
     assert p.returncode == 3 and "no known dataset layout" in p.stderr
 
 
-def test_local_pipeline_run_matches_convert(converted, tmp_path):
+def test_local_pipeline_run_matchesconvert_small_shards(converted, tmp_path):
     data, out, _ = converted
     run_out = tmp_path / "run"
     p = run_cli("run", "--data", data, "--output", run_out, "--shard-size", "2", "--max-reject-fraction", "1")

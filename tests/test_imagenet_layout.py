@@ -12,7 +12,7 @@ from PIL import Image
 from imagenet_tfrecords.layouts import build_plan, detect
 from imagenet_tfrecords.plan import MetadataError, Plan
 
-from .conftest import read_split, run_cli
+from .conftest import convert_small_shards, read_split, run_cli
 
 DATA = "ILSVRC/Data/CLS-LOC"
 # the mapping's file order is not the sorted order: labels follow the sorted wnids
@@ -83,16 +83,10 @@ def imagenet_dir(tmp_path_factory):
     return write_imagenet(tmp_path_factory.mktemp("imagenet"))
 
 
-def _convert(data, out, *extra, **kw):
-    return run_cli(
-        "convert", "--data", data, "--output", out, "--shard-size", "2", "--max-reject-fraction", "1", *extra, **kw
-    )
-
-
 @pytest.fixture(scope="module")
 def converted(imagenet_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("out") / "out"
-    p = _convert(imagenet_dir, out, "--workers", "2")
+    p = convert_small_shards(imagenet_dir, out, "--workers", "2")
     return imagenet_dir, out, p.stdout
 
 
@@ -151,7 +145,7 @@ def test_rejects_have_their_reasons_and_counts_reconcile(converted):
 
 def test_layout_auto_and_named(imagenet_dir, tmp_path):
     assert detect(str(imagenet_dir)) == "imagenet"
-    p = _convert(imagenet_dir, tmp_path / "named", "--layout", "imagenet")
+    p = convert_small_shards(imagenet_dir, tmp_path / "named", "--layout", "imagenet")
     assert "layout: imagenet" in p.stdout.splitlines()
 
 
@@ -172,7 +166,7 @@ def test_test_split_is_optional(tmp_path):
 )
 def test_a_malformed_csv_line_is_exit_3_naming_file_and_line(tmp_path, line, what):
     data = write_imagenet(tmp_path / "data", val_lines=[VAL_LINES[0], line])
-    p = _convert(data, tmp_path / "out", check=False)
+    p = convert_small_shards(data, tmp_path / "out", check=False)
     assert p.returncode == 3, what
     assert f"{data / 'LOC_val_solution.csv'}:3:" in p.stderr, what
 
@@ -187,5 +181,5 @@ def test_metadata_errors_name_file_and_line(tmp_path):
     with pytest.raises(MetadataError, match=re.escape(f"{data / DATA / 'train' / 'n05000000'}: class directory not")):
         build_plan(str(data))
     (data / "LOC_val_solution.csv").unlink()
-    p = _convert(data, tmp_path / "out", check=False)
+    p = convert_small_shards(data, tmp_path / "out", check=False)
     assert p.returncode == 3 and f"{data / 'LOC_val_solution.csv'}: file not found" in p.stderr

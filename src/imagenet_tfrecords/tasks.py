@@ -14,7 +14,7 @@ import time
 from . import stats
 from .convert import Options, convert, recorded_stats
 from .fs import Location
-from .layouts import AUTO, build_plan, check_locations
+from .layouts import AUTO, build_plan
 from .plan import DEFAULT_SHARD_SIZE, Plan, group_tasks
 from .report import build_report
 
@@ -46,8 +46,7 @@ def plan_step(
     The plan holds every shard and, under "tasks", the shard ids each conversion task writes:
     the fan-out passes only a task's number, so no step's input grows with the dataset.
     """
-    name = check_locations(data_url, output_url, layout)
-    plan = build_plan(data_url, layout=name, shard_size=int(shard_size))
+    plan = build_plan(data_url, layout=layout, shard_size=int(shard_size), output_url=output_url)
     plan.tasks = group_tasks(len(plan.shards), int(max_tasks))
     _write(plan_path, plan.to_json())
     _write(labels_path, plan.labels_text())
@@ -136,8 +135,7 @@ def convert_dataset(
     ``on_plan(plan)`` is called once the plan is made, ``on_done(shard statistics)`` as each shard ends.
     """
     options = options or Options()
-    name = check_locations(data_url, output_url, layout)
-    plan = build_plan(data_url, layout=name, shard_size=shard_size)
+    plan = build_plan(data_url, layout=layout, shard_size=shard_size, output_url=output_url)
     if on_plan:
         on_plan(plan)
     since = time.time()

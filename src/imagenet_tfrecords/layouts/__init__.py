@@ -85,10 +85,15 @@ def check_output_for(data_url: str, output_url: str) -> None:
     check_output(out, folders + [root.child(imagenet.DATA, split) for split in SPLITS])
 
 
-def build_plan(data_url: str, *, layout: str = AUTO, shard_size: int = DEFAULT_SHARD_SIZE) -> Plan:
+def build_plan(
+    data_url: str, *, layout: str = AUTO, shard_size: int = DEFAULT_SHARD_SIZE, output_url: str | None = None
+) -> Plan:
     """Read the metadata under ``data_url`` and plan every output shard (``layout``: a name of
-    LAYOUTS, or "auto" to detect it; the plan's ``layout`` says which)."""
+    LAYOUTS, or "auto" to detect it; the plan's ``layout`` says which). With ``output_url``, the
+    checks of check_locations run first, each once, before any folder is listed."""
     if shard_size < 1:
         raise ValueError("shard_size must be at least 1")
     name = check_dataset(data_url, layout)
+    if output_url is not None:
+        check_output_for(data_url, output_url)
     return LAYOUTS[name].plan(Location.of(data_url), shard_size)
