@@ -131,7 +131,7 @@ def _write_shard(job: Job, shard: Shard, directory: Location, sources, target: L
     data_iter = directory.read_many([s.name for s in sources if s.reason is None])
     with publish(target) as tmp, open(tmp, "wb", buffering=1 << 16) as f:
         write = f.write
-        for name, label, reason in sources:
+        for name, label, reason, *_ in sources:
             path = f"{shard.dir}/{name}"
             if reason is not None:
                 rejected.append({"path": path, "reason": reason})

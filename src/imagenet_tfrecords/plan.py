@@ -40,13 +40,35 @@ class PlanError(ValueError):
     """plan.json is not a plan this version reads."""
 
 
+Box = tuple[float, float, float, float, int]  # xmin, ymin, xmax, ymax in pixels as the metadata gives them; label
+
+
 class Source(NamedTuple):
-    """One input of a shard: a file name in the shard's folder, its label, and why it is not
-    converted (None: it is)."""
+    """One input of a shard: a path relative to the shard's ``dir``, its label, and why it is not
+    converted (None: it is). ``span`` is (offset, size) in bytes when the input is a member of an
+    archive: ``dir`` is then the archive file and ``name`` the member's path inside it. ``boxes``
+    are the image's bounding boxes where the layout has them."""
 
     name: str
     label: int | None
     reason: str | None = None
+    span: tuple[int, int] | None = None
+    boxes: tuple[Box, ...] = ()
+
+    def to_json(self) -> list:
+        out = [self.name, self.label, self.reason]
+        if self.span is not None or self.boxes:
+            out.append(list(self.span) if self.span else None)
+        if self.boxes:
+            out.append([list(b) for b in self.boxes])
+        return out
+
+    @classmethod
+    def from_json(cls, item: list) -> Source:
+        name, label, reason, *rest = item
+        span = tuple(rest[0]) if rest and rest[0] is not None else None
+        boxes = tuple(tuple(b) for b in rest[1]) if len(rest) > 1 else ()
+        return cls(name, label, reason, span, boxes)
 
 
 @dataclass(frozen=True)
@@ -78,12 +100,12 @@ class Shard:
         if self.sources is None:
             out |= {"label": self.label, "wnid": self.wnid}
         else:
-            out |= {"files": [[s.name, s.label, s.reason] for s in self.sources], "inputs": self.inputs}
+            out |= {"files": [s.to_json() for s in self.sources], "inputs": self.inputs}
         return out
 
     @classmethod
     def from_json(cls, d: dict) -> Shard:
-        sources = tuple(Source(*f) for f in d["files"]) if "files" in d else None
+        sources = tuple(Source.from_json(f) for f in d["files"]) if "files" in d else None
         common = {k: d[k] for k in ("split", "index", "count", "dir")}
         if sources is None:
             return cls(**common, label=d["label"], wnid=d.get("wnid"))
