@@ -21,7 +21,7 @@ Pixel conventions. The metadata give each box's corners in pixels of the image
 - TinyImageNet (``train/<wnid>/<wnid>_boxes.txt``, ``val/val_annotations.txt``): the 0-based
   indices of the box's first and last pixel, both inside the box (``INCLUSIVE``): edges
   ``(x0 / W, y0 / H, (x1 + 1) / W, (y1 + 1) / H)``. The real files say so: on its 64 x 64 images
-  the coordinates run from 0 to 63 and never reach 64, 45% of the val boxes end at 63, and 41
+  the coordinates run from 0 to 63 and never reach 64, x1 is 63 in 45% of the val boxes, and 41
   val boxes have x0 == x1 or y0 == y1 (one-pixel strips along a border), which read as edges
   would be empty.
 - ImageNet (``LOC_train_solution.csv``, ``LOC_val_solution.csv``): as tensorflow/models'
