@@ -1,0 +1,227 @@
+"""Bounding boxes: the layouts' box metadata, normalised boxes, and their ``tf.train.Example`` features.
+
+Where a layout has boxes, each record carries them, next to the features of ``records.SCHEMA``,
+as the TensorFlow object detection API names them (``BOX_SCHEMA``):
+
+| key | type | value |
+|---|---|---|
+| `image/object/bbox/xmin` | float list | left edge of each box, a fraction of the image width |
+| `image/object/bbox/ymin` | float list | top edge of each box, a fraction of the image height |
+| `image/object/bbox/xmax` | float list | right edge of each box, a fraction of the image width |
+| `image/object/bbox/ymax` | float list | bottom edge of each box, a fraction of the image height |
+| `image/object/bbox/label` | int64 list | index of each box's class id in the sorted class ids (as `label`) |
+
+One value per box in each list, boxes in the metadata's order; an image without boxes has five
+empty lists, so every record parses with ``tf.io.VarLenFeature`` (tf.float32, tf.int64). Values are
+float32 in [0, 1] with xmin < xmax and ymin < ymax.
+
+Pixel conventions. The metadata give each box's corners in pixels of the image
+(``plan.Box``, kept as written); ``normalise`` turns them into edges divided by the image size:
+
+- TinyImageNet (``train/<wnid>/<wnid>_boxes.txt``, ``val/val_annotations.txt``): the 0-based
+  indices of the box's first and last pixel, both inside the box (``INCLUSIVE``): edges
+  ``(x0 / W, y0 / H, (x1 + 1) / W, (y1 + 1) / H)``. The real files say so: on its 64 x 64 images
+  the coordinates run from 0 to 63 and never reach 64, x1 is 63 in 45% of the val boxes, and 41
+  val boxes have x0 == x1 or y0 == y1 (one-pixel strips along a border), which read as edges
+  would be empty.
+- ImageNet (``LOC_train_solution.csv``, ``LOC_val_solution.csv``): as tensorflow/models'
+  ``process_bounding_boxes.py`` reads ImageNet's boxes, the coordinates divided by the width
+  and height: ``(x0 / W, y0 / H, x1 / W, y1 / H)``.
+
+Boxes that do not fit: a box partly outside the image is clipped to it and counted as clipped;
+a box that is empty or inverted once clipped (xmin >= xmax or ymin >= ymax in float32: a box
+wholly outside the image becomes empty) or has a NaN or infinite coordinate is dropped and
+counted. Unlike ``process_bounding_boxes.py``, an inverted box is not swapped: which corner was
+meant is a guess. Nothing raises: bad boxes never stop a conversion.
+
+Class ids. A box whose class id is not a class of the dataset cannot have a label; it is dropped
+and counted per image (``Parsed.unknown``), and the image itself is kept: its own label comes
+from its folder or annotation line, which the layout checks (a val image whose line names an
+unknown class is rejected there). ImageNet train lines of images whose class folder is not a
+class of the dataset (a subset of the 1000 classes with Kaggle's full CSV) are skipped: those
+images are not inputs.
+
+Malformed metadata lines raise ``plan.MetadataError`` naming the file and line; the files are
+read with the layouts' tolerance (BOM, CRLF, blank lines). A file's boxes are the distinct boxes
+of all its lines, in line order: a repeated line adds no box.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import struct
+from collections.abc import Iterable, Sequence
+from typing import NamedTuple
+
+from .fs import Location
+from .layouts.imagenet import CSV_HEADER, EXTENSION
+from .layouts.tinyimagenet import read_lines
+from .plan import Box, MetadataError
+from .records import _entry, _field, _varint
+
+FLOAT_KEYS = tuple(f"image/object/bbox/{k}" for k in ("xmin", "ymin", "xmax", "ymax"))
+LABEL_KEY = "image/object/bbox/label"
+BOX_SCHEMA = {  # key: (type, meaning), as records.SCHEMA
+    FLOAT_KEYS[0]: ("float list", "left edge of each box, a fraction of the image width"),
+    FLOAT_KEYS[1]: ("float list", "top edge of each box, a fraction of the image height"),
+    FLOAT_KEYS[2]: ("float list", "right edge of each box, a fraction of the image width"),
+    FLOAT_KEYS[3]: ("float list", "bottom edge of each box, a fraction of the image height"),
+    LABEL_KEY: ("int64 list", "index of each box's class id in the sorted class ids (as label)"),
+}
+# Whether a layout's boxes give the last pixel inside the box (True) or the far edge (False).
+INCLUSIVE = {"tinyimagenet": True, "imagenet": False}
+
+_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?|[+-]?(?:nan|inf|infinity)", re.IGNORECASE)
+_ID = re.compile(r"[^\s/\\,]+")
+_F32 = struct.Struct("<f")
+
+
+class Parsed(NamedTuple):
+    """A box file read: file name -> its boxes (pixels, as written), and file name -> how many of
+    its boxes were dropped for naming a class id that is not a class of the dataset."""
+
+    boxes: dict[str, tuple[Box, ...]]
+    unknown: dict[str, int]
+
+
+class _Table:
+    """Boxes per file as lines add them: distinct boxes in line order, unknown classes counted."""
+
+    def __init__(self, labels: dict[str, int]):
+        self.labels = labels
+        self.boxes: dict[str, dict[Box, None]] = {}
+        self.unknown: dict[str, set[tuple]] = {}
+
+    def add(self, file: str, wnid: str, coords: tuple[float, float, float, float]) -> None:
+        known = self.boxes.setdefault(file, {})
+        if wnid in self.labels:
+            known[(*coords, self.labels[wnid])] = None
+        else:
+            self.unknown.setdefault(file, set()).add((*coords, wnid))
+
+    def parsed(self) -> Parsed:
+        boxes = {f: tuple(b) for f, b in self.boxes.items()}
+        return Parsed(boxes, {f: len(u) for f, u in self.unknown.items()})
+
+
+def _coords(fields: Sequence[str], loc: Location, n: int) -> tuple[float, float, float, float]:
+    for f in fields:
+        if not _NUMBER.fullmatch(f.strip()):
+            raise MetadataError(f"{loc.url}:{n}: box coordinate {f[:40]!r} is not a number")
+    x0, y0, x1, y1 = (float(f) for f in fields)
+    return x0, y0, x1, y1
+
+
+def parse_tinyimagenet_train(loc: Location, wnid: str, labels: dict[str, int]) -> Parsed:
+    """``train/<wnid>/<wnid>_boxes.txt``: 'file<TAB>x0<TAB>y0<TAB>x1<TAB>y1' per line, every box
+    of class ``wnid``."""
+    table = _Table(labels)
+    for n, line in read_lines(loc):
+        fields = line.split("\t")
+        if len(fields) != 5 or not fields[0]:
+            raise MetadataError(f"{loc.url}:{n}: expected 'file<TAB>x0<TAB>y0<TAB>x1<TAB>y1', got {line[:80]!r}")
+        table.add(fields[0], wnid, _coords(fields[1:], loc, n))
+    return table.parsed()
+
+
+def parse_tinyimagenet_val(loc: Location, labels: dict[str, int]) -> Parsed:
+    """``val/val_annotations.txt``: 'file<TAB>wnid<TAB>x0<TAB>y0<TAB>x1<TAB>y1' per line; a line of
+    two fields (file and wnid, as ``parse_val_annotations`` also takes) gives its file no box."""
+    table = _Table(labels)
+    for n, line in read_lines(loc):
+        fields = line.split("\t")
+        if len(fields) not in (2, 6) or not fields[0] or not fields[1]:
+            raise MetadataError(
+                f"{loc.url}:{n}: expected 'file<TAB>wnid[<TAB>x0<TAB>y0<TAB>x1<TAB>y1]', got {line[:80]!r}"
+            )
+        if len(fields) == 2:
+            table.boxes.setdefault(fields[0], {})
+        else:
+            table.add(fields[0], fields[1], _coords(fields[2:], loc, n))
+    return table.parsed()
+
+
+def parse_imagenet_train(loc: Location, labels: dict[str, int]) -> Parsed:
+    """``LOC_train_solution.csv``: ImageId '<wnid>_<number>', file '<ImageId>.JPEG' in the class
+    folder '<wnid>'. Lines of images whose class folder is not in ``labels`` are skipped."""
+    return _parse_solution(loc, labels, train=True)
+
+
+def parse_imagenet_val(loc: Location, labels: dict[str, int]) -> Parsed:
+    """``LOC_val_solution.csv``: file '<ImageId>.JPEG' in the val folder."""
+    return _parse_solution(loc, labels, train=False)
+
+
+def _parse_solution(loc: Location, labels: dict[str, int], *, train: bool) -> Parsed:
+    """'ImageId,PredictionString' lines, the string repeating 'wnid x0 y0 x1 y1', after the header."""
+    lines = read_lines(loc)
+    if not lines or lines[0][1].replace(" ", "") != CSV_HEADER:
+        n, got = lines[0] if lines else (1, "")
+        raise MetadataError(f"{loc.url}:{n}: expected the header {CSV_HEADER!r}, got {got[:80]!r}")
+    table = _Table(labels)
+    for n, line in lines[1:]:
+        image_id, comma, prediction = line.partition(",")
+        image_id, tokens = image_id.strip(), prediction.split()
+        if not comma or not _ID.fullmatch(image_id) or not tokens or len(tokens) % 5:
+            raise MetadataError(
+                f"{loc.url}:{n}: expected 'ImageId,wnid x0 y0 x1 y1[ wnid x0 y0 x1 y1...]', got {line[:80]!r}"
+            )
+        folder, underscore, _ = image_id.partition("_")
+        if train and not (folder and underscore):
+            raise MetadataError(f"{loc.url}:{n}: expected a train ImageId '<wnid>_<number>', got {image_id!r}")
+        boxes = [(tokens[i], _coords(tokens[i + 1 : i + 5], loc, n)) for i in range(0, len(tokens), 5)]
+        if train and folder not in labels:
+            continue
+        for wnid, coords in boxes:
+            table.add(image_id + EXTENSION, wnid, coords)
+    return table.parsed()
+
+
+def _float32(v: float) -> float:
+    return _F32.unpack(_F32.pack(v))[0]
+
+
+def normalise(boxes: Iterable[Box], height: int, width: int, *, inclusive: bool) -> tuple[tuple[Box, ...], int, int]:
+    """The boxes as float32 edges in [0, 1] (see the module docstring), how many were clipped
+    and how many dropped. ``inclusive``: x1, y1 are the last pixel inside the box
+    (``INCLUSIVE[layout]``), else its far edge."""
+    if height <= 0 or width <= 0:
+        raise ValueError(f"image size must be positive, got {height}x{width}")
+    end = 1 if inclusive else 0
+    kept: list[Box] = []
+    clipped = total = 0
+    for x0, y0, x1, y1, label in boxes:
+        total += 1
+        edges = (x0 / width, y0 / height, (x1 + end) / width, (y1 + end) / height)
+        if not all(map(math.isfinite, edges)):
+            continue
+        xmin, ymin, xmax, ymax = (_float32(min(max(e, 0.0), 1.0) + 0.0) for e in edges)  # + 0.0: no -0.0
+        if xmin >= xmax or ymin >= ymax:
+            continue
+        clipped += not all(0.0 <= e <= 1.0 for e in edges)
+        kept.append((xmin, ymin, xmax, ymax, label))
+    return tuple(kept), clipped, total - len(kept)
+
+
+def float_list_entry(key: str, values: Sequence[float]) -> bytes:
+    """A ``Features.feature`` map entry holding a FloatList (packed float32), as protobuf writes it."""
+    payload = _field(1, struct.pack(f"<{len(values)}f", *values)) if values else b""
+    return _entry(key.encode(), _field(2, payload))  # Feature.float_list = 2; FloatList.value = 1
+
+
+def int64_list_entry(key: str, values: Sequence[int]) -> bytes:
+    """A ``Features.feature`` map entry holding an Int64List (packed varints), as protobuf writes it."""
+    payload = _field(1, b"".join(map(_varint, values))) if values else b""
+    return _entry(key.encode(), _field(3, payload))  # Feature.int64_list = 3; Int64List.value = 1
+
+
+def box_entries(boxes: Iterable[Box], height: int, width: int, *, inclusive: bool) -> tuple[bytes, int, int]:
+    """The serialized feature-map entries of ``BOX_SCHEMA`` for an image's boxes, to be joined
+    with a record's other entries (e.g. after ``records.fixed_entries``, before
+    ``records.example_parts``), and how many boxes were clipped and dropped (``normalise``)."""
+    kept, clipped, dropped = normalise(boxes, height, width, inclusive=inclusive)
+    columns = list(zip(*kept, strict=True)) or [()] * 5
+    entries = [float_list_entry(k, c) for k, c in zip(FLOAT_KEYS, columns[:4], strict=True)]
+    entries.append(int64_list_entry(LABEL_KEY, columns[4]))
+    return b"".join(entries), clipped, dropped
