@@ -17,6 +17,7 @@ import time
 from importlib.metadata import entry_points
 
 from .convert import GRAYSCALE_POLICIES, Options, WorkerDied, available_cpus, parse_size
+from .formats import FORMATS
 from .fs import BadOutput, Location
 from .layouts import AUTO, LAYOUT_CHOICES
 from .plan import DEFAULT_SHARD_SIZE, MetadataError, Plan
@@ -104,6 +105,26 @@ def add_conversion_args(p: argparse.ArgumentParser, workers_help: str) -> None:
         metavar="HxW",
         help="reject images of any other size (e.g. 64x64)",
     )
+    p.add_argument(
+        "--format",
+        choices=FORMATS,
+        default=Options.format,
+        help="seed: decoded pixels (image_raw) and label_one_hot; tf-models: JPEG bytes under the keys of "
+        "tensorflow/models' ImageNet converters (image/encoded, image/class/label, ...); tfds: a folder "
+        "tfds.builder_from_directory reads (image, label, file_name)",
+    )
+    p.add_argument(
+        "--label-offset",
+        type=whole_number(0, 1000),
+        default=Options.label_offset,
+        help="tf-models: added to every label (1: the 1,001 classes of Model Garden and slim)",
+    )
+    p.add_argument(
+        "--jpeg-quality",
+        type=whole_number(1, 100),
+        default=Options.jpeg_quality,
+        help="tf-models and tfds: quality of the images encoded anew (all but clean RGB JPEGs, which are stored as is)",
+    )
     p.add_argument("--shard-size", type=whole_number(1), default=DEFAULT_SHARD_SIZE, help="images per val/test shard")
     p.add_argument(
         "--max-reject-fraction",
@@ -112,6 +133,21 @@ def add_conversion_args(p: argparse.ArgumentParser, workers_help: str) -> None:
         help="fail, after writing rejects.tsv, when a larger share of inputs is rejected",
     )
     p.add_argument("--workers", type=whole_number(0), default=0, help=workers_help)
+
+
+def options_of(args) -> Options:
+    """The conversion options of a command line; a combination that does not go together exits 2."""
+    try:
+        return Options(
+            grayscale=args.grayscale,
+            image_size=args.image_size,
+            format=args.format,
+            label_offset=args.label_offset,
+            jpeg_quality=args.jpeg_quality,
+        )
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def _progress(total: int, unit: str):
@@ -129,7 +165,7 @@ def _progress(total: int, unit: str):
 def cmd_convert(args) -> int:
     from .tasks import convert_dataset
 
-    options = Options(grayscale=args.grayscale, image_size=args.image_size)
+    options = options_of(args)
     started = time.perf_counter()
     workers = args.workers or available_cpus()
     bar = None
