@@ -21,7 +21,7 @@ from .formats import FORMATS
 from .fs import BadOutput, Location
 from .layouts import AUTO, LAYOUT_CHOICES
 from .plan import DEFAULT_SHARD_SIZE, MetadataError, Plan
-from .stats import DEFAULT_MAX_REJECT_FRACTION, IncompleteConversion, TooManyRejects, check_rejects
+from .stats import DEFAULT_MAX_REJECT_FRACTION, IncompleteConversion, TooManyRejects, check_rejects, read_info
 
 EXIT_INTERNAL, EXIT_BAD_INPUT, EXIT_VERIFY, EXIT_INTERRUPTED = 1, 3, 4, 5  # 2: argparse's, bad command line
 log = logging.getLogger("imagenet_tfrecords")
@@ -252,6 +252,9 @@ def cmd_verify(args) -> int:
         if not out.child(name).exists():
             print(f"error: {out.child(name).url} not found: {args.output} is not a converted output", file=sys.stderr)
             return EXIT_BAD_INPUT
+    if read_info(out) is None:
+        print(f"error: {out.url} holds no conversion_info.json beside TFDS's dataset_info.json", file=sys.stderr)
+        return EXIT_BAD_INPUT
     counts = verify(args.output, use_tf=args.tf)
     print("\n".join(f"{split},{n}" for split, n in counts.items()))
     shards = sum(len(s["shards"]) for s in dataset_info(args.output)[0]["splits"].values())
@@ -265,7 +268,7 @@ def cmd_report(args) -> int:
     from .report import write_report
 
     info = Location.of(args.output).child("dataset_info.json")
-    if not info.exists():
+    if read_info(Location.of(args.output)) is None:
         print(f"error: {info.url} not found: {args.output} is not a converted output", file=sys.stderr)
         return EXIT_BAD_INPUT
     print(f"wrote {write_report(args.output, args.html)}")

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import simplejpeg
@@ -201,21 +202,42 @@ def encoder(job) -> SeedEncoder | JpegEncoder:
     return {SEED: SeedEncoder, TF_MODELS: TfModelsEncoder, TFDS: TfdsEncoder}[job.options.format](job)
 
 
-def decode_record(fmt: str, record: bytes) -> tuple[np.ndarray, int]:
-    """(uint8 pixels [H, W, 3], label) of a serialized record of a format, without TensorFlow.
+class Record(NamedTuple):
+    """A record read back: uint8 pixels [H, W, 3], the label as stored and the source's path."""
+
+    pixels: np.ndarray
+    label: int
+    filename: str
+
+
+_KEYS = {  # format: (image, label, file name) keys; seed's image is image_raw with its size
+    SEED: ("image_raw", "label", "filename"),
+    TF_MODELS: ("image/encoded", "image/class/label", "image/filename"),
+    TFDS: ("image", "label", "file_name"),
+}
+
+
+def keys(fmt: str) -> tuple[str, str, str]:
+    """The (image, label, file name) keys of a format's records."""
+    return _KEYS[fmt]
+
+
+def decode_record(fmt: str, record: bytes) -> Record:
+    """A serialized record of a format back to pixels, label and file name, without TensorFlow.
 
     Raises KeyError or IndexError naming a missing feature, ValueError for pixels that do not fit
     (seed) or a JPEG that does not decode.
     """
     ex = records.parse_example(record)
+    image_key, label_key, name_key = _KEYS[fmt]
+    label, name = ex[label_key][0], ex[name_key][0].decode(errors="replace") if ex.get(name_key) else ""
     if fmt == SEED:
         h, w, c = ex["height"][0], ex["width"][0], ex["channel"][0]
-        pixels = ex["image_raw"][0]
+        pixels = ex[image_key][0]
         if len(pixels) != h * w * c:
             raise ValueError(f"image_raw is {len(pixels)} bytes, not {h}*{w}*{c}")
-        return np.frombuffer(pixels, dtype=np.uint8).reshape(h, w, c), ex["label"][0]
-    encoded, label = (ex["image/encoded"], ex["image/class/label"]) if fmt == TF_MODELS else (ex["image"], ex["label"])
+        return Record(np.frombuffer(pixels, dtype=np.uint8).reshape(h, w, c), label, name)
     try:
-        return simplejpeg.decode_jpeg(encoded[0], colorspace="RGB"), label[0]
+        return Record(simplejpeg.decode_jpeg(ex[image_key][0], colorspace="RGB"), label, name)
     except ValueError as e:
-        raise ValueError(f"the JPEG does not decode: {e}") from None
+        raise ValueError(f"{image_key} does not decode as a JPEG: {e}") from None
