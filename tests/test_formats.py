@@ -247,3 +247,22 @@ def test_jpeg_coding():
     arithmetic = bytearray(_jpeg(pixels))
     arithmetic[_segment(bytes(arithmetic), 0xC0) + 1] = 0xC9  # SOF9: arithmetic coding
     assert jpeg_coding(bytes(arithmetic)) == "arithmetic"
+
+
+@pytest.mark.parametrize("progressive", [False, True])
+def test_the_cheap_check_rejects_every_bit_flip_a_full_decode_rejects(progressive):
+    """Bits flipped all over the entropy-coded data: whatever the full RGB decode rejects, the
+    scaled gray check rejects too (it still entropy-decodes every block of every component)."""
+    noise = np.random.default_rng(2).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    good = _jpeg(noise, progressive=progressive)
+    rejected = 0
+    for pos in range(good.index(b"\xff\xda") + 14, len(good) - 2, 5):
+        flipped = bytearray(good)
+        flipped[pos] ^= 0x10
+        try:
+            simplejpeg.decode_jpeg(bytes(flipped), colorspace="RGB", strict=True)
+        except ValueError:
+            rejected += 1
+            with pytest.raises(BadImage):
+                check_jpeg(bytes(flipped))
+    assert rejected > 50
