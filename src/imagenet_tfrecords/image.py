@@ -156,6 +156,18 @@ def jpeg_coding(data: bytes) -> str:
     return "plain" if marker in _PLAIN_SOF else _OTHER_SOF.get(marker, "arithmetic")
 
 
+def plain_jpeg_size(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int] | None:
+    """(height, width) of a "plain" JPEG (see jpeg_coding) from one walk of its segments, else None;
+    BadImage when the header declares more than ``max_pixels`` pixels."""
+    sof = _jpeg_sof(data) if data.startswith(JPEG_MAGIC) else None
+    if sof is None or sof[0] not in _PLAIN_SOF or sof[1] != 8 or sof[4] != 3:
+        return None
+    h, w = sof[2], sof[3]
+    if h * w > max_pixels:
+        raise BadImage(f"header declares {w}x{h} pixels, above the limit of {max_pixels}")
+    return h, w
+
+
 def check_jpeg(data: bytes) -> None:
     """Raise BadImage unless libjpeg-turbo decodes the whole file without a warning.
 
