@@ -142,8 +142,9 @@ def _images_and_inner_s(name: str, kind: str, stdout: str, expected: int) -> tup
 
 
 def _shard_bytes(out: Path) -> int:
-    """Bytes of the TFRecord shards under ``out`` (any format's names; indexes and reports left out)."""
-    return sum(f.stat().st_size for f in out.rglob("*.tfrecord*") if f.is_file() and not f.name.endswith(".idx"))
+    """Bytes of the TFRecord shards under ``out`` (any format's names; indexes and ``_work/`` left out)."""
+    shards = [f for f in out.rglob("*.tfrecord*") if "_work" not in f.relative_to(out).parts]
+    return sum(f.stat().st_size for f in shards if f.is_file() and not f.name.endswith(".idx"))
 
 
 def _r(x: float | None) -> float | None:
