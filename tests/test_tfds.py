@@ -18,6 +18,7 @@ from imagenet_tfrecords.reader import VerificationError, verify
 
 from .conftest import run_cli
 from .test_formats import mixed  # noqa: F401  (the fixture: the sample with every kind of input)
+from .test_object_stores import _url, bucket, download, upload  # noqa: F401  (bucket: gs:// and s3://)
 
 tfds = pytest.importorskip("tensorflow_datasets")
 
@@ -136,3 +137,22 @@ def test_pytorch_reader_yields_every_record_once(outputs, fmt):
     ranks = [keys(TFRecordImages(outputs[fmt], "train", rank=r, world_size=2), 2) for r in (0, 1)]
     assert ranks[0] + ranks[1] == expected  # each record once across the two ranks
     assert abs(ranks[0].total() - ranks[1].total()) <= 1
+
+
+def test_tfds_bucket_to_bucket_equals_a_local_conversion(sample_dir, bucket, tmp_path):  # noqa: F811
+    """gs:// and s3:// (emulator, moto): the same shards, indexes and TFDS metadata as a local
+    conversion of a folder of the same name, and TFDS reads the downloaded copy."""
+    local_data = tmp_path / "data"
+    shutil.copytree(sample_dir, local_data)
+    upload(local_data, bucket, "data")
+    run_cli("convert", "--data", _url(bucket, "data"), "--output", _url(bucket, "out"), "--format", "tfds")
+    run_cli("convert", "--data", local_data, "--output", tmp_path / "local", "--format", "tfds")
+    assert verify(_url(bucket, "out")) == verify(str(tmp_path / "local"))
+    got = tmp_path / "got"
+    names = download(bucket, "out", got)
+    tfds_files = [n for n in names if "/" not in n and n not in ("conversion_info.json", "report.html")]
+    assert len(tfds_files) > 20
+    for name in tfds_files:  # shards, indexes, TFDS's dataset_info.json, features.json, label names
+        assert (got / name).read_bytes() == (tmp_path / "local" / name).read_bytes(), name
+    builder = tfds.builder_from_directory(str(got))
+    assert sum(1 for _ in builder.as_dataset(split="train")) == builder.info.splits["train"].num_examples > 0

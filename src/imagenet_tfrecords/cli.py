@@ -215,6 +215,8 @@ def print_summary(info: dict, output: str, seconds: float, layout: str = "") -> 
         if s["converted"]:
             kinds = " and ".join(_plural(n, f"{kind} image") for kind, n in s["converted"].items())
             parts.append(f"{kinds} converted to RGB")
+        if s.get("reencoded"):  # (tf-models and tfds: every image not stored as read)
+            parts.append(f"{_plural(sum(s['reencoded'].values()), 'image')} JPEG-encoded anew")
         print("; ".join(parts))
     if layout:
         print(layout)
