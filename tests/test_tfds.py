@@ -156,3 +156,19 @@ def test_tfds_bucket_to_bucket_equals_a_local_conversion(sample_dir, bucket, tmp
         assert (got / name).read_bytes() == (tmp_path / "local" / name).read_bytes(), name
     builder = tfds.builder_from_directory(str(got))
     assert sum(1 for _ in builder.as_dataset(split="train")) == builder.info.splits["train"].num_examples > 0
+
+
+@pytest.mark.slow
+def test_local_pipeline_writes_the_same_tfds_folder_as_convert(mixed, outputs, tmp_path):  # noqa: F811
+    """format reaches the convert and aggregate steps: kfp.local's run (4 tasks) writes the folder convert
+    wrote, TFDS metadata included."""
+    out = tmp_path / "run"
+    args = ["--max-tasks", "4", "--format", "tfds", "--max-reject-fraction", "1"]
+    run_cli("run", "--data", mixed, "--output", out, *args)
+    expected = outputs["tfds"]
+    files = sorted(p.name for p in expected.iterdir() if p.is_file() and p.name != "report.html")
+    assert sorted(p.name for p in out.iterdir() if p.is_file() and p.name != "report.html") == files
+    for name in files:
+        if name != "conversion_info.json":  # (timings, the run)
+            assert (out / name).read_bytes() == (expected / name).read_bytes(), name
+    assert tfds.builder_from_directory(str(out)).info.splits["val"].num_examples == 30
