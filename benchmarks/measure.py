@@ -141,6 +141,12 @@ def _images_and_inner_s(name: str, kind: str, stdout: str, expected: int) -> tup
     return expected, None
 
 
+def _shard_bytes(out: Path) -> int:
+    """Bytes of the TFRecord shards under ``out`` (any format's names; indexes and ``_work/`` left out)."""
+    shards = [f for f in out.rglob("*.tfrecord*") if "_work" not in f.relative_to(out).parts]
+    return sum(f.stat().st_size for f in shards if f.is_file() and not f.name.endswith(".idx"))
+
+
 def _r(x: float | None) -> float | None:
     return None if x is None else round(x, 1)
 
@@ -157,6 +163,7 @@ class Bench:
         if out is not None:
             shutil.rmtree(out, ignore_errors=True)  # convert resumes finished shards: start from nothing
         m = run_measured(cmd)
+        shard_bytes = _shard_bytes(out) if out is not None else None
         if out is not None:
             shutil.rmtree(out, ignore_errors=True)
         n, inner = _images_and_inner_s(name, kind, m["stdout"], images or self.images)
@@ -170,6 +177,7 @@ class Bench:
             "inner_s": round(inner, 3) if inner is not None else None,
             "cpu_s": round(m["cpu_s"], 3),
             "cpu_us_per_image": round(m["cpu_s"] / n * 1e6, 1),
+            "shard_bytes": shard_bytes,
             "peak_rss_mb": _r(m["peak_rss_mb"]),
             "peak_rss_root_mb": _r(m["peak_rss_root_mb"]),
             "peak_rss_children_mb": _r(m["peak_rss_children_mb"]),

@@ -6,8 +6,16 @@ from pathlib import Path
 
 from measure import NPROC
 
-TARGETS = {"decode_fraction": 0.6, "baseline_speedup": 4.0, "run_over_convert": 1.3, "worker_rss_mb": 250.0}
+TARGETS = {
+    "decode_fraction": 0.6,
+    "baseline_speedup": 4.0,
+    "run_over_convert": 1.3,
+    "worker_rss_mb": 250.0,
+    "tf_models_over_decode": 1.0,
+    "tf_models_bytes_over_seed": 0.25,
+}
 BASELINE = "naive TF baseline"
+TF_MODELS = f"convert --format tf-models --workers {NPROC}"
 
 
 def ratios(rows: dict[str, dict]) -> dict:
@@ -23,6 +31,10 @@ def ratios(rows: dict[str, dict]) -> dict:
         "decode_cpu_over_convert_all_cpu": round(decode["cpu_s"] / conv_all["cpu_s"], 3),
         "run_minus_convert_s": round(run["wall_s"] - conv_all["wall_s"], 2),
     }
+    if TF_MODELS in rows:
+        tf_models = rows[TF_MODELS]
+        got["tf_models_over_decode_bound"] = round(tf_models["images_per_s"] / decode["images_per_s"], 3)
+        got["tf_models_bytes_over_seed"] = round(tf_models["shard_bytes"] / conv_all["shard_bytes"], 3)
     if BASELINE in rows:
         got["baseline_over_convert_all"] = round(rows[BASELINE]["wall_s"] / conv_all["wall_s"], 3)
         got["baseline_over_convert_1"] = round(rows[BASELINE]["wall_s"] / conv1["wall_s"], 3)
@@ -49,6 +61,12 @@ def checks(ratio: dict, rss: list[dict], sweep: list[dict], size: str) -> dict:
         ),
         "worker RSS flat in class size (spread <= 10 MB)": _check(round(spread, 1), spread <= 10),
     }
+    if "tf_models_over_decode_bound" in ratio:
+        fast, small = ratio["tf_models_over_decode_bound"], ratio["tf_models_bytes_over_seed"]
+        name = f"convert --format tf-models >= {TARGETS['tf_models_over_decode']} x decode bound"
+        got[name] = _check(fast, fast >= TARGETS["tf_models_over_decode"])
+        name = f"tf-models shards <= {TARGETS['tf_models_bytes_over_seed']} x seed's bytes"
+        got[name] = _check(small, small <= TARGETS["tf_models_bytes_over_seed"])
     if "baseline_over_convert_all" in ratio:
         speedup = ratio["baseline_over_convert_all"]
         name = f"convert >= {TARGETS['baseline_speedup']:.0f}x faster than the naive baseline"

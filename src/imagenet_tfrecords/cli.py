@@ -17,10 +17,11 @@ import time
 from importlib.metadata import entry_points
 
 from .convert import GRAYSCALE_POLICIES, Options, WorkerDied, available_cpus, parse_size
+from .formats import FORMATS
 from .fs import BadOutput, Location
 from .layouts import AUTO, LAYOUT_CHOICES
 from .plan import DEFAULT_SHARD_SIZE, MetadataError, Plan
-from .stats import DEFAULT_MAX_REJECT_FRACTION, IncompleteConversion, TooManyRejects, check_rejects
+from .stats import DEFAULT_MAX_REJECT_FRACTION, IncompleteConversion, TooManyRejects, check_rejects, read_info
 
 EXIT_INTERNAL, EXIT_BAD_INPUT, EXIT_VERIFY, EXIT_INTERRUPTED = 1, 3, 4, 5  # 2: argparse's, bad command line
 log = logging.getLogger("imagenet_tfrecords")
@@ -104,6 +105,26 @@ def add_conversion_args(p: argparse.ArgumentParser, workers_help: str) -> None:
         metavar="HxW",
         help="reject images of any other size (e.g. 64x64)",
     )
+    p.add_argument(
+        "--format",
+        choices=FORMATS,
+        default=Options.format,
+        help="seed: decoded pixels (image_raw) and label_one_hot; tf-models: JPEG bytes under the keys of "
+        "tensorflow/models' ImageNet converters (image/encoded, image/class/label, ...); tfds: a folder "
+        "tfds.builder_from_directory reads (image, label, file_name)",
+    )
+    p.add_argument(
+        "--label-offset",
+        type=whole_number(0, 1000),
+        default=Options.label_offset,
+        help="tf-models: added to every label (1: the 1,001 classes of Model Garden and slim)",
+    )
+    p.add_argument(
+        "--jpeg-quality",
+        type=whole_number(1, 100),
+        default=Options.jpeg_quality,
+        help="tf-models and tfds: quality of the images encoded anew (all but clean RGB JPEGs, which are stored as is)",
+    )
     p.add_argument("--shard-size", type=whole_number(1), default=DEFAULT_SHARD_SIZE, help="images per val/test shard")
     p.add_argument(
         "--max-reject-fraction",
@@ -112,6 +133,21 @@ def add_conversion_args(p: argparse.ArgumentParser, workers_help: str) -> None:
         help="fail, after writing rejects.tsv, when a larger share of inputs is rejected",
     )
     p.add_argument("--workers", type=whole_number(0), default=0, help=workers_help)
+
+
+def options_of(args) -> Options:
+    """The conversion options of a command line; a combination that does not go together exits 2."""
+    try:
+        return Options(
+            grayscale=args.grayscale,
+            image_size=args.image_size,
+            format=args.format,
+            label_offset=args.label_offset,
+            jpeg_quality=args.jpeg_quality,
+        )
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def _progress(total: int, unit: str):
@@ -129,7 +165,7 @@ def _progress(total: int, unit: str):
 def cmd_convert(args) -> int:
     from .tasks import convert_dataset
 
-    options = Options(grayscale=args.grayscale, image_size=args.image_size)
+    options = options_of(args)
     started = time.perf_counter()
     workers = args.workers or available_cpus()
     bar = None
@@ -179,6 +215,8 @@ def print_summary(info: dict, output: str, seconds: float, layout: str = "") -> 
         if s["converted"]:
             kinds = " and ".join(_plural(n, f"{kind} image") for kind, n in s["converted"].items())
             parts.append(f"{kinds} converted to RGB")
+        if s.get("reencoded"):  # (tf-models and tfds: every image not stored as read)
+            parts.append(f"{_plural(sum(s['reencoded'].values()), 'image')} JPEG-encoded anew")
         print("; ".join(parts))
     if layout:
         print(layout)
@@ -216,6 +254,9 @@ def cmd_verify(args) -> int:
         if not out.child(name).exists():
             print(f"error: {out.child(name).url} not found: {args.output} is not a converted output", file=sys.stderr)
             return EXIT_BAD_INPUT
+    if read_info(out) is None:
+        print(f"error: {out.url} holds no conversion_info.json beside TFDS's dataset_info.json", file=sys.stderr)
+        return EXIT_BAD_INPUT
     counts = verify(args.output, use_tf=args.tf)
     print("\n".join(f"{split},{n}" for split, n in counts.items()))
     shards = sum(len(s["shards"]) for s in dataset_info(args.output)[0]["splits"].values())
@@ -229,7 +270,7 @@ def cmd_report(args) -> int:
     from .report import write_report
 
     info = Location.of(args.output).child("dataset_info.json")
-    if not info.exists():
+    if read_info(Location.of(args.output)) is None:
         print(f"error: {info.url} not found: {args.output} is not a converted output", file=sys.stderr)
         return EXIT_BAD_INPUT
     print(f"wrote {write_report(args.output, args.html)}")

@@ -25,9 +25,9 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass
 
-from . import records
+from . import formats, records
 from .fs import Location, publish
-from .image import DEFAULT_MAX_PIXELS, BadImage, decode
+from .image import DEFAULT_MAX_PIXELS, BadImage
 from .plan import Plan, Shard, Source, inputs_digest, list_images
 
 GRAYSCALE_POLICIES = ("rgb", "skip")
@@ -46,17 +46,39 @@ class Options:
         every image that was not 3-channel RGB (what the 2018 notebook did), counted as skipped.
     max_pixels: images whose header declares more pixels are rejected before decoding.
     image_size: "HxW" to reject images of any other size; "" accepts every size.
+    format: the record format (formats.FORMATS): "seed", "tf-models" or "tfds".
+    label_offset: added to every label of tf-models records (1: the 1,001 classes of Model Garden and slim).
+    jpeg_quality: of the images tf-models and tfds encode anew (all but clean JPEGs).
     """
 
     grayscale: str = "rgb"
     max_pixels: int = DEFAULT_MAX_PIXELS
     image_size: str = ""
+    format: str = formats.SEED
+    label_offset: int = 0
+    jpeg_quality: int = formats.DEFAULT_JPEG_QUALITY
 
     def __post_init__(self):
         if self.grayscale not in GRAYSCALE_POLICIES:
             raise ValueError(f"grayscale policy must be one of {GRAYSCALE_POLICIES}, got {self.grayscale!r}")
         if self.image_size and not parse_size(self.image_size):
             raise ValueError(f"image_size must look like 64x64, got {self.image_size!r}")
+        if self.format not in formats.FORMATS:
+            raise ValueError(f"format must be one of {formats.FORMATS}, got {self.format!r}")
+        if self.label_offset and self.format != formats.TF_MODELS:
+            raise ValueError(f"label_offset applies to the tf-models format only, not {self.format!r}")
+        if not 0 <= self.label_offset <= 1000:
+            raise ValueError(f"label_offset must be from 0 to 1000, got {self.label_offset}")
+        if not 1 <= self.jpeg_quality <= 100:
+            raise ValueError(f"jpeg_quality must be from 1 to 100, got {self.jpeg_quality}")
+
+    def fingerprint(self) -> dict:
+        """The options a shard's content depends on (the seed format's as before formats existed)."""
+        out = asdict(self)
+        if self.format == formats.SEED:
+            for name in ("format", "label_offset", "jpeg_quality"):
+                del out[name]
+        return out
 
 
 def parse_size(text: str) -> tuple[int, int] | None:
@@ -66,14 +88,14 @@ def parse_size(text: str) -> tuple[int, int] | None:
     return (int(h), int(w)) if ok else None
 
 
-def stats_location(out: Location, shard: Shard) -> Location:
-    """Where a finished shard's statistics are: ``_work/<shard file name>.json``."""
-    return out.child(WORK_DIR, shard.name + ".json")
+def stats_location(out: Location, file: str) -> Location:
+    """Where the statistics of the shard written to ``file`` are: ``_work/<shard file name>.json``."""
+    return out.child(WORK_DIR, file.rsplit("/", 1)[-1] + ".json")
 
 
-def index_file(shard: Shard) -> str:
-    """The path of a shard's index relative to the output root: ``<shard file>.idx``."""
-    return shard.file + records.INDEX_SUFFIX
+def index_file(file: str) -> str:
+    """The path of the index of the shard written to ``file``: ``<shard file>.idx``."""
+    return file + records.INDEX_SUFFIX
 
 
 @dataclass(frozen=True)
@@ -84,10 +106,15 @@ class Job:
     out_url: str
     wnids: tuple[str, ...]
     options: Options = Options()
+    words: tuple[str, ...] = ()  # each class's words (tf-models' image/class/text)
 
     @classmethod
     def of(cls, plan: Plan, out_url: str, options: Options = Options()) -> Job:
-        return cls(plan.data, str(out_url), plan.wnids, options)
+        return cls(plan.data, str(out_url), plan.wnids, options, tuple(c.words for c in plan.classes))
+
+    def file(self, shard: Shard) -> str:
+        """Where the shard goes, relative to the output root (formats.shard_path)."""
+        return formats.shard_file(shard, self.options.format, self.data_url)
 
 
 def convert_shard(job: Job, shard_id: int, shard: Shard) -> dict:
@@ -99,33 +126,34 @@ def convert_shard(job: Job, shard_id: int, shard: Shard) -> dict:
     else:  # fixed at plan time, their files digested then
         sources, inputs = shard.sources, shard.inputs
     fingerprint = _fingerprint(job, shard, inputs)
-    done = _finished(out, shard, fingerprint)
+    file = job.file(shard)
+    done = _finished(out, file, fingerprint)
     if done is not None:
         return done
     started = time.perf_counter()
-    stats = _write_shard(job, shard, directory, sources, out.child(shard.file), out.child(index_file(shard)))
-    stats |= {"shard": shard_id, "split": shard.split, "file": shard.file, "fingerprint": fingerprint}
-    stats["index"] = index_file(shard)
+    stats = _write_shard(job, shard, directory, sources, out.child(file), out.child(index_file(file)))
+    stats |= {"shard": shard_id, "split": shard.split, "file": file, "fingerprint": fingerprint}
+    stats["index"] = index_file(file)
     stats["problems"] = []  # about the folder rather than one file
     if shard.sources is None and not any(s.reason is None for s in sources):
         stats["problems"].append(
             {"path": shard.dir, "reason": "class directory has no images (class gets an empty shard)"}
         )
     stats["seconds"] = round(time.perf_counter() - started, 4)
-    stats_location(out, shard).write_text(json.dumps(stats, sort_keys=True))
+    stats_location(out, file).write_text(json.dumps(stats, sort_keys=True))
     return json.loads(json.dumps(stats))  # Counters -> plain dicts, as a re-run would read it
 
 
 def _write_shard(job: Job, shard: Shard, directory: Location, sources, target: Location, index: Location) -> dict:
     """Decode every source and write the records, then their index (each atomically); return what
     became of each input."""
-    options, num_classes = job.options, len(job.wnids)
+    options, encoder = job.options, formats.encoder(job)
     size = parse_size(options.image_size) if options.image_size else None
     rejected: list[dict] = []
     skipped: list[dict] = []
     converted: Counter = Counter()
+    reencoded: Counter = Counter()
     kept: list[tuple[int, int, int]] = []  # (label, height, width) of each record written
-    fixed: dict[tuple, bytes] = {}  # the entries every record of one label and size shares
     written = 0
     index_lines: list[str] = []  # "offset length" of each record's framing, as written
     data_iter = directory.read_many([s.name for s in sources if s.reason is None])
@@ -141,11 +169,11 @@ def _write_shard(job: Job, shard: Shard, directory: Location, sources, target: L
                 rejected.append({"path": path, "reason": f"cannot read: {data}"})
                 continue
             try:
-                img = decode(data, max_pixels=options.max_pixels)
+                img = encoder.image(data)
             except BadImage as e:
                 rejected.append({"path": path, "reason": str(e)})
                 continue
-            h, w, c = img.pixels.shape
+            h, w = img.height, img.width
             if size and (h, w) != size:
                 rejected.append({"path": path, "reason": f"image is {h}x{w}, expected {options.image_size}"})
                 continue
@@ -154,18 +182,8 @@ def _write_shard(job: Job, shard: Shard, directory: Location, sources, target: L
                     skipped.append({"path": path, "reason": f"{img.source} image (grayscale policy: skip)"})
                     continue
                 converted[img.source] += 1
-            key = (label, h, w, c)
-            if key not in fixed:
-                fixed[key] = records.fixed_entries(
-                    height=h,
-                    width=w,
-                    channel=c,
-                    label=label,
-                    label_one_hot=records.one_hot(label, num_classes),
-                    wnid=job.wnids[label].encode() if label >= 0 else b"",
-                )
-            parts = records.example_parts(fixed[key], img.pixels.tobytes(), path.encode())
-            size_framed = records.write_framed(write, parts)
+            reencoded.update([img.reencoded] if img.reencoded else [])
+            size_framed = records.write_framed(write, encoder.record(img, label, path))
             index_lines.append(records.index_line(written, size_framed))
             written += size_framed
             kept.append((label, h, w))
@@ -179,6 +197,7 @@ def _write_shard(job: Job, shard: Shard, directory: Location, sources, target: L
         "rejected": rejected,
         "skipped": skipped,
         "converted": converted,
+        "reencoded": reencoded,
         "labels": Counter(str(label) for label, _, _ in kept),
         "shapes": Counter(f"{h}x{w}" for _, h, w in kept),
     }
@@ -195,11 +214,13 @@ def _list_class(directory: Location, root: Location, label: int | None) -> tuple
 def _fingerprint(job: Job, shard: Shard, inputs: str) -> str:
     """What a shard's content depends on: its plan entry, its input files (names, sizes, change
     stamps), the classes and the options."""
-    spec = {"shard": shard.to_json(), "inputs": inputs, "wnids": job.wnids, "options": asdict(job.options)}
+    spec = {"shard": shard.to_json(), "inputs": inputs, "wnids": job.wnids, "options": job.options.fingerprint()}
+    if job.options.format == formats.TF_MODELS:  # (its records hold each class's words)
+        spec["words"] = job.words
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:32]
 
 
-def _finished(out: Location, shard: Shard, fingerprint: str) -> dict | None:
+def _finished(out: Location, file: str, fingerprint: str) -> dict | None:
     """The recorded statistics of a complete shard from an earlier run, or None.
 
     The shard is kept when it was made from the same plan entry and options, has the recorded
@@ -207,7 +228,7 @@ def _finished(out: Location, shard: Shard, fingerprint: str) -> dict | None:
     converted again) and its index exists with the recorded size (else the shard is converted
     again, index and all).
     """
-    recorded, target, index = stats_location(out, shard), out.child(shard.file), out.child(index_file(shard))
+    recorded, target, index = stats_location(out, file), out.child(file), out.child(index_file(file))
     if not (recorded.exists() and target.exists() and index.exists()):
         return None
     try:
@@ -286,7 +307,7 @@ def convert(
                     if on_done:
                         on_done(results[futures[fut]])
             except BrokenProcessPool:
-                unfinished = [shards[i].file for i in ids if i not in results]
+                unfinished = [job.file(shards[i]) for i in ids if i not in results]
                 raise WorkerDied(
                     "a worker process died abruptly (killed by a signal, e.g. by the out-of-memory killer) before "
                     f"{len(unfinished)} of {len(ids)} shards were done (first: {unfinished[0]}); finished shards "
@@ -298,11 +319,11 @@ def convert(
     return [results[i] for i in ids]
 
 
-def recorded_stats(plan: Plan, out_url: str) -> list[dict]:
+def recorded_stats(plan: Plan, out_url: str, fmt: str = formats.SEED) -> list[dict]:
     """The statistics every planned shard left under ``_work/`` (batched reads on object stores).
 
     A shard without statistics is left out; stats.summarize names it.
     """
     work = Location.of(out_url).child(WORK_DIR)
-    names = [s.name + ".json" for s in plan.shards]
+    names = [formats.shard_file(s, fmt, plan.data).rsplit("/", 1)[-1] + ".json" for s in plan.shards]
     return [json.loads(data) for _, data in work.read_many(names) if not isinstance(data, Exception)]

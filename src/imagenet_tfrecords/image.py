@@ -36,7 +36,17 @@ _JPEG_COLOURS = {1: "gray", 3: "ycbcr", 4: "cmyk"}
 
 
 def _jpeg_frame(data: bytes) -> tuple[int, int, str] | None:
-    """(height, width, colour) from a JPEG's start-of-frame segment; None if not found simply.
+    """(height, width, colour) from a JPEG's start-of-frame segment; None if not found simply."""
+    sof = _jpeg_sof(data)
+    if sof is None:
+        return None
+    _, _, h, w, components = sof
+    return h, w, _JPEG_COLOURS.get(components, f"{components} components")
+
+
+def _jpeg_sof(data: bytes) -> tuple[int, int, int, int, int] | None:
+    """(marker, precision, height, width, components) of a JPEG's start-of-frame segment; None if
+    not found simply.
 
     Walking the segments in Python costs a few microseconds, less than asking libjpeg-turbo;
     anything unusual (no frame before the scan, a height deferred to a DNL marker) returns
@@ -55,7 +65,7 @@ def _jpeg_frame(data: bytes) -> tuple[int, int, str] | None:
             if i + 10 > n:
                 return None
             h, w, components = data[i + 5] << 8 | data[i + 6], data[i + 7] << 8 | data[i + 8], data[i + 9]
-            return (h, w, _JPEG_COLOURS.get(components, f"{components} components")) if h and w else None
+            return (marker, data[i + 4], h, w, components) if h and w else None
         elif marker == 0xDA:  # start of scan before any frame header
             return None
         else:
@@ -86,11 +96,17 @@ def peek(data: bytes) -> tuple[str, int, int, str]:
         raise BadImage(f"not an image (starts with {data[:8]!r})") from None
 
 
-def decode(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decoded:
-    """Decode to RGB. Raises BadImage with a human-readable reason."""
+def peek_within(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[str, int, int, str]:
+    """``peek``, and BadImage when the header declares more than ``max_pixels`` pixels."""
     fmt, h, w, colour = peek(data)
     if h * w > max_pixels:
         raise BadImage(f"header declares {w}x{h} pixels, above the limit of {max_pixels}")
+    return fmt, h, w, colour
+
+
+def decode(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decoded:
+    """Decode to RGB. Raises BadImage with a human-readable reason."""
+    fmt, h, w, colour = peek_within(data, max_pixels)
     if fmt == "jpeg" and colour in ("ycbcr", "gray", "rgb"):
         try:
             pixels = simplejpeg.decode_jpeg(data, colorspace="RGB", strict=True)
@@ -117,3 +133,54 @@ def _decode_pillow(data: bytes, fmt: str) -> Decoded:
     else:
         source = f"{fmt}-{mode.lower()}"
     return Decoded(np.asarray(rgb, dtype=np.uint8), source)
+
+
+# Baseline, extended and progressive Huffman-coded frames: what every JPEG decoder reads.
+_PLAIN_SOF = {0xC0: "baseline", 0xC1: "extended", 0xC2: "progressive"}
+_OTHER_SOF = {0xC3: "lossless", 0xC5: "hierarchical", 0xC6: "hierarchical", 0xC7: "hierarchical"}
+
+
+def jpeg_coding(data: bytes) -> str:
+    """How a JPEG is coded: "plain" for an 8-bit baseline, extended or progressive Huffman-coded
+    frame of 3 components (YCbCr or RGB), which any decoder reads as RGB; else what it is
+    ("grayscale", "cmyk", "arithmetic", "12-bit", ...), or "unusual" when its frame header is
+    not found simply."""
+    sof = _jpeg_sof(data)
+    if sof is None:
+        return "unusual"
+    marker, precision, _, _, components = sof
+    if components != 3:
+        return _JPEG_COLOURS.get(components, f"{components} components").replace("gray", "grayscale")
+    if precision != 8:
+        return f"{precision}-bit"
+    return "plain" if marker in _PLAIN_SOF else _OTHER_SOF.get(marker, "arithmetic")
+
+
+def plain_jpeg_size(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int] | None:
+    """(height, width) of a "plain" JPEG (see jpeg_coding) from one walk of its segments, else None;
+    BadImage when the header declares more than ``max_pixels`` pixels."""
+    sof = _jpeg_sof(data) if data.startswith(JPEG_MAGIC) else None
+    if sof is None or sof[0] not in _PLAIN_SOF or sof[1] != 8 or sof[4] != 3:
+        return None
+    h, w = sof[2], sof[3]
+    if h * w > max_pixels:
+        raise BadImage(f"header declares {w}x{h} pixels, above the limit of {max_pixels}")
+    return h, w
+
+
+def check_jpeg(data: bytes) -> None:
+    """Raise BadImage unless libjpeg-turbo decodes the whole file without a warning.
+
+    The decode is DCT-scaled to 1/8 (the smallest output libjpeg-turbo makes) and to gray (no
+    upsampling or colour conversion): every block of every component is still entropy-decoded, so a
+    truncated or corrupt file fails as in a full decode, at about half to three quarters of its cost.
+    """
+    try:
+        simplejpeg.decode_jpeg(data, colorspace="GRAY", strict=True, min_height=1, min_width=1)
+    except ValueError as e:
+        raise BadImage(f"corrupt or truncated JPEG: {e}") from None
+
+
+def encode_jpeg(pixels: np.ndarray, quality: int) -> bytes:
+    """RGB pixels as a baseline JPEG (4:2:0 chroma, as libjpeg's cjpeg and TensorFlow encode)."""
+    return simplejpeg.encode_jpeg(pixels, quality=quality, colorspace="RGB", colorsubsampling="420")

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import os
 
+from . import formats
 from .fs import Location
 from .plan import SPLITS
 from .records import CorruptShard, feature_spec, iter_records, parse_index
+from .stats import INFO_FILE, read_info
 
 
 def _tensorflow():
@@ -31,7 +33,7 @@ def _artifact_dir(source) -> Location | None:
     if not (hasattr(source, "path") and hasattr(source, "uri")):
         return None
     for candidate in (source.path, source.uri):
-        if candidate and Location.of(candidate).child("dataset_info.json").exists():
+        if candidate and read_info(Location.of(candidate)) is not None:
             return Location.of(candidate)
     raise FileNotFoundError(
         f"the Dataset artifact has no dataset_info.json (looked under path {source.path!r} and uri {source.uri!r}); "
@@ -48,14 +50,15 @@ def dataset_info(source) -> tuple[dict, Location]:
     """
     artifact = _artifact_dir(source)
     if artifact is not None:
-        info = json.loads(artifact.child("dataset_info.json").read_text())
+        info = read_info(artifact)
         root = info.get("root") or (getattr(source, "metadata", None) or {}).get("root") or artifact.url
         return info, Location.of(root)
     loc = Location.of(str(source))
-    info_file = loc.child("dataset_info.json")
-    if not info_file.exists():
+    info = read_info(loc)
+    if info is None:
+        info_file = loc.child("dataset_info.json")
         raise FileNotFoundError(f"{info_file.url}: not found; is {loc.url} the output of a finished conversion?")
-    return json.loads(info_file.read_text()), loc
+    return info, loc
 
 
 def _split_info(info: dict, split: str) -> dict:
@@ -115,7 +118,9 @@ def _image_shape(split: dict) -> list:
     return [None, None, 3]
 
 
-def _parse(one_hot: bool, image_shape: list, num_classes: int):
+def _parse(one_hot: bool, image_shape: list, num_classes: int, fmt: str = formats.SEED, label_offset: int = 0):
+    if fmt != formats.SEED:
+        return _parse_jpeg(fmt, one_hot, image_shape, num_classes + label_offset)
     tf = _tensorflow()
 
     spec = feature_spec()
@@ -128,6 +133,33 @@ def _parse(one_hot: bool, image_shape: list, num_classes: int):
         if one_hot:
             return image, tf.ensure_shape(tf.io.decode_raw(ex["label_one_hot"], tf.uint8), [num_classes])
         return image, ex["label"]
+
+    return parse
+
+
+def _jpeg_spec(fmt: str) -> dict:
+    """The parse spec of the image and label of a JPEG format's records (imports TensorFlow)."""
+    tf = _tensorflow()
+
+    image_key, label_key, _ = formats.keys(fmt)
+    return {image_key: tf.io.FixedLenFeature([], tf.string), label_key: tf.io.FixedLenFeature([], tf.int64)}
+
+
+def _parse_jpeg(fmt: str, one_hot: bool, image_shape: list, depth: int):
+    """Parse a tf-models or tfds record and decode its JPEG in the graph; a one-hot label has ``depth``
+    entries (the classes, plus the label offset of tf-models) and is all zero for -1."""
+    tf = _tensorflow()
+
+    image_key, label_key, _ = formats.keys(fmt)
+    spec = _jpeg_spec(fmt)
+
+    def parse(serialized):
+        ex = tf.io.parse_single_example(serialized, spec)
+        image = tf.io.decode_jpeg(ex[image_key], channels=3, dct_method="INTEGER_ACCURATE")
+        image = tf.ensure_shape(image, image_shape)
+        if one_hot:
+            return image, tf.one_hot(ex[label_key], depth, dtype=tf.uint8)
+        return image, ex[label_key]
 
     return parse
 
@@ -147,8 +179,10 @@ def load(
     ``source`` is the output URL of a conversion (a local path, gs://, s3://, ...) or the
     pipeline's ``dataset`` artifact (an ``Input[Dataset]``). ``image`` is uint8 [H, W, 3]
     (the static shape is set when every image of the split has the same size); ``label``
-    is int64, -1 for the test split. With ``one_hot=True`` the label is the one-hot vector
-    instead: uint8 [num_classes], all zero for the test split.
+    is int64 as stored, -1 for the test split. With ``one_hot=True`` the label is the one-hot
+    vector instead: uint8 [num_classes] (plus the label offset of tf-models), all zero for the
+    test split. Every format reads: seed's pixels are reshaped, the JPEGs of tf-models and tfds
+    are decoded in the tf.data graph.
 
     Every record appears exactly once per pass. Train shards hold one class each, so with
     ``shuffle`` (the default) the shard order is shuffled on every pass, ``cycle_length``
@@ -178,7 +212,8 @@ def load(
         ds = ds.shuffle(max(1, shuffle_buffer), seed=seed, reshuffle_each_iteration=True)
     else:
         ds = names.flat_map(open_one)
-    parse = _parse(one_hot, _image_shape(split_info), int(info["num_classes"]))
+    offset = int(info.get("options", {}).get("label_offset", 0))
+    parse = _parse(one_hot, _image_shape(split_info), int(info["num_classes"]), formats.of_info(info), offset)
     return ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
 
 
@@ -229,7 +264,7 @@ def _index_problem(index: Location, sizes: list[int]) -> str | None:
     return None
 
 
-def _parse_with_tf(loc: Location, num_classes: int) -> tuple[int, list[str]]:
+def _parse_with_tf(loc: Location, num_classes: int, fmt: str = formats.SEED) -> tuple[int, list[str]]:
     """Read one shard with tf.data and parse every record with tf.io.parse_example; plain-word problems."""
     tf = _tensorflow()
 
@@ -237,6 +272,10 @@ def _parse_with_tf(loc: Location, num_classes: int) -> tuple[int, list[str]]:
     n, problems = 0, []
     try:
         for batch in _opener([name])(tf.constant(name)).batch(1024):
+            if fmt != formats.SEED:
+                problems += _jpeg_problems(tf.io.parse_example(batch, _jpeg_spec(fmt))[formats.keys(fmt)[0]], n)
+                n += int(tf.shape(batch)[0])
+                continue
             ex = tf.io.parse_example(batch, feature_spec())
             pixels = tf.cast(ex["height"] * ex["width"] * ex["channel"], tf.int32)
             for i in tf.where(tf.strings.length(ex["image_raw"]) != pixels)[:, 0].numpy():
@@ -251,14 +290,42 @@ def _parse_with_tf(loc: Location, num_classes: int) -> tuple[int, list[str]]:
     return n, problems
 
 
+def _jpeg_problems(encoded, first: int) -> list[str]:
+    """The records of a batch (numbered from ``first``) whose image TensorFlow cannot decode as a JPEG."""
+    tf = _tensorflow()
+
+    problems = []
+    for i, data in enumerate(encoded):
+        try:
+            tf.io.decode_jpeg(data, channels=3)
+        except tf.errors.InvalidArgumentError:
+            problems.append(f"record {first + i}: the image does not decode as a JPEG")
+    return problems
+
+
+def _tfds_problems(out: Location, info: dict) -> list[str]:
+    """Where TFDS's dataset_info.json of a tfds-format output disagrees with the shards' counts."""
+    tfds_info = json.loads(out.child(INFO_FILE).read_text()) if out.child(INFO_FILE).exists() else {}
+    listed = {s["name"]: [int(n) for n in s.get("shardLengths", [])] for s in tfds_info.get("splits", [])}
+    problems = []
+    for split, s in info["splits"].items():
+        lengths = [shard["records"] for shard in s["shards"]]
+        if lengths and listed.get(split) != lengths:
+            got = listed.get(split)
+            problems.append(f"{INFO_FILE} (TFDS's): split {split} lists shard lengths {got}, not {lengths}")
+    return problems
+
+
 def verify(output_url: str, *, use_tf: bool = False) -> dict:
     """Check every shard of a conversion against sizes.txt and dataset_info.json.
 
     By default without TensorFlow: the TFRecord framing and both CRC32C checksums of every record,
     each shard's index (``<shard file>.idx``: one line per record with its offset and framed size)
     and the record counts, per shard against dataset_info.json and per split against sizes.txt and
-    dataset_info.json. With ``use_tf`` TensorFlow reads and parses every record (tf.data,
-    tf.io.parse_example) and the image and one-hot sizes are checked too.
+    dataset_info.json (conversion_info.json in the tfds format, whose TFDS dataset_info.json must list
+    the same shard lengths). With ``use_tf`` TensorFlow reads and parses every record (tf.data,
+    tf.io.parse_example) and checks the image and one-hot sizes (seed) or decodes every JPEG
+    (tf-models, tfds).
 
     Returns records per split; raises VerificationError listing every mismatch, each naming the
     shard and, where known, the record (numbered from 0); FileNotFoundError when ``output_url`` is
@@ -269,14 +336,15 @@ def verify(output_url: str, *, use_tf: bool = False) -> dict:
     if not out.child("sizes.txt").exists():
         raise FileNotFoundError(f"{out.child('sizes.txt').url}: not found; is {out.url} a converted output?")
     sizes = dict(line.split(",", 1) for line in out.child("sizes.txt").read_text().splitlines() if line.strip())
-    problems = []
+    fmt = formats.of_info(info)
+    problems = _tfds_problems(out, info) if fmt == formats.TFDS else []
     counted = {}
     for split in SPLITS:
         total = 0
         for shard in info["splits"][split]["shards"]:
             loc = root.child(shard["file"])
             if use_tf:
-                n, found = _parse_with_tf(loc, int(info["num_classes"]))
+                n, found = _parse_with_tf(loc, int(info["num_classes"]), fmt)
             else:
                 framed: list[int] = []
                 n, problem = _count_records(loc, framed)

@@ -127,6 +127,17 @@ def example_parts(fixed: bytes, image_raw: bytes, filename: bytes) -> list[bytes
     return parts
 
 
+def bytes_entry(key: str, value: bytes) -> list[bytes]:
+    """A bytes feature entry as two pieces, its head and ``value`` (never copied)."""
+    return [_bytes_entry_head(key, len(value)), value]
+
+
+def example_of(pieces: list[bytes]) -> list[bytes]:
+    """A serialized ``tf.train.Example`` of feature entries given as pieces (``int64_entry``,
+    ``bytes_entry``'s, ...), as pieces whose concatenation is the record (see ``write_framed``)."""
+    return [_header(1, sum(map(len, pieces))), *pieces]  # Example.features = 1
+
+
 def encode_example(
     *,
     height: int,

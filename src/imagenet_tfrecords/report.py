@@ -1,10 +1,11 @@
 """A self-contained HTML report of a converted dataset, and the run's metrics.
 
-The report is built from an output root: ``dataset_info.json``, ``labels.txt`` and the
-TFRecord shards themselves. It shows records per split, grayscale/CMYK conversions and
-skipped images, the class distribution (inline SVG), a grid of sample images decoded back
-from the written records, and the rejects. Every image is inline (``data:`` URIs) and there
-is no script, so it renders as a Kubeflow HTML artifact, in a mail or offline.
+The report is built from an output root: ``dataset_info.json`` (``conversion_info.json`` in the
+tfds format), ``labels.txt`` and the TFRecord shards themselves, in any format. It shows records
+per split, grayscale/CMYK conversions and skipped images, the class distribution (inline SVG), a
+grid of sample images decoded back from the written records, and the rejects. Every image is
+inline (``data:`` URIs) and there is no script, so it renders as a Kubeflow HTML artifact, in a
+mail or offline.
 
 Records are read with ``records.iter_records`` and a small reader of the protobuf wire
 format, so building the report never imports TensorFlow.
@@ -21,9 +22,11 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from . import formats
 from .fs import Location
 from .plan import SPLITS
 from .records import CorruptShard, iter_records, parse_example
+from .stats import read_info
 
 SAMPLES_PER_SPLIT = 8
 MAX_ROWS = 200
@@ -63,7 +66,20 @@ def decode_record(data: bytes, split: str) -> Sample:
     )
 
 
-def read_samples(root: Location, shards: list[dict], split: str, count: int) -> tuple[list[Sample], list[str]]:
+def decode_any(data: bytes, split: str, fmt: str = formats.SEED, label_offset: int = 0) -> Sample:
+    """A record of any format back to a Sample; its label is the class index (``label_offset`` taken off)."""
+    if fmt == formats.SEED:
+        return decode_record(data, split)
+    try:
+        pixels, label, filename = formats.decode_record(fmt, data)
+    except (KeyError, IndexError) as e:
+        raise ValueError(f"record lacks feature {e}") from None
+    return Sample(split, filename, label - label_offset if label >= 0 else -1, "", pixels)
+
+
+def read_samples(
+    root: Location, shards: list[dict], split: str, count: int, fmt: str = formats.SEED, label_offset: int = 0
+) -> tuple[list[Sample], list[str]]:
     """Up to ``count`` records spread over the split's shards, and the errors met reading them.
 
     Shards are picked evenly (train shards hold one class each, so the grid shows many
@@ -82,7 +98,7 @@ def read_samples(root: Location, shards: list[dict], split: str, count: int) -> 
         try:
             with loc.fs.open(loc.path, "rb", block_size=1 << 18) as f:
                 for data in iter_records(f):
-                    samples.append(decode_record(data, split))
+                    samples.append(decode_any(data, split, fmt, label_offset))
                     want -= 1
                     if not want:
                         break
@@ -207,7 +223,8 @@ def _figure(s: Sample, labels: list[tuple[str, str]]) -> str:
     if s.label >= 0:
         words = labels[s.label][1] if s.label < len(labels) else s.wnid
         caption = f"<b>{s.label}</b> {_e(_short(words))}"
-        title = f"{s.filename}\nlabel {s.label} {s.wnid}: {words}"
+        wnid = s.wnid or (labels[s.label][0] if s.label < len(labels) else "")
+        title = f"{s.filename}\nlabel {s.label} {wnid}: {words}"
     else:
         caption = _e(s.filename.rsplit("/", 1)[-1])
         title = f"{s.filename}\nunlabelled"
@@ -364,7 +381,8 @@ def _notes(info: dict, splits: list[str]) -> list[str]:
 def _split_samples(root: Location, info: dict, split: str, labels: list[tuple[str, str]], count: int) -> list[str]:
     """One split's heading, its read errors and its grid of sample images."""
     shards = info["splits"][split]["shards"]
-    samples, errors = read_samples(root, shards, split, count)
+    fmt, offset = formats.of_info(info), int(info.get("options", {}).get("label_offset", 0))
+    samples, errors = read_samples(root, shards, split, count, fmt, offset)
     used = len({s["file"] for s in shards if s["records"]})
     out = [
         f'<h3>{_e(split)} <span class="muted">\u2013 {len(samples)} of {_n(info["splits"][split]["num_records"])}'
@@ -436,7 +454,10 @@ def build_report(
     """The HTML report of the converted dataset under ``output_url``."""
     root = Location.of(output_url)
     if info is None:
-        info = json.loads(root.child("dataset_info.json").read_text())
+        info = read_info(root)
+        if info is None:
+            missing = root.child("dataset_info.json").url
+            raise FileNotFoundError(f"{missing}: not found; is {root.url} a converted output?")
     labels = _labels(root)
     splits = _split_order(info)
     num_classes = int(info.get("num_classes") or len(labels))

@@ -4,8 +4,10 @@ Written under the output root:
 
 - ``sizes.txt``: ``train,N\\nval,N\\ntest,N`` (records per split)
 - ``labels.txt``: ``wnid<TAB>words`` per line; the line index is the label
-- ``dataset_info.json``: per split the shard files with their record counts, bytes and index files, what
-  was found, rejected, skipped and converted, and the class distribution
+- ``dataset_info.json`` (``conversion_info.json`` in the tfds format, beside TFDS's metadata files
+  ``dataset_info.json``, ``features.json`` and ``label.labels.txt``): per split the shard files
+  with their record counts, bytes and index files, what was found, rejected, skipped, converted
+  and re-encoded, and the class distribution
 - ``rejects.tsv``: ``path<TAB>reason`` for every input that did not become a record
 """
 
@@ -14,11 +16,13 @@ from __future__ import annotations
 import json
 from collections import Counter
 
+from . import formats
 from .fs import Location
 from .plan import SPLITS, Plan
-from .records import SCHEMA
 
 DEFAULT_MAX_REJECT_FRACTION = 0.01
+INFO_FILE = "dataset_info.json"
+TFDS_INFO_FILE = "conversion_info.json"
 
 
 class TooManyRejects(RuntimeError):
@@ -32,19 +36,22 @@ class IncompleteConversion(RuntimeError):
 def summarize(plan: Plan, shard_stats: list[dict], options: dict | None = None) -> dict:
     """Build dataset_info from the plan and every shard's statistics."""
     by_file = {s["file"]: s for s in shard_stats}
-    planned = [s.file for s in plan.shards]
+    fmt = (options or {}).get("format", formats.SEED)
+    planned = [formats.shard_file(s, fmt, plan.data) for s in plan.shards]
     missing = [f for f in planned if f not in by_file]
     if missing:
         raise IncompleteConversion(f"no statistics for {len(missing)} of {len(planned)} shards, e.g. {missing[0]}")
     splits = {}
     for split in SPLITS:
-        mine = [by_file[f] for f in planned if f.startswith(split + "/")]
+        mine = [by_file[f] for f, shard in zip(planned, plan.shards, strict=True) if shard.split == split]
         labels: Counter = Counter()
         converted: Counter = Counter()
+        reencoded: Counter = Counter()
         shapes: Counter = Counter()
         for s in mine:
             labels.update({int(k): v for k, v in s["labels"].items()})
             converted.update(s["converted"])
+            reencoded.update(s.get("reencoded", {}))
             shapes.update(s["shapes"])
         split_info = {
             "num_records": sum(s["records"] for s in mine),
@@ -56,6 +63,7 @@ def summarize(plan: Plan, shard_stats: list[dict], options: dict | None = None) 
             "rejected": sum(len(s["rejected"]) for s in mine),
             "skipped": sum(len(s["skipped"]) for s in mine),
             "converted": dict(sorted(converted.items())),
+            "reencoded": dict(sorted(reencoded.items())),
             "shapes": dict(sorted(shapes.items())),
             "label_counts": {str(k): labels[k] for k in sorted(labels)},
             "seconds": round(sum(s.get("seconds", 0.0) for s in mine), 3),
@@ -73,7 +81,8 @@ def summarize(plan: Plan, shard_stats: list[dict], options: dict | None = None) 
         "layout": plan.layout,
         "source": plan.data,
         "num_classes": len(plan.classes),
-        "features": {k: f"{kind}: {meaning}" for k, (kind, meaning) in SCHEMA.items()},
+        "format": fmt,
+        "features": {k: f"{kind}: {meaning}" for k, (kind, meaning) in formats.schema(fmt).items()},
         "options": options or {},
         "splits": splits,
         "found": found,
@@ -94,12 +103,58 @@ def rejects_text(info: dict) -> str:
     return "".join(f"{r['path']}\t{r['reason']}\n" for r in listed)
 
 
+def info_file(fmt: str) -> str:
+    """The name of this project's accounting file: ``dataset_info.json``, but ``conversion_info.json``
+    in the tfds format, whose output root holds TFDS's own ``dataset_info.json``."""
+    return TFDS_INFO_FILE if fmt == formats.TFDS else INFO_FILE
+
+
+def read_info(out: Location) -> dict | None:
+    """The accounting of the conversion under ``out``, or None: ``dataset_info.json`` when it is
+    this project's (TFDS's has a list of splits), else ``conversion_info.json`` when it exists."""
+    for name in (INFO_FILE, TFDS_INFO_FILE):
+        loc = out.child(name)
+        if loc.exists():
+            info = json.loads(loc.read_text())
+            if isinstance(info.get("splits"), dict):
+                return info
+    return None
+
+
 def write_reports(plan: Plan, info: dict, out_url: str) -> None:
     out = Location.of(out_url)
     out.child("labels.txt").write_text(plan.labels_text())
     out.child("rejects.tsv").write_text(rejects_text(info))
-    out.child("dataset_info.json").write_text(json.dumps(info, indent=1) + "\n")
+    out.child(info_file(info.get("format", formats.SEED))).write_text(json.dumps(info, indent=1) + "\n")
     out.child("sizes.txt").write_text(sizes_text(info))  # last: its presence means "done"
+
+
+def write_tfds_metadata(plan: Plan, info: dict, out_url: str) -> None:
+    """TFDS's metadata of a tfds-format output: ``dataset_info.json`` (the splits' shard lengths and
+    bytes), ``features.json`` and ``label.labels.txt`` (the class ids), so that
+    ``tfds.builder_from_directory(out_url)`` reads it. Splits without shards are left out."""
+    out = Location.of(out_url)
+    splits = [
+        {
+            "name": split,
+            "filepathTemplate": formats.TFDS_TEMPLATE,
+            "numBytes": str(s["num_bytes"]),
+            "shardLengths": [str(shard["records"]) for shard in s["shards"]],
+        }
+        for split, s in info["splits"].items()
+        if s["shards"]
+    ]
+    tfds_info = {
+        "name": formats.tfds_name(plan.data),
+        "version": formats.TFDS_VERSION,
+        "fileFormat": "tfrecord",
+        "description": f"{info['name']} ({plan.layout} layout) converted by imagenet-tfrecords; see {INFO_FILE}",
+        "splits": splits,
+        "supervisedKeys": {"tuple": {"items": [{"featureKey": "image"}, {"featureKey": "label"}]}},
+    }
+    out.child("label.labels.txt").write_text("".join(f"{wnid}\n" for wnid in plan.wnids))
+    out.child("features.json").write_text(json.dumps(formats.tfds_features(len(plan.wnids)), indent=1) + "\n")
+    out.child(INFO_FILE).write_text(json.dumps(tfds_info, indent=1) + "\n")
 
 
 def check_rejects(info: dict, max_reject_fraction: float) -> None:

@@ -11,7 +11,7 @@ import json
 import os
 import time
 
-from . import stats
+from . import formats, stats
 from .convert import Options, convert, recorded_stats
 from .fs import Location
 from .layouts import AUTO, build_plan
@@ -95,13 +95,14 @@ def task_summary(results: list[dict], started: float, finished: float) -> dict:
 
 def finish(plan: Plan, output_url: str, options: Options, tasks: list[dict]) -> tuple[dict, str]:
     """Merge the shards' statistics; write sizes.txt, labels.txt, dataset_info.json, rejects.tsv
-    and report.html under ``output_url``; return (dataset_info, report HTML).
+    and report.html under ``output_url`` (and TFDS's metadata in the tfds format); return
+    (dataset_info, report HTML).
 
     ``tasks`` are the conversion tasks' summaries (task_summary): dataset_info's "run" says what
     this run converted and kept, and its wall time, first task start to last task end (pods'
     clocks, so roughly).
     """
-    info = stats.summarize(plan, recorded_stats(plan, output_url), vars(options))
+    info = stats.summarize(plan, recorded_stats(plan, output_url, options.format), vars(options))
     info["root"] = Location.of(output_url).url
     if tasks:
         info["run"] = {
@@ -110,6 +111,8 @@ def finish(plan: Plan, output_url: str, options: Options, tasks: list[dict]) -> 
             "records_converted": sum(int(t["records"]) for t in tasks),
             "wall_seconds": round(max(t["finished"] for t in tasks) - min(t["started"] for t in tasks), 3),
         }
+    if options.format == formats.TFDS:  # (before sizes.txt, which says the output is complete)
+        stats.write_tfds_metadata(plan, info, output_url)
     stats.write_reports(plan, info, output_url)
     html = build_report(output_url, info=info)
     Location.of(output_url).child("report.html").write_text(html)

@@ -1,9 +1,10 @@
 """A PyTorch reader of converted TFRecords, without TensorFlow.
 
 ``TFRecordImages(source, split)`` is a ``torch.utils.data.IterableDataset`` of ``(image, label)``:
-``image`` a uint8 tensor [H, W, 3], ``label`` an int (-1 for test). Records are unframed by
-``records.iter_records`` (both CRC32C checksums checked) and parsed by ``records.parse_example``;
-files are read through fsspec, so local paths, gs:// and s3:// all work.
+``image`` a uint8 tensor [H, W, 3], ``label`` an int as stored (-1 for test), in every format. Records
+are unframed by ``records.iter_records`` (both CRC32C checksums checked) and parsed by
+``records.parse_example``; the JPEG of tf-models and tfds records is decoded by libjpeg-turbo
+(``formats.decode_record``). Files are read through fsspec, so local paths, gs:// and s3:// all work.
 
 Splitting: the split's records, numbered globally in the order of dataset_info.json's shard list,
 are cut into ``world_size * num_workers`` contiguous, near-equal parts; part ``rank * num_workers +
@@ -23,6 +24,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import IterableDataset, get_worker_info
 
+from . import formats
 from .fs import Location
 from .reader import dataset_info
 from .records import CorruptShard, iter_records, parse_example, parse_index
@@ -95,6 +97,7 @@ class TFRecordImages(IterableDataset):
         self.root_url = root.url
         self.split = split
         self.shards = list(info["splits"][split]["shards"])
+        self.format = formats.of_info(info)
         self.num_records = sum(s["records"] for s in self.shards)
         self.shuffle, self.seed, self.shuffle_buffer = shuffle, seed, max(1, shuffle_buffer)
         self.rank, self.world_size = rank, world_size
@@ -151,12 +154,20 @@ class TFRecordImages(IterableDataset):
             got = 0
             for record in islice(iter_records(f), hi - lo):
                 got += 1
-                yield _decode(record, shard["file"], lo + got - 1)
+                yield _decode(record, shard["file"], lo + got - 1, self.format)
         if got != hi - lo:
             raise CorruptShard(f"{shard['file']}: {lo + got} records, dataset_info.json says {shard['records']}")
 
 
-def _decode(record: bytes, file: str, n: int) -> tuple[torch.Tensor, int]:
+def _decode(record: bytes, file: str, n: int, fmt: str = formats.SEED) -> tuple[torch.Tensor, int]:
+    if fmt != formats.SEED:  # JPEG bytes, decoded by libjpeg-turbo
+        try:
+            pixels, label, _ = formats.decode_record(fmt, record)
+        except (KeyError, IndexError) as e:
+            raise CorruptShard(f"{file}: record {n} has no {e} feature") from None
+        except ValueError as e:
+            raise CorruptShard(f"{file}: record {n}: {e}") from None
+        return torch.from_numpy(pixels), int(label)
     ex = parse_example(record)
     try:
         h, w, c = ex["height"][0], ex["width"][0], ex["channel"][0]

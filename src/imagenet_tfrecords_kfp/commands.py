@@ -9,7 +9,6 @@ from __future__ import annotations
 import builtins
 import contextlib
 import io
-import json
 import logging
 import os
 import re
@@ -25,12 +24,14 @@ from imagenet_tfrecords.cli import (
     add_conversion_args,
     layout_line,
     new_file,
+    options_of,
     print_summary,
     whole_number,
 )
 from imagenet_tfrecords.fs import BadOutput, Location
 from imagenet_tfrecords.layouts import check_locations, check_output_for
 from imagenet_tfrecords.plan import DEFAULT_MAX_TASKS, DEFAULT_PARALLELISM, MAX_TASKS
+from imagenet_tfrecords.stats import read_info
 
 
 def register(add) -> None:
@@ -145,6 +146,7 @@ def cmd_run(args) -> int:
     from .pipelines.tinyimagenet_to_tfrecords import build_pipeline
 
     # before kfp.local starts: no task for what is known now
+    options_of(args)
     layout = check_locations(args.data, args.output, args.layout)
     started = time.perf_counter()
     log_file = Location.of(args.output).child("_work", "kfp-local.log")
@@ -168,13 +170,16 @@ def cmd_run(args) -> int:
                 image_size=args.image_size,
                 max_reject_fraction=args.max_reject_fraction,
                 workers=args.workers,
+                format=args.format,
+                label_offset=args.label_offset,
+                jpeg_quality=args.jpeg_quality,
             )
         except RuntimeError:
             failure = step_failure(captured.getvalue())
     if failure:
         where = "" if args.verbose else f" (kfp.local's log: {log_file.url})"
         raise CommandError(f"{failure}{where}", failure.code)
-    info = json.loads(Location.of(args.output).child("dataset_info.json").read_text())
+    info = read_info(Location.of(args.output))
     print_summary(info, args.output, time.perf_counter() - started, layout_line(layout, args.layout))
     return 0
 
@@ -193,6 +198,7 @@ def cmd_submit(args) -> int:
 
     from .pipelines.tinyimagenet_to_tfrecords import build_pipeline
 
+    options_of(args)
     check_locations_of_submit(args.data, args.output, args.layout)
     # urllib3's retry lines (the client resets the "urllib3" logger's level, not its child's); the error below
     # says it once
@@ -213,6 +219,9 @@ def cmd_submit(args) -> int:
                 "image_size": args.image_size,
                 "max_reject_fraction": args.max_reject_fraction,
                 "workers": args.workers,
+                "format": args.format,
+                "label_offset": args.label_offset,
+                "jpeg_quality": args.jpeg_quality,
             },
             experiment_name=args.experiment,
         )

@@ -16,6 +16,9 @@ def aggregate_stats(
     sizes: Output[Artifact],
     metrics: Output[Metrics],
     report: Output[HTML],
+    format: str = "seed",
+    label_offset: int = 0,
+    jpeg_quality: int = 95,
 ):
     """Merge every shard's statistics into sizes.txt, labels.txt, dataset_info.json, rejects.tsv.
 
@@ -31,6 +34,10 @@ def aggregate_stats(
         grayscale: The grayscale policy used (recorded in dataset_info.json).
         image_size: The image size check used (recorded in dataset_info.json).
         max_reject_fraction: Fail when rejected inputs / found inputs exceeds this.
+        format: The record format used; with "tfds" TFDS's metadata files are written too, and this
+            project's accounting is conversion_info.json rather than dataset_info.json.
+        label_offset: The label offset used (recorded).
+        jpeg_quality: The JPEG quality used (recorded).
 
     Returns:
         dataset: The converted dataset: dataset_info.json (shard files relative to its "root",
@@ -48,7 +55,9 @@ def aggregate_stats(
     from imagenet_tfrecords.report import run_metrics
     from imagenet_tfrecords.tasks import aggregate_step
 
-    options = Options(grayscale=grayscale, image_size=image_size)
+    options = Options(
+        grayscale=grayscale, image_size=image_size, format=format, label_offset=label_offset, jpeg_quality=jpeg_quality
+    )
     info = aggregate_step(
         plan.path,
         [s.metadata for s in shards],

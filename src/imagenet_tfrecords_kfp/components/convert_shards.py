@@ -13,6 +13,9 @@ def convert_shards(
     image_size: str,
     workers: int,
     shards: Output[Dataset],
+    format: str = "seed",
+    label_offset: int = 0,
+    jpeg_quality: int = 95,
 ):
     """Convert one task's images to TFRecord shards under output_url.
 
@@ -26,6 +29,9 @@ def convert_shards(
         grayscale: "rgb" converts grayscale/CMYK images to RGB; "skip" leaves them out.
         image_size: "HxW" rejects images of any other size; "" accepts all sizes.
         workers: Processes to use; 0 uses every CPU the pod is given (its cgroup quota).
+        format: The record format: "seed", "tf-models" or "tfds" (TFDS's file names, in output_url itself).
+        label_offset: tf-models: added to every label (1: the 1,001 classes of Model Garden and slim).
+        jpeg_quality: tf-models and tfds: quality of the images encoded anew (clean JPEGs are stored as is).
 
     Returns:
         shards: The shard files this task wrote (JSON). Its metadata holds a few numbers:
@@ -35,5 +41,7 @@ def convert_shards(
     from imagenet_tfrecords.convert import Options
     from imagenet_tfrecords.tasks import convert_step
 
-    options = Options(grayscale=grayscale, image_size=image_size)
+    options = Options(
+        grayscale=grayscale, image_size=image_size, format=format, label_offset=label_offset, jpeg_quality=jpeg_quality
+    )
     shards.metadata.update(convert_step(plan.path, task, output_url, options, workers, shards.path))

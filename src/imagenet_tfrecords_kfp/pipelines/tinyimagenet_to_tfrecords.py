@@ -48,6 +48,9 @@ def build_pipeline(parallelism: int = DEFAULT_PARALLELISM, retries: bool = True)
         image_size: str = Options.image_size,
         max_reject_fraction: float = DEFAULT_MAX_REJECT_FRACTION,
         workers: int = 0,
+        format: str = Options.format,
+        label_offset: int = Options.label_offset,
+        jpeg_quality: int = Options.jpeg_quality,
     ) -> Outputs:
         """Convert an image dataset (TinyImageNet or class-folder layout) to TFRecord files of tf.train.Example.
 
@@ -74,6 +77,11 @@ def build_pipeline(parallelism: int = DEFAULT_PARALLELISM, retries: bool = True)
             max_reject_fraction: Fail the run, after writing the reports, when more than this
                 share of inputs is rejected.
             workers: Processes per conversion task; 0 uses every CPU the task's pod is given.
+            format: "seed" (default): decoded pixels and the keys listed above; "tf-models": JPEG
+                bytes under the keys of tensorflow/models' ImageNet converters; "tfds": a folder
+                that tfds.builder_from_directory(output_url) reads.
+            label_offset: tf-models: added to every label (1: Model Garden's 1,001 classes).
+            jpeg_quality: tf-models and tfds: quality of images encoded anew (clean JPEGs are kept as is).
 
         Returns:
             dataset: The converted dataset (dataset_info.json naming every shard), for
@@ -98,6 +106,9 @@ def build_pipeline(parallelism: int = DEFAULT_PARALLELISM, retries: bool = True)
                 grayscale=grayscale,
                 image_size=image_size,
                 workers=workers,
+                format=format,
+                label_offset=label_offset,
+                jpeg_quality=jpeg_quality,
             )
             task.set_caching_options(False)
             if retries:
@@ -116,6 +127,9 @@ def build_pipeline(parallelism: int = DEFAULT_PARALLELISM, retries: bool = True)
             grayscale=grayscale,
             image_size=image_size,
             max_reject_fraction=max_reject_fraction,
+            format=format,
+            label_offset=label_offset,
+            jpeg_quality=jpeg_quality,
         )
         stats.set_caching_options(False)
         return Outputs(

@@ -1,0 +1,245 @@
+"""The record formats: what a record holds, where a format's shards go, and how records read back.
+
+- ``seed``: decoded pixels (``image_raw``) and the keys of ``records.SCHEMA``, under
+  ``<split>/<split>-NNNNN-of-MMMMM.tfrecord``.
+- ``tf-models``: the keys of tensorflow/models' ImageNet converters (``TF_MODELS_KEYS``): the image as
+  JPEG bytes, label (plus ``label_offset``), synset, class text, size, filename; same paths as seed.
+- ``tfds``: ``image`` (JPEG bytes), ``label``, ``file_name``, under TFDS's file names
+  (``<name>-<split>.tfrecord-NNNNN-of-MMMMM`` in the output root) beside the metadata files
+  ``tfds_meta`` writes, so ``tfds.builder_from_directory`` reads the output.
+
+The two JPEG formats store a clean JPEG (``image.jpeg_coding`` "plain": 8-bit baseline or progressive
+Huffman coding, 3 components) as its own bytes, after a DCT-scaled decode that still entropy-decodes
+every block (``image.check_jpeg``): a truncated or corrupt file is a reject, and nothing is lost to a
+re-encode. Any other image is decoded to RGB and encoded at ``jpeg_quality``; ``Stored.reencoded``
+says why, and the statistics count it.
+
+An encoder serves one conversion (``encoder(job)``): ``image(data)`` validates one file's bytes into a
+``Stored``; ``record(stored, label, path)`` returns the pieces of its ``tf.train.Example``. A record's
+entries are the ones shared by every record of its label and size (built once) followed by the
+per-image ones, so further per-image features (float lists such as ``image/object/bbox/xmin``) are
+appended to that list. ``decode_record`` reads any format's record back to pixels without TensorFlow.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+import simplejpeg
+
+from . import records
+from .image import check_jpeg, decode, encode_jpeg, jpeg_coding, peek_within, plain_jpeg_size
+
+SEED, TF_MODELS, TFDS = FORMATS = ("seed", "tf-models", "tfds")
+DEFAULT_JPEG_QUALITY = 95
+TFDS_VERSION = "1.0.0"
+TFDS_TEMPLATE = "{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}"
+TFDS_FEATURES = ("image", "label", "file_name")
+TF_MODELS_KEYS = {  # key: (type, meaning), as tensorflow/models' build_imagenet_data.py writes them
+    "image/encoded": ("bytes", "the image as JPEG: the source file itself when it is a clean JPEG, else re-encoded"),
+    "image/format": ("bytes", "JPEG"),
+    "image/class/label": ("int64", "label + label_offset (1: Model Garden's and slim's 1,001 classes); -1 for test"),
+    "image/class/synset": ("bytes", "class id (wnid); empty for test"),
+    "image/class/text": ("bytes", "the class's words; empty for test"),
+    "image/height": ("int64", "image height in pixels"),
+    "image/width": ("int64", "image width in pixels"),
+    "image/channels": ("int64", "3"),
+    "image/colorspace": ("bytes", "RGB"),
+    "image/filename": ("bytes", "source path relative to the dataset root"),
+}
+TFDS_KEYS = {
+    "image": ("bytes", "the image as JPEG (tfds.features.Image, encoding_format jpeg)"),
+    "label": ("int64", "tfds.features.ClassLabel with the class ids as names; -1 for test"),
+    "file_name": ("bytes", "source path relative to the dataset root (tfds.features.Text)"),
+}
+
+
+def schema(fmt: str) -> dict:
+    """The record keys of a format: key -> (type, meaning)."""
+    return {SEED: records.SCHEMA, TF_MODELS: TF_MODELS_KEYS, TFDS: TFDS_KEYS}[fmt]
+
+
+def of_info(info: dict) -> str:
+    """The format of a converted output from its dataset_info (outputs made before formats: seed)."""
+    return info.get("format", SEED)
+
+
+def tfds_features(num_classes: int) -> dict:
+    """TFDS's features.json of the tfds format: image (JPEG), label (ClassLabel), file_name (Text)."""
+    module = "tensorflow_datasets.core.features."
+    image = {"dtype": "uint8", "encodingFormat": "jpeg", "shape": {"dimensions": ["-1", "-1", "3"]}}
+    features = {
+        "file_name": {"pythonClassName": module + "text_feature.Text", "text": {}},
+        "image": {"pythonClassName": module + "image_feature.Image", "image": image},
+        "label": {
+            "pythonClassName": module + "class_label_feature.ClassLabel",
+            "classLabel": {"numClasses": str(num_classes)},
+        },
+    }
+    return {"pythonClassName": module + "features_dict.FeaturesDict", "featuresDict": {"features": features}}
+
+
+def tfds_name(data_url: str) -> str:
+    """The TFDS dataset name of a dataset folder: its name in snake case (``tiny-imagenet-200`` ->
+    ``tiny_imagenet_200``), a valid identifier as TFDS requires."""
+    folder = data_url.rstrip("/").rsplit("/", 1)[-1]
+    name = re.sub(r"[^0-9a-z]+", "_", folder.lower()).strip("_") or "dataset"
+    return name if name[0].isalpha() else f"d_{name}"
+
+
+def shard_path(fmt: str, shard, name: str) -> str:
+    """Where a shard goes, relative to the output root; ``name`` is the TFDS dataset name."""
+    if fmt == TFDS:
+        return f"{name}-{shard.split}.tfrecord-{shard.index:05d}-of-{shard.count:05d}"
+    return shard.file
+
+
+def shard_file(shard, fmt: str, data_url: str) -> str:
+    """Where a shard of the dataset at ``data_url`` goes in a format, relative to the output root."""
+    return shard_path(fmt, shard, tfds_name(data_url))
+
+
+@dataclass(frozen=True)
+class Stored:
+    """One image as a record will hold it: pixels (seed) or JPEG bytes, and what became of it."""
+
+    payload: np.ndarray | bytes
+    height: int
+    width: int
+    source: str  # "rgb", or what was converted to RGB ("grayscale", "cmyk", "png-rgba", ...)
+    reencoded: str | None = None  # why the JPEG was made anew; None: stored as read
+
+
+class SeedEncoder:
+    """Decoded pixels and the keys of records.SCHEMA (byte for byte as before formats existed)."""
+
+    def __init__(self, job):
+        self.wnids, self.max_pixels = job.wnids, job.options.max_pixels
+        self.fixed: dict[tuple, bytes] = {}  # the entries every record of one label and size shares
+
+    def image(self, data: bytes) -> Stored:
+        img = decode(data, max_pixels=self.max_pixels)
+        h, w, _ = img.pixels.shape
+        return Stored(img.pixels, h, w, img.source)
+
+    def record(self, stored: Stored, label: int, path: str) -> list[bytes]:
+        h, w, c = stored.payload.shape
+        key = (label, h, w, c)
+        if key not in self.fixed:
+            self.fixed[key] = records.fixed_entries(
+                height=h,
+                width=w,
+                channel=c,
+                label=label,
+                label_one_hot=records.one_hot(label, len(self.wnids)),
+                wnid=self.wnids[label].encode() if label >= 0 else b"",
+            )
+        return records.example_parts(self.fixed[key], stored.payload.tobytes(), path.encode())
+
+
+class JpegEncoder:
+    """The image as JPEG bytes: a clean JPEG as read (fully checked), anything else re-encoded."""
+
+    def __init__(self, job):
+        self.job, self.options = job, job.options
+        self.fixed: dict[tuple, bytes] = {}
+
+    def image(self, data: bytes) -> Stored:
+        size = plain_jpeg_size(data, self.options.max_pixels)
+        if size:
+            check_jpeg(data)
+            return Stored(data, *size, "rgb")
+        fmt, *_ = peek_within(data, self.options.max_pixels)
+        coding = jpeg_coding(data) if fmt == "jpeg" else fmt
+        img = decode(data, max_pixels=self.options.max_pixels)
+        h, w, _ = img.pixels.shape
+        why = img.source if img.source != "rgb" else f"{coding} jpeg"
+        return Stored(encode_jpeg(img.pixels, self.options.jpeg_quality), h, w, img.source, why)
+
+    def record(self, stored: Stored, label: int, path: str) -> list[bytes]:
+        """The record as one piece: a few KB joined cost less than framing many pieces."""
+        key = (label, stored.height, stored.width)
+        if key not in self.fixed:
+            self.fixed[key] = self.fixed_entries(*key)
+        return [b"".join(records.example_of([self.fixed[key], *self.entries(stored, path)]))]
+
+
+class TfModelsEncoder(JpegEncoder):
+    def fixed_entries(self, label: int, height: int, width: int) -> bytes:
+        labelled = label >= 0
+        return b"".join(
+            [
+                records.int64_entry("image/channels", 3),
+                records.int64_entry("image/class/label", label + self.options.label_offset if labelled else -1),
+                *records.bytes_entry("image/class/synset", self.job.wnids[label].encode() if labelled else b""),
+                *records.bytes_entry("image/class/text", self.job.words[label].encode() if labelled else b""),
+                *records.bytes_entry("image/colorspace", b"RGB"),
+                *records.bytes_entry("image/format", b"JPEG"),
+                records.int64_entry("image/height", height),
+                records.int64_entry("image/width", width),
+            ]
+        )
+
+    def entries(self, stored: Stored, path: str) -> list[bytes]:
+        encoded, filename = (
+            records.bytes_entry("image/encoded", stored.payload),
+            records.bytes_entry("image/filename", path.encode()),
+        )
+        return [*encoded, *filename]
+
+
+class TfdsEncoder(JpegEncoder):
+    def fixed_entries(self, label: int, height: int, width: int) -> bytes:
+        return records.int64_entry("label", label)
+
+    def entries(self, stored: Stored, path: str) -> list[bytes]:
+        return [*records.bytes_entry("file_name", path.encode()), *records.bytes_entry("image", stored.payload)]
+
+
+def encoder(job) -> SeedEncoder | JpegEncoder:
+    """The encoder of ``job.options.format`` for the shards of one conversion job."""
+    return {SEED: SeedEncoder, TF_MODELS: TfModelsEncoder, TFDS: TfdsEncoder}[job.options.format](job)
+
+
+class Record(NamedTuple):
+    """A record read back: uint8 pixels [H, W, 3], the label as stored and the source's path."""
+
+    pixels: np.ndarray
+    label: int
+    filename: str
+
+
+_KEYS = {  # format: (image, label, file name) keys; seed's image is image_raw with its size
+    SEED: ("image_raw", "label", "filename"),
+    TF_MODELS: ("image/encoded", "image/class/label", "image/filename"),
+    TFDS: ("image", "label", "file_name"),
+}
+
+
+def keys(fmt: str) -> tuple[str, str, str]:
+    """The (image, label, file name) keys of a format's records."""
+    return _KEYS[fmt]
+
+
+def decode_record(fmt: str, record: bytes) -> Record:
+    """A serialized record of a format back to pixels, label and file name, without TensorFlow.
+
+    Raises KeyError or IndexError naming a missing feature, ValueError for pixels that do not fit
+    (seed) or a JPEG that does not decode.
+    """
+    ex = records.parse_example(record)
+    image_key, label_key, name_key = _KEYS[fmt]
+    label, name = ex[label_key][0], ex[name_key][0].decode(errors="replace") if ex.get(name_key) else ""
+    if fmt == SEED:
+        h, w, c = ex["height"][0], ex["width"][0], ex["channel"][0]
+        pixels = ex[image_key][0]
+        if len(pixels) != h * w * c:
+            raise ValueError(f"image_raw is {len(pixels)} bytes, not {h}*{w}*{c}")
+        return Record(np.frombuffer(pixels, dtype=np.uint8).reshape(h, w, c), label, name)
+    try:
+        return Record(simplejpeg.decode_jpeg(ex[image_key][0], colorspace="RGB"), label, name)
+    except ValueError as e:
+        raise ValueError(f"{image_key} does not decode as a JPEG: {e}") from None
