@@ -122,7 +122,7 @@ def _run(reader: RangeReader, walks: list[Walk]) -> list[list[Member]]:
     """Advance every walk until it returns, each round's reads of all walks in one batch."""
     results: list[list[Member]] = [[] for _ in walks]
     pending: dict[int, tuple[int, int]] = {}
-    for i, walk in enumerate(walks):
+    for i in range(len(walks)):
         _advance(walks, i, None, pending, results)
     while pending:
         ids = list(pending)
