@@ -258,6 +258,28 @@ def test_listing_reads_headers_only_pax_and_gnu_long_names(tmp_path):
     assert reader.bytes <= (2 + 1 + 2 * (3 * 3 + 1)) * 512 < len(raw) / 20
 
 
+def test_a_flat_tar_listed_from_many_starting_points_equals_tarfiles_listing(tmp_path):
+    """Starting points inside members (a member that is itself a tar has headers inside) and
+    after pax headers (whose long names the next header needs) do not change the listing."""
+    rng = np.random.default_rng(1)
+    inner = _tar({f"inner_{i}.JPEG": rng.bytes(3000) for i in range(20)})
+    members = {}
+    for i in range(200):
+        name = f"ILSVRC2012_val_{i:08d}.JPEG" if i % 7 else "\u00e9" * (60 + i % 50) + f"_{i}.JPEG"
+        members[name] = inner if i % 31 == 0 else rng.bytes(int(rng.integers(100, 20_000)))
+    path = tmp_path / "flat.tar"
+    path.write_bytes(_tar(members, fmt=tarfile.PAX_FORMAT))
+    with tarfile.open(path) as tar:
+        expected = [(m.name, m.offset_data, m.size) for m in tar.getmembers()]
+    rounds = {}
+    for segment in (0, 4096, 65536):
+        reader = RangeReader(Location.of(str(path)))
+        got = [(m.name, m.offset, m.size) for m in list_tar(reader.loc, reader, segment=segment)]
+        assert got == expected, segment
+        rounds[segment] = reader.rounds
+    assert rounds[65536] < rounds[0] / 4  # the walks advance together
+
+
 @pytest.fixture()
 def gcs_archives(store_env, gcs_server, tmp_path):
     from .test_object_stores import GcsBucket, upload

@@ -7,8 +7,13 @@ data; ``list_nested`` also walks every member that is itself a tar (ImageNet's t
 tar of per-class tars, stored uncompressed) in place, with offsets in the outer file. The walks
 of all inner tars advance together, the k-th header of each in one batch of range reads
 (``fs.cat_ranges``: concurrent requests on object stores), so listing costs about as many
-round trips as the largest inner tar has members, not as many as all of them together. Local
-files are read through one open file and seeks.
+round trips as the largest inner tar has members, not as many as all of them together. A flat
+tar of many members (ImageNet's val and test archives) is listed from many starting points at
+once: one window read every ``SEGMENT_BYTES`` finds the first header in it, a walk starts at each,
+and each walk stops where the next one started, so the walks chain into the one listing a walk
+from byte 0 would give (a start that is no real header, e.g. inside a member that is itself a
+tar, is never reached by the chain and so never used). Local files are read through one open
+file and seeks.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from .plan import MetadataError, Source
 
 BLOCK = 512
 BATCH = 128  # byte ranges per fs.cat_ranges call when reading images
+SEGMENT_BYTES = 16 << 20  # a flat tar is walked from one starting point per this many bytes
+WINDOW = 256 << 10  # bytes read at each starting point to find a header
 _META_TYPES = (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.XHDTYPE, tarfile.XGLTYPE)
 
 
@@ -50,6 +57,7 @@ class RangeReader:
 
     def __init__(self, loc: Location):
         self.loc = loc
+        self.rounds = 0  # batches of reads, each waiting for the one before
         self.requests = 0
         self.bytes = 0
         self._file = open(loc.path, "rb") if loc.is_local else None  # noqa: SIM115 (closed by close())
@@ -62,6 +70,7 @@ class RangeReader:
             starts = [offset for offset, _ in spans]
             ends = [offset + size for offset, size in spans]
             got = self.loc.fs.cat_ranges([self.loc.path] * len(spans), starts, ends, on_error="return")
+        self.rounds += 1
         self.requests += len(spans)
         self.bytes += sum(len(b) for b in got if isinstance(b, bytes))
         return got
@@ -84,20 +93,68 @@ class RangeReader:
         self.close()
 
 
-def list_tar(loc: Location, reader: RangeReader | None = None) -> list[Member]:
-    """The members of the tar file at ``loc``, from its headers alone (``reader`` counts the reads)."""
+def list_tar(loc: Location, reader: RangeReader | None = None, segment: int = SEGMENT_BYTES) -> list[Member]:
+    """The members of the tar file at ``loc``, from its headers (and one ``WINDOW`` per ``segment``
+    bytes, 0: none) alone; ``reader`` counts the reads."""
     with reader or RangeReader(loc) as r:
-        return _run(r, [_walk(0, loc.size(), loc.url)])[0]
+        return _list(r, segment)
 
 
 def list_nested(loc: Location, reader: RangeReader | None = None) -> tuple[list[Member], dict[str, list[Member]]]:
     """The members of the tar at ``loc`` and, for each member named ``*.tar``, the members of
     that inner tar (offsets in the outer file), from headers alone."""
     with reader or RangeReader(loc) as r:
-        outer = _run(r, [_walk(0, loc.size(), loc.url)])[0]
+        outer = _list(r, segment=0)  # its members are tars: a window would find their headers
         tars = [m for m in outer if m.kind == "file" and m.name.endswith(".tar")]
-        inner = _run(r, [_walk(m.offset, m.offset + m.size, f"{loc.url}/{m.name}") for m in tars])
+        walks = [_walk(m.offset, m.offset + m.size, f"{loc.url}/{m.name}") for m in tars]
+        inner = [_chain([m.offset], [got]) for m, got in zip(tars, _run(r, walks), strict=True)]
     return outer, {m.name: members for m, members in zip(tars, inner, strict=True)}
+
+
+def _list(reader: RangeReader, segment: int) -> list[Member]:
+    size = reader.loc.size()
+    starts = [0, *_find_headers(reader, size, segment)] if segment else [0]
+    walks = [_walk(start, size, reader.loc.url, frozenset(starts)) for start in starts]
+    return _chain(starts, _run(reader, walks))
+
+
+def _find_headers(reader: RangeReader, size: int, segment: int) -> list[int]:
+    """The offset of the first tar header in a ``WINDOW`` at every multiple of ``segment`` (a
+    multiple of 512) past 0, where one is found."""
+    offsets = list(range(segment, size - BLOCK, segment))
+    found = []
+    for offset, window in zip(offsets, reader.read([(o, WINDOW) for o in offsets]), strict=True):
+        if isinstance(window, Exception):
+            raise ArchiveError(f"{reader.loc.url}: cannot read bytes {offset}+{WINDOW}: {window}")
+        at = next((i for i in range(0, len(window) - BLOCK + 1, BLOCK) if _is_header(window[i : i + BLOCK])), None)
+        if at is not None:
+            found.append(offset + at)
+    return sorted(set(found))
+
+
+def _is_header(block: bytes) -> bool:
+    if block[257:262] != b"ustar":
+        return False
+    try:
+        tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")
+    except tarfile.HeaderError:
+        return False
+    return True
+
+
+def _chain(starts: list[int], results: list) -> list[Member]:
+    """The members of the walk from ``starts[0]``, continued by the walk that started where it
+    stopped, and so on to the end; an error of a walk in the chain is raised."""
+    by_start = dict(zip(starts, results, strict=True))
+    members: list[Member] = []
+    at: int | None = starts[0]
+    while at is not None:
+        got = by_start.pop(at)
+        if isinstance(got, Exception):
+            raise got
+        part, at = got
+        members += part
+    return members
 
 
 def read_sources(directory: Location, sources: Sequence[Source]) -> Iterator[tuple[str, bytes | Exception]]:
@@ -115,12 +172,13 @@ def read_sources(directory: Location, sources: Sequence[Source]) -> Iterator[tup
                 yield s.name, data
 
 
-Walk = Generator[tuple[int, int], bytes, list[Member]]
+Walk = Generator[tuple[int, int], bytes, tuple[list[Member], int | None]]
 
 
-def _run(reader: RangeReader, walks: list[Walk]) -> list[list[Member]]:
-    """Advance every walk until it returns, each round's reads of all walks in one batch."""
-    results: list[list[Member]] = [[] for _ in walks]
+def _run(reader: RangeReader, walks: list[Walk]) -> list:
+    """Advance every walk until it returns (or raises ArchiveError: that error is its result),
+    each round's reads of all walks in one batch."""
+    results: list = [None] * len(walks)
     pending: dict[int, tuple[int, int]] = {}
     for i in range(len(walks)):
         _advance(walks, i, None, pending, results)
@@ -140,15 +198,21 @@ def _advance(walks: list[Walk], i: int, data: bytes | None, pending: dict, resul
     except StopIteration as done:
         pending.pop(i, None)
         results[i] = done.value
+    except ArchiveError as e:
+        pending.pop(i, None)
+        results[i] = e
 
 
-def _walk(start: int, end: int, where: str) -> Walk:
-    """Yield the (offset, size) reads that list the tar occupying bytes [start, end) of a file,
-    receiving their bytes; return its members. ``where`` names the tar in errors."""
+def _walk(start: int, end: int, where: str, stops: frozenset[int] = frozenset()) -> Walk:
+    """Yield the (offset, size) reads that list the tar occupying bytes [start, end) of a file
+    from its header at ``start``, receiving their bytes; return its members and where it stopped:
+    at the first header in ``stops`` past ``start`` (None: at the end). ``where`` names the tar in errors."""
     members: list[Member] = []
     extra: dict[str, str] = {}  # path and size from a GNU long-name or pax header, for the next member
     pos = start
     while pos + BLOCK <= end:
+        if pos in stops and pos != start and not extra:
+            return members, pos
         block = yield pos, BLOCK
         if len(block) < BLOCK:
             raise ArchiveError(f"{where}: the file ends inside the header at byte {pos}")
@@ -171,7 +235,7 @@ def _walk(start: int, end: int, where: str) -> Walk:
             raise ArchiveError(f"{where}: member {name} at byte {pos} runs past the end ({end})")
         members.append(Member(name, data, size, _kind(info)))
         pos = data + _padded(size)
-    return members
+    return members, None
 
 
 def _meta(kind: bytes, payload: bytes) -> dict[str, str]:
