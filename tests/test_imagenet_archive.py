@@ -187,6 +187,8 @@ def test_rejects_name_the_archive_members_and_counts_reconcile(both):
         assert s["num_records"] == info_e["splits"][split]["num_records"], split
         assert s["label_counts"] == info_e["splits"][split]["label_counts"], split
     run_cli("verify", out_a)
+    report = (out_a / "report.html").read_text()
+    assert f"{TRAIN_TAR}/n03000000.tar/n03000000_8.JPEG" in report
 
 
 def test_output_is_byte_identical_and_resumes_until_an_archive_changes(both, tmp_path):
@@ -240,6 +242,21 @@ def test_metadata_errors_name_file_and_line(tmp_path):
     (data / VAL_TAR).unlink()
     p = convert_small_shards(data, tmp_path / "out", check=False)
     assert p.returncode == 3 and f"{data / VAL_TAR}: file not found" in p.stderr
+
+
+def test_a_bad_synset_entry_of_meta_mat_is_named(tmp_path):
+    data = write_archives(tmp_path / "data")
+    with tarfile.open(data / DEVKIT) as tar:
+        files = {m.name: tar.extractfile(m).read() for m in tar.getmembers()}
+    meta = scipy.io.loadmat(io.BytesIO(files["ILSVRC2012_devkit_t12/data/meta.mat"]))
+    meta["synsets"][2, 0]["WNID"] = np.array(["n0 bad"])
+    buf = io.BytesIO()
+    scipy.io.savemat(buf, {"synsets": meta["synsets"]})
+    files["ILSVRC2012_devkit_t12/data/meta.mat"] = buf.getvalue()
+    (data / DEVKIT).write_bytes(_tar(files, gz=True))
+    url = f"{data / DEVKIT}/ILSVRC2012_devkit_t12/data/meta.mat"
+    with pytest.raises(MetadataError, match=re.escape(f"{url}: synsets(3): expected a wnid and words, got 'n0 bad'")):
+        build_plan(str(data))
 
 
 def test_listing_reads_headers_only_pax_and_gnu_long_names(tmp_path):
