@@ -23,6 +23,35 @@ ASSUMED = {
     "pod_network_mb_s": 200.0,  # object-store throughput of one pod, reads and writes together
 }
 PODS = (1, 4, 16, 64, 256)
+# The archive form (ILSVRC2012's tars read in place), for the plan step's listing of tar headers.
+ARCHIVES = {"train_tar_gb": 147.0, "val_tar_gb": 6.4, "test_tar_gb": 13.0, "largest_class": 1300}
+ASSUMED_RANGE_READS = {
+    "latency_s": 0.030,  # one small range read of GCS/S3 from a pod in the bucket's region
+    "in_flight": 100,  # concurrent requests of one client (aiohttp's default connection pool)
+}
+
+
+def archive_plan_cost(segment_mib: int = 16, window_kib: int = 256) -> dict:
+    """Requests, bytes and minutes of listing the archives' headers at plan time (archive.py):
+    one 512-byte read per member and per end marker, one window per ``segment_mib`` of a flat
+    tar; rounds are the reads that wait for the one before (the outer train tar's 1,001 headers,
+    then the largest class tar's headers, then the flat tars' walks between two starting points)."""
+    flat = {split: ARCHIVES[f"{split}_tar_gb"] * 1e9 / (segment_mib << 20) for split in ("val", "test")}
+    requests = (IMAGENET["classes"] + 1) + (IMAGENET["train"] + IMAGENET["classes"])
+    requests += sum(IMAGENET[split] + 2 * n for split, n in flat.items())
+    rounds = (IMAGENET["classes"] + 1) + (ARCHIVES["largest_class"] + 1)
+    rounds += sum(IMAGENET[split] / n + 2 for split, n in flat.items())
+    window_bytes = sum(flat.values()) * window_kib * 1024
+    latency, in_flight = ASSUMED_RANGE_READS["latency_s"], ASSUMED_RANGE_READS["in_flight"]
+    seconds = max(rounds * latency, requests * latency / in_flight)
+    return {
+        "requests": round(requests),
+        "rounds": round(rounds),
+        "header_mb": round(requests * 512 / 1e6),
+        "window_mb": round(window_bytes / 1e6),
+        "minutes": round(seconds / 60, 1),
+        "bound": "rounds" if rounds * latency >= requests * latency / in_flight else "requests in flight",
+    }
 
 
 def per_image_costs(data: Path, passes: int = 3) -> dict:

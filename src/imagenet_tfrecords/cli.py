@@ -90,7 +90,8 @@ def add_conversion_args(p: argparse.ArgumentParser, workers_help: str) -> None:
         default=AUTO,
         help="how --data is laid out: tinyimagenet (wnids.txt, words.txt, train/<wnid>/images/, "
         "val/val_annotations.txt), imagenet (Kaggle's ILSVRC2012: LOC_synset_mapping.txt, LOC_val_solution.csv, "
-        "ILSVRC/Data/CLS-LOC/), imagefolder (<split>/<class>/<image>), or auto: detect it",
+        "ILSVRC/Data/CLS-LOC/; or the original ILSVRC2012_*.tar archives and devkit, read in place), "
+        "imagefolder (<split>/<class>/<image>), or auto: detect it",
     )
     p.add_argument(
         "--grayscale",

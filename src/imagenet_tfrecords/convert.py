@@ -26,6 +26,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass
 
 from . import formats, records
+from .archive import read_sources
 from .fs import Location, publish
 from .image import DEFAULT_MAX_PIXELS, BadImage
 from .plan import Plan, Shard, Source, inputs_digest, list_images
@@ -156,7 +157,7 @@ def _write_shard(job: Job, shard: Shard, directory: Location, sources, target: L
     kept: list[tuple[int, int, int]] = []  # (label, height, width) of each record written
     written = 0
     index_lines: list[str] = []  # "offset length" of each record's framing, as written
-    data_iter = directory.read_many([s.name for s in sources if s.reason is None])
+    data_iter = read_sources(directory, [s for s in sources if s.reason is None])
     with publish(target) as tmp, open(tmp, "wb", buffering=1 << 16) as f:
         write = f.write
         for name, label, reason, *_ in sources:

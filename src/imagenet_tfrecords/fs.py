@@ -169,6 +169,16 @@ _NOT_CONVERTED = {
 }
 
 
+def file_entry(loc: Location) -> Entry:
+    """The Entry (size and change stamp, as list_dir gives them) of the single file at ``loc``."""
+    name = loc.path.rsplit("/", 1)[-1]
+    if loc.is_local:
+        st = os.stat(loc.path)
+        return Entry(name, "file", st.st_size, f"{st.st_mtime_ns}.{st.st_ctime_ns}")
+    info = loc.fs.info(loc.path)
+    return Entry(name, "file", int(info.get("size") or 0), _stamp(info))
+
+
 def _read_local(path: str) -> bytes:
     """A whole local file, with fewer system calls and objects than open().read()."""
     fd = os.open(path, os.O_RDONLY)

@@ -1,7 +1,8 @@
 """Dataset layouts. Each module reads one way of laying out a dataset into a Plan (see plan.py):
 
     NAME       the layout's name
-    REQUIRED   metadata files that must exist, relative to the root (checked before any work)
+    REQUIRED   metadata files that must exist, relative to the root (checked before any work);
+               a layout of several forms has ``required(root)`` giving those of the form found
     plan(root: Location, shard_size: int) -> Plan
 
 A new layout is one more module here and one more line in LAYOUTS (and, for "auto", in detect).
@@ -21,14 +22,15 @@ LAYOUT_CHOICES = (AUTO, *LAYOUTS)
 
 
 def detect(data_url: str) -> str:
-    """The layout of the dataset under ``data_url``: imagenet when LOC_synset_mapping.txt exists;
+    """The layout of the dataset under ``data_url``: imagenet when LOC_synset_mapping.txt or one of
+    ILSVRC2012's archives (devkit, train or val tar) exists;
     else tinyimagenet when any of its metadata files (wnids.txt, words.txt,
     val/val_annotations.txt) exists, so that a missing one is named rather than the dataset read
     another way; else imagefolder when a split folder exists."""
     root = Location.of(data_url)
     if not root.isdir():
         raise MetadataError(f"{root.url}: dataset directory not found")
-    if root.child(imagenet.MAPPING).exists():
+    if root.child(imagenet.MAPPING).exists() or imagenet.archive_form(root):
         return imagenet.NAME
     if any(root.child(rel).exists() for rel in tinyimagenet.REQUIRED):
         return tinyimagenet.NAME
@@ -56,7 +58,8 @@ def check_dataset(data_url: str, layout: str = AUTO) -> str:
     if not root.isdir():
         raise MetadataError(f"{root.url}: dataset directory not found")
     name = resolve(data_url, layout)
-    for rel in LAYOUTS[name].REQUIRED:
+    module = LAYOUTS[name]
+    for rel in module.required(root) if hasattr(module, "required") else module.REQUIRED:
         if not root.child(rel).exists():
             raise MetadataError(f"{root.child(rel).url}: file not found")
     return name

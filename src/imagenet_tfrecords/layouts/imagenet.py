@@ -12,6 +12,9 @@ the mapping's line order. A val image's label is the wnid of its line's boxes (t
 are not read). Train shards hold one class each and list their folder when converted; val and test
 shards hold ``shard_size`` sources each, in natural file order. Bad metadata raises MetadataError
 naming the file and line; problems with single images become rejects, as in tinyimagenet.
+
+The same layout reads ILSVRC2012's original archives in place (the archive form, see
+imagenet_archive.py) when they are there and LOC_synset_mapping.txt is not; labels are the same.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import re
 
 from ..fs import Location
 from ..plan import ClassInfo, MetadataError, Plan, Shard, Source, fixed_shards, list_files, natural_key
+from . import imagenet_archive
 from .tinyimagenet import read_lines
 
 NAME = "imagenet"
@@ -90,8 +94,20 @@ def parse_val_solution(
     return out, warnings
 
 
+def archive_form(root: Location) -> bool:
+    """Whether ``root`` holds the archive form: the devkit or an image archive, and no LOC_synset_mapping.txt."""
+    return not root.child(MAPPING).exists() and any(root.child(r).exists() for r in imagenet_archive.REQUIRED)
+
+
+def required(root: Location) -> tuple[str, ...]:
+    """The metadata files of the form found under ``root``."""
+    return imagenet_archive.REQUIRED if archive_form(root) else REQUIRED
+
+
 def plan(root: Location, shard_size: int) -> Plan:
     """Read the metadata under ``root`` and plan every output shard."""
+    if archive_form(root):
+        return imagenet_archive.plan(root, shard_size, NAME)
     mapping = parse_mapping(root.child(MAPPING))
     words = {w: text for w, text, _ in mapping}
     wnids = sorted(words)

@@ -1,0 +1,266 @@
+"""Tar archives read in place: members listed from their headers alone, images read as byte ranges.
+
+A tar is a sequence of 512-byte headers, each followed by its member's data padded to 512 bytes,
+so a member's bytes are one contiguous range of the file. ``list_tar`` walks the headers only
+(one 512-byte read per member, plus the payload of GNU long-name and pax headers), never the
+data; ``list_nested`` also walks every member that is itself a tar (ImageNet's train archive: a
+tar of per-class tars, stored uncompressed) in place, with offsets in the outer file. The walks
+of all inner tars advance together, the k-th header of each in one batch of range reads
+(``fs.cat_ranges``: concurrent requests on object stores), so listing costs about as many
+round trips as the largest inner tar has members, not as many as all of them together. A flat
+tar of many members (ImageNet's val and test archives) is listed from many starting points at
+once: one window read every ``SEGMENT_BYTES`` finds the first header in it, a walk starts at each,
+and each walk stops where the next one started, so the walks chain into the one listing a walk
+from byte 0 would give (a start that is no real header, e.g. inside a member that is itself a
+tar, is never reached by the chain and so never used). Local files are read through one open
+file and seeks.
+"""
+
+from __future__ import annotations
+
+import tarfile
+from collections.abc import Generator, Iterator, Sequence
+from dataclasses import dataclass
+
+from .fs import Location
+from .plan import MetadataError, Source
+
+BLOCK = 512
+BATCH = 128  # byte ranges per fs.cat_ranges call when reading images
+SEGMENT_BYTES = 16 << 20  # a flat tar is walked from one starting point per this many bytes
+WINDOW = 256 << 10  # bytes read at each starting point to find a header
+_META_TYPES = (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.XHDTYPE, tarfile.XGLTYPE)
+
+
+class ArchiveError(MetadataError):
+    """An archive whose headers cannot be read; the message names the archive and the byte offset."""
+
+
+@dataclass(frozen=True)
+class Member:
+    """One tar member: its path, where its data starts in the archive file, its size, and its
+    kind ("file", "dir", or the tar type of anything else, e.g. "symlink")."""
+
+    name: str
+    offset: int
+    size: int
+    kind: str = "file"
+
+    @property
+    def span(self) -> tuple[int, int]:
+        return (self.offset, self.size)
+
+
+class RangeReader:
+    """Byte ranges of one file, counting requests and bytes: one open file and seeks on local
+    disks, batched ``fs.cat_ranges`` calls (concurrent requests) on object stores."""
+
+    def __init__(self, loc: Location):
+        self.loc = loc
+        self.rounds = 0  # batches of reads, each waiting for the one before
+        self.requests = 0
+        self.bytes = 0
+        self._file = open(loc.path, "rb") if loc.is_local else None  # noqa: SIM115 (closed by close())
+
+    def read(self, spans: Sequence[tuple[int, int]]) -> list[bytes | Exception]:
+        """The bytes of each (offset, size), or the error reading it; fewer bytes at the file's end."""
+        if self._file is not None:
+            got = [self._read_local(offset, size) for offset, size in spans]
+        else:
+            starts = [offset for offset, _ in spans]
+            ends = [offset + size for offset, size in spans]
+            got = self.loc.fs.cat_ranges([self.loc.path] * len(spans), starts, ends, on_error="return")
+        self.rounds += 1
+        self.requests += len(spans)
+        self.bytes += sum(len(b) for b in got if isinstance(b, bytes))
+        return got
+
+    def _read_local(self, offset: int, size: int) -> bytes | Exception:
+        try:
+            self._file.seek(offset)
+            return self._file.read(size)
+        except OSError as e:
+            return e
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+
+    def __enter__(self) -> RangeReader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def list_tar(loc: Location, reader: RangeReader | None = None, segment: int = SEGMENT_BYTES) -> list[Member]:
+    """The members of the tar file at ``loc``, from its headers (and one ``WINDOW`` per ``segment``
+    bytes, 0: none) alone; ``reader`` counts the reads."""
+    with reader or RangeReader(loc) as r:
+        return _list(r, segment)
+
+
+def list_nested(loc: Location, reader: RangeReader | None = None) -> tuple[list[Member], dict[str, list[Member]]]:
+    """The members of the tar at ``loc`` and, for each member named ``*.tar``, the members of
+    that inner tar (offsets in the outer file), from headers alone."""
+    with reader or RangeReader(loc) as r:
+        outer = _list(r, segment=0)  # its members are tars: a window would find their headers
+        tars = [m for m in outer if m.kind == "file" and m.name.endswith(".tar")]
+        walks = [_walk(m.offset, m.offset + m.size, f"{loc.url}/{m.name}") for m in tars]
+        inner = [_chain([m.offset], [got]) for m, got in zip(tars, _run(r, walks), strict=True)]
+    return outer, {m.name: members for m, members in zip(tars, inner, strict=True)}
+
+
+def _list(reader: RangeReader, segment: int) -> list[Member]:
+    size = reader.loc.size()
+    starts = [0, *_find_headers(reader, size, segment)] if segment else [0]
+    walks = [_walk(start, size, reader.loc.url, frozenset(starts)) for start in starts]
+    return _chain(starts, _run(reader, walks))
+
+
+def _find_headers(reader: RangeReader, size: int, segment: int) -> list[int]:
+    """The offset of the first tar header in a ``WINDOW`` at every multiple of ``segment`` (a
+    multiple of 512) past 0, where one is found."""
+    offsets = list(range(segment, size - BLOCK, segment))
+    found = []
+    for offset, window in zip(offsets, reader.read([(o, WINDOW) for o in offsets]), strict=True):
+        if isinstance(window, Exception):
+            raise ArchiveError(f"{reader.loc.url}: cannot read bytes {offset}+{WINDOW}: {window}")
+        at = next((i for i in range(0, len(window) - BLOCK + 1, BLOCK) if _is_header(window[i : i + BLOCK])), None)
+        if at is not None:
+            found.append(offset + at)
+    return sorted(set(found))
+
+
+def _is_header(block: bytes) -> bool:
+    if block[257:262] != b"ustar":
+        return False
+    try:
+        tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")
+    except tarfile.HeaderError:
+        return False
+    return True
+
+
+def _chain(starts: list[int], results: list) -> list[Member]:
+    """The members of the walk from ``starts[0]``, continued by the walk that started where it
+    stopped, and so on to the end; an error of a walk in the chain is raised."""
+    by_start = dict(zip(starts, results, strict=True))
+    members: list[Member] = []
+    at: int | None = starts[0]
+    while at is not None:
+        got = by_start.pop(at)
+        if isinstance(got, Exception):
+            raise got
+        part, at = got
+        members += part
+    return members
+
+
+def read_sources(directory: Location, sources: Sequence[Source]) -> Iterator[tuple[str, bytes | Exception]]:
+    """(name, content or the error reading it) of each source, in order: the byte ranges of an
+    archive (``directory``) for sources with a span, else the files under ``directory``."""
+    if not any(s.span for s in sources):
+        yield from directory.read_many([s.name for s in sources])
+        return
+    with RangeReader(directory) as reader:
+        for i in range(0, len(sources), BATCH):
+            chunk = sources[i : i + BATCH]
+            for s, data in zip(chunk, reader.read([s.span for s in chunk]), strict=True):
+                if isinstance(data, bytes) and len(data) != s.span[1]:
+                    data = EOFError(f"{directory.url} ends inside this member ({len(data)} of {s.span[1]} bytes)")
+                yield s.name, data
+
+
+Walk = Generator[tuple[int, int], bytes, tuple[list[Member], int | None]]
+
+
+def _run(reader: RangeReader, walks: list[Walk]) -> list:
+    """Advance every walk until it returns (or raises ArchiveError: that error is its result),
+    each round's reads of all walks in one batch."""
+    results: list = [None] * len(walks)
+    pending: dict[int, tuple[int, int]] = {}
+    for i in range(len(walks)):
+        _advance(walks, i, None, pending, results)
+    while pending:
+        ids = list(pending)
+        got = reader.read([pending[i] for i in ids])
+        for i, data in zip(ids, got, strict=True):
+            if isinstance(data, Exception):
+                raise ArchiveError(f"{reader.loc.url}: cannot read bytes {pending[i][0]}+{pending[i][1]}: {data}")
+            _advance(walks, i, data, pending, results)
+    return results
+
+
+def _advance(walks: list[Walk], i: int, data: bytes | None, pending: dict, results: list) -> None:
+    try:
+        pending[i] = walks[i].send(data)
+    except StopIteration as done:
+        pending.pop(i, None)
+        results[i] = done.value
+    except ArchiveError as e:
+        pending.pop(i, None)
+        results[i] = e
+
+
+def _walk(start: int, end: int, where: str, stops: frozenset[int] = frozenset()) -> Walk:
+    """Yield the (offset, size) reads that list the tar occupying bytes [start, end) of a file
+    from its header at ``start``, receiving their bytes; return its members and where it stopped:
+    at the first header in ``stops`` past ``start`` (None: at the end). ``where`` names the tar in errors."""
+    members: list[Member] = []
+    extra: dict[str, str] = {}  # path and size from a GNU long-name or pax header, for the next member
+    pos = start
+    while pos + BLOCK <= end:
+        if pos in stops and pos != start and not extra:
+            return members, pos
+        block = yield pos, BLOCK
+        if len(block) < BLOCK:
+            raise ArchiveError(f"{where}: the file ends inside the header at byte {pos}")
+        if block == bytes(BLOCK):
+            break  # the end-of-archive marker
+        try:
+            info = tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")
+        except tarfile.HeaderError as e:
+            raise ArchiveError(f"{where}: not a tar header at byte {pos} ({e})") from None
+        data = pos + BLOCK
+        if info.type in _META_TYPES:
+            payload = yield data, info.size
+            extra |= _meta(info.type, payload)
+            pos = data + _padded(info.size)
+            continue
+        size = int(extra.pop("size", info.size)) if info.isreg() else 0
+        name = extra.pop("path", info.name).rstrip("/")
+        extra.clear()
+        if data + size > end:
+            raise ArchiveError(f"{where}: member {name} at byte {pos} runs past the end ({end})")
+        members.append(Member(name, data, size, _kind(info)))
+        pos = data + _padded(size)
+    return members, None
+
+
+def _meta(kind: bytes, payload: bytes) -> dict[str, str]:
+    """The path (and size) a GNU long-name or pax extended header gives the next member."""
+    if kind == tarfile.GNUTYPE_LONGNAME:
+        return {"path": payload.rstrip(b"\0").decode("utf-8", "surrogateescape")}
+    if kind != tarfile.XHDTYPE:
+        return {}  # a long link target or global pax header: nothing about the next member's data
+    out, i = {}, 0
+    while i < len(payload) and payload[i] != 0:  # records: b"<length> <key>=<value>\n"
+        length = payload[i:].split(b" ", 1)[0]
+        key, _, value = payload[i + len(length) + 1 : i + int(length) - 1].partition(b"=")
+        if key in (b"path", b"size"):
+            out[key.decode()] = value.decode("utf-8", "surrogateescape")
+        i += int(length)
+    return out
+
+
+def _padded(size: int) -> int:
+    return -(-size // BLOCK) * BLOCK
+
+
+def _kind(info: tarfile.TarInfo) -> str:
+    if info.isreg():
+        return "file"
+    if info.isdir():
+        return "dir"
+    return "symlink" if info.issym() else "hard link" if info.islnk() else f"tar type {info.type!r}"
