@@ -19,7 +19,7 @@ from importlib.metadata import entry_points
 from .convert import GRAYSCALE_POLICIES, Options, WorkerDied, available_cpus, parse_size
 from .fs import BadOutput, Location
 from .layouts import AUTO, LAYOUT_CHOICES
-from .plan import DEFAULT_SHARD_SIZE, MetadataError, Plan
+from .plan import DEFAULT_SHARD_SIZE, MIXED, TRAIN_ORDERS, MetadataError, Plan
 from .stats import DEFAULT_MAX_REJECT_FRACTION, IncompleteConversion, TooManyRejects, check_rejects
 
 EXIT_INTERNAL, EXIT_BAD_INPUT, EXIT_VERIFY, EXIT_INTERRUPTED = 1, 3, 4, 5  # 2: argparse's, bad command line
@@ -106,6 +106,20 @@ def add_conversion_args(p: argparse.ArgumentParser, workers_help: str) -> None:
     )
     p.add_argument("--shard-size", type=whole_number(1), default=DEFAULT_SHARD_SIZE, help="images per val/test shard")
     p.add_argument(
+        "--train-order",
+        choices=TRAIN_ORDERS,
+        default=MIXED,
+        help="mixed: every train shard mixes the classes (files ordered by a hash of their path); "
+        "per-class: one shard per class, in file order",
+    )
+    p.add_argument(
+        "--train-shards",
+        type=whole_number(0),
+        default=0,
+        metavar="N",
+        help="mixed train shards (0: about 1,000 images each)",
+    )
+    p.add_argument(
         "--max-reject-fraction",
         type=_fraction,
         default=DEFAULT_MAX_REJECT_FRACTION,
@@ -148,6 +162,8 @@ def cmd_convert(args) -> int:
         shard_size=args.shard_size,
         workers=workers,
         layout=args.layout,
+        train_order=args.train_order,
+        train_shards=args.train_shards,
         on_plan=on_plan,
         on_done=lambda _: bar.update(1) if bar else None,
     )

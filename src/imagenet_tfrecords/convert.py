@@ -21,14 +21,14 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass
 
 from . import records
 from .fs import Location, publish
 from .image import DEFAULT_MAX_PIXELS, BadImage, decode
-from .plan import Plan, Shard, Source, inputs_digest, list_images
+from .plan import Plan, PlanError, Shard
 
 GRAYSCALE_POLICIES = ("rgb", "skip")
 WORK_DIR = "_work"
@@ -94,11 +94,10 @@ def convert_shard(job: Job, shard_id: int, shard: Shard) -> dict:
     """Write one shard (unless a verified copy made from the same inputs exists); return its statistics."""
     out, root = Location.of(job.out_url), Location.of(job.data_url)
     directory = root.child(shard.dir)
-    if shard.sources is None:  # a class folder, listed now
-        sources, inputs = _list_class(directory, root, shard.label)
-    else:  # fixed at plan time, their files digested then
-        sources, inputs = shard.sources, shard.inputs
-    fingerprint = _fingerprint(job, shard, inputs)
+    if shard.sources is None:
+        raise PlanError(f"{shard.file}: the shard's sources are not in plan.json but in its task's slice")
+    sources = shard.sources
+    fingerprint = _fingerprint(job, shard, shard.inputs)
     done = _finished(out, shard, fingerprint)
     if done is not None:
         return done
@@ -106,11 +105,7 @@ def convert_shard(job: Job, shard_id: int, shard: Shard) -> dict:
     stats = _write_shard(job, shard, directory, sources, out.child(shard.file), out.child(index_file(shard)))
     stats |= {"shard": shard_id, "split": shard.split, "file": shard.file, "fingerprint": fingerprint}
     stats["index"] = index_file(shard)
-    stats["problems"] = []  # about the folder rather than one file
-    if shard.sources is None and not any(s.reason is None for s in sources):
-        stats["problems"].append(
-            {"path": shard.dir, "reason": "class directory has no images (class gets an empty shard)"}
-        )
+    stats["problems"] = []  # about folders rather than files: the plan's (plan.problems)
     stats["seconds"] = round(time.perf_counter() - started, 4)
     stats_location(out, shard).write_text(json.dumps(stats, sort_keys=True))
     return json.loads(json.dumps(stats))  # Counters -> plain dicts, as a re-run would read it
@@ -184,17 +179,9 @@ def _write_shard(job: Job, shard: Shard, directory: Location, sources, target: L
     }
 
 
-def _list_class(directory: Location, root: Location, label: int | None) -> tuple[list[Source], str]:
-    """A class folder's sources, its files labelled ``label`` in natural order (as list_images
-    sorted them) then its other entries rejected, and the digest of all of them."""
-    files, others = list_images(directory, root)
-    sources = [Source(name, label) for name in files] + [Source(e.name, None, e.reason) for e in others]
-    return sources, inputs_digest(list(files.values()) + others)
-
-
 def _fingerprint(job: Job, shard: Shard, inputs: str) -> str:
-    """What a shard's content depends on: its plan entry, its input files (names, sizes, change
-    stamps), the classes and the options."""
+    """What a shard's content depends on: its plan entry (its slice line: every source), its input
+    files (names, sizes, change stamps), the classes and the options."""
     spec = {"shard": shard.to_json(), "inputs": inputs, "wnids": job.wnids, "options": asdict(job.options)}
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:32]
 
@@ -254,48 +241,64 @@ def _cgroup_quota() -> float | None:
 
 def convert(
     plan: Plan,
-    shard_ids: Iterable[int],
+    shards: Iterable[tuple[int, Shard]],
     out_url: str,
     options: Options = Options(),
     *,
     workers: int = 0,
     on_done: Callable[[dict], None] | None = None,
 ) -> list[dict]:
-    """Convert shards with a pool of ``workers`` processes (0: every available CPU).
+    """Convert (shard id, shard) pairs with a pool of ``workers`` processes (0: every available CPU).
 
-    Returns the shards' statistics in shard order; ``on_done`` is called as each finishes.
+    The pairs are taken as workers free up (a few queued per worker), so a task's slice is
+    streamed, not held. Returns the shards' statistics in shard id order; ``on_done`` is called
+    as each finishes.
     """
-    ids = list(shard_ids)
     job = Job.of(plan, out_url, options)
-    shards = plan.shards
-    workers = min(workers or available_cpus(), len(ids)) or 1
+    workers = workers or available_cpus()
     results: dict[int, dict] = {}
+
+    def done(i: int, stats: dict) -> None:
+        results[i] = stats
+        if on_done:
+            on_done(stats)
+
     if workers == 1:
-        for i in ids:
-            results[i] = convert_shard(job, i, shards[i])
-            if on_done:
-                on_done(results[i])
-    else:
-        # fork: workers start in milliseconds and never import TensorFlow or kfp themselves.
-        ctx = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
-        with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-            futures = {pool.submit(convert_shard, job, i, shards[i]): i for i in ids}
-            try:
-                for fut in as_completed(futures):
-                    results[futures[fut]] = fut.result()
-                    if on_done:
-                        on_done(results[futures[fut]])
-            except BrokenProcessPool:
-                unfinished = [shards[i].file for i in ids if i not in results]
-                raise WorkerDied(
-                    "a worker process died abruptly (killed by a signal, e.g. by the out-of-memory killer) before "
-                    f"{len(unfinished)} of {len(ids)} shards were done (first: {unfinished[0]}); finished shards "
-                    "are kept: run the same command again to resume"
-                ) from None
-            except BaseException:  # an error or Ctrl-C: stop now rather than after every queued shard
-                pool.shutdown(wait=True, cancel_futures=True)
-                raise
-    return [results[i] for i in ids]
+        for i, shard in shards:
+            done(i, convert_shard(job, i, shard))
+        return [results[i] for i in sorted(results)]
+    # fork: workers start in milliseconds and never import TensorFlow or kfp themselves.
+    ctx = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
+    with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+        pending: dict = {}
+        try:
+            for i, shard in shards:
+                pending[pool.submit(convert_shard, job, i, shard)] = (i, shard.file)
+                if len(pending) >= 2 * workers:
+                    _collect(pending, done, FIRST_COMPLETED)
+            while pending:
+                _collect(pending, done, FIRST_COMPLETED)
+        except BrokenProcessPool:
+            unfinished = sorted(pending.values())
+            raise WorkerDied(
+                "a worker process died abruptly (killed by a signal, e.g. by the out-of-memory killer) before "
+                f"{len(unfinished)} queued shards were done (first: {unfinished[0][1]}); finished shards "
+                "are kept: run the same command again to resume"
+            ) from None
+        except BaseException:  # an error or Ctrl-C: stop now rather than after every queued shard
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+    return [results[i] for i in sorted(results)]
+
+
+def _collect(pending: dict, done: Callable[[int, dict], None], when: str) -> None:
+    """Wait for some of the pending futures and hand over their results (raising a worker's error)."""
+    finished, _ = wait(pending, return_when=when)
+    for fut in sorted(finished, key=lambda f: pending[f]):
+        i, _ = pending[fut]
+        stats = fut.result()
+        del pending[fut]
+        done(i, stats)
 
 
 def recorded_stats(plan: Plan, out_url: str) -> list[dict]:
