@@ -17,6 +17,7 @@ import json
 import math
 import multiprocessing
 import os
+import re
 import sys
 import time
 from collections import Counter
@@ -28,7 +29,7 @@ from dataclasses import asdict, dataclass
 from . import records
 from .fs import Location, publish
 from .image import DEFAULT_MAX_PIXELS, BadImage, decode
-from .plan import Plan, PlanError, Shard
+from .plan import SPLITS, Plan, PlanError, Shard
 
 GRAYSCALE_POLICIES = ("rgb", "skip")
 WORK_DIR = "_work"
@@ -299,6 +300,26 @@ def _collect(pending: dict, done: Callable[[int, dict], None], when: str) -> Non
         stats = fut.result()
         del pending[fut]
         done(i, stats)
+
+
+SHARD_FILE = re.compile(r"(train|val|test)-\d{5}-of-\d{5}\.tfrecord(\.idx)?")
+
+
+def remove_unplanned(plan: Plan, out_url: str) -> list[str]:
+    """Remove shard files (and their indexes) of an earlier run that this plan does not make, e.g.
+    ``train-00003-of-00004.tfrecord`` once train has 5 shards: a reader globbing ``*.tfrecord``
+    would read them too. Only names of the converter's own pattern are touched. Returns them."""
+    out = Location.of(out_url)
+    planned = {name for s in plan.shards for name in (s.file, index_file(s))}
+    stale = []
+    for split in SPLITS:
+        folder = out.child(split)
+        for e in folder.list_dir() if folder.exists() else []:
+            rel = f"{split}/{e.name}"
+            if e.kind == "file" and SHARD_FILE.fullmatch(e.name) and rel not in planned:
+                out.fs.rm_file(out.child(rel).path)
+                stale.append(rel)
+    return stale
 
 
 def recorded_stats(plan: Plan, out_url: str) -> list[dict]:

@@ -13,7 +13,7 @@ import os
 import time
 
 from . import stats
-from .convert import Options, convert, recorded_stats
+from .convert import Options, convert, recorded_stats, remove_unplanned
 from .fs import Location
 from .layouts import AUTO, build_plan
 from .plan import DEFAULT_MAX_TASKS, DEFAULT_SHARD_SIZE, MIXED, Plan, read_slice, write_slices
@@ -110,13 +110,15 @@ def task_summary(results: list[dict], started: float, finished: float) -> dict:
 
 
 def finish(plan: Plan, output_url: str, options: Options, tasks: list[dict]) -> tuple[dict, str]:
-    """Merge the shards' statistics; write sizes.txt, labels.txt, dataset_info.json, rejects.tsv
-    and report.html under ``output_url``; return (dataset_info, report HTML).
+    """Remove shard files of an earlier run that this plan does not make; merge the shards'
+    statistics; write sizes.txt, labels.txt, dataset_info.json, rejects.tsv and report.html under
+    ``output_url``; return (dataset_info, report HTML).
 
     ``tasks`` are the conversion tasks' summaries (task_summary): dataset_info's "run" says what
     this run converted and kept, and its wall time, first task start to last task end (pods'
     clocks, so roughly).
     """
+    remove_unplanned(plan, output_url)
     info = stats.summarize(plan, recorded_stats(plan, output_url), vars(options))
     info["root"] = Location.of(output_url).url
     if tasks:
