@@ -8,7 +8,8 @@ largest process of its tree, polled from /proc):
 
 - decode-only bound: simplejpeg over every file on every core, nothing written (decode_bound.py);
 - naive baseline: single-process TensorFlow 2 port of the 2018 notebook (baseline_tf.py);
-- ``imagenet-tfrecords convert`` with 1 .. N workers (1 and every core are the headline rows);
+- ``imagenet-tfrecords convert`` with 1 .. N workers (1 and every core are the headline rows), train
+  shards mixed (the default), and with every core and ``--train-order per-class`` (the cost of mixing);
 - ``imagenet-tfrecords run``: the whole Kubeflow pipeline under kfp.local;
 - kfp.local per-task overhead: ``run`` with as many tasks as allowed against one task;
 - peak RSS of the conversion workers on classes of two sizes (flat in the class size);
@@ -31,7 +32,7 @@ from pathlib import Path
 from cost_model import ASSUMED, IMAGENET, cost_model, import_times, per_image_costs
 from data import HERE, LARGE, OUT, SIZES, count_images, dataset, large_dataset, num_tasks
 from measure import CLI, NPROC, PY, Bench, machine
-from report import BASELINE, checks, plot, ratios, report
+from report import BASELINE, PER_CLASS, checks, plot, ratios, report
 
 RESULTS = HERE / "results"
 
@@ -62,6 +63,8 @@ def measure_round(bench: Bench, data: Path, out: Path, workers: list[int], basel
         bench.measure(
             f"convert --workers {w}", convert_cmd(data, out / "convert", w), kind="convert", out=out / "convert"
         )
+    per_class = [*convert_cmd(data, out / "convert", NPROC), "--train-order", "per-class"]
+    bench.measure(PER_CLASS, per_class, kind="convert", out=out / "convert")
     run = [*CLI, "run", "--data", data, "--output", out / "run"]
     bench.measure("run (kfp.local)", run, kind="run", out=out / "run")
     bench.measure("run, one task per split", [*run, "--max-tasks", "3"], kind="run", out=out / "run")
