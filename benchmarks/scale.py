@@ -6,8 +6,9 @@
 Generates an ImageNet-layout dataset (LOC_synset_mapping.txt, LOC_val_solution.csv,
 ILSVRC/Data/CLS-LOC/{train,val}) whose files are hard links to a few tiny JPEGs (no disk space
 but the directory entries), under /tmp/imagenet-tfrecords-scale/<files> (kept for the next run).
-Then runs, each in a fresh Python process: ``tasks.plan_step`` (64 tasks, mixed train shards)
-and ``tasks.convert_step`` of task 0 (2 workers), and prints each one's wall time and peak
+Then runs, each in a fresh Python process: ``tasks.plan_step`` (64 tasks) with per-class train
+shards, then with mixed ones (the default), and ``tasks.convert_step`` of task 0 (2 workers) of
+the mixed plan, and prints each one's wall time and peak
 resident memory (``getrusage``: the process itself and its largest child, the pool's workers).
 Writes benchmarks/results/scale.json.
 """
@@ -38,8 +39,9 @@ from imagenet_tfrecords import tasks
 from imagenet_tfrecords.convert import Options
 step, data, out, work = sys.argv[1:5]
 t = time.perf_counter()
-if step == "plan":
-    _, summary = tasks.plan_step(data, out, 500, 64, f"{work}/plan.json", f"{work}/labels.txt")
+if step.startswith("plan"):
+    order = "per-class" if step == "plan per-class" else "mixed"
+    _, summary = tasks.plan_step(data, out, 500, 64, f"{work}/plan.json", f"{work}/labels.txt", train_order=order)
 else:
     summary = tasks.convert_step(f"{work}/plan.json", 0, out, Options(), 2, f"{work}/manifest.json")
 seconds = time.perf_counter() - t
@@ -91,7 +93,7 @@ def generate(root: Path, files: int, classes: int) -> None:
 
 def measure(step: str, root: Path) -> dict:
     out, work = root.parent / f"{root.name}-out", root.parent / f"{root.name}-work"
-    if step == "plan":  # a fresh output: nothing resumed
+    if step.startswith("plan"):  # a fresh output: nothing resumed
         shutil.rmtree(out, ignore_errors=True)
     work.mkdir(exist_ok=True)
     env = {**os.environ, "PYTHONPATH": str(HERE.parent / "src")}
@@ -120,7 +122,7 @@ def main(argv: list[str] | None = None) -> None:
         generate(root, files, classes)
         print(f"{files} train files in {classes} classes: generated in {time.perf_counter() - started:.0f} s")
         row = {"train_files": files, "classes": classes}
-        for step in ("plan", "convert"):
+        for step in ("plan per-class", "plan", "convert"):
             row[step] = measure(step, root)
             r = row[step]
             print(

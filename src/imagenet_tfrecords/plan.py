@@ -380,16 +380,16 @@ class TrainShards:
             yield Shard("train", i, self.count, self.folder, sources, digest, len(sources))
 
     def _listed(self) -> Iterator[tuple[int, Source, list]]:
-        """(shard number, source, entry identity) in shard order, each shard's in its order."""
-        files = ["all"] if self.order == PER_CLASS else [f"{b:02x}" for b in range(HASH_BUCKETS)]
-        for name in files:
-            with open(f"{self.spill}/{name}") as f:
-                rows = [json.loads(line) for line in f]
-            if self.order == MIXED:
-                rows.sort(key=lambda r: (r[0], r[1][0]))  # by hash (then name, should two collide)
-                for r in rows:
-                    r[0] = int(r[0], 16) * self.count >> 64
-            yield from ((k, Source.from_json(s), e) for k, s, e in rows)
+        """(shard number, source, entry identity) in shard order, each shard's in its order: per
+        class, the spill file line by line; mixed, one bucket at a time, sorted."""
+        if self.order == PER_CLASS:
+            with open(f"{self.spill}/all") as f:
+                yield from ((k, Source.from_json(s), e) for k, s, e in map(json.loads, f))
+            return
+        for b in range(HASH_BUCKETS):
+            with open(f"{self.spill}/{b:02x}") as f:
+                rows = sorted(map(json.loads, f), key=lambda r: (r[0], r[1][0]))  # by hash, then name
+            yield from ((int(k, 16) * self.count >> 64, Source.from_json(s), e) for k, s, e in rows)
 
 
 def slice_location(plan: Plan, task: int) -> Location:
