@@ -96,6 +96,8 @@ def test_plan_json_holds_no_sources_and_each_task_reads_its_own_slice(sample_dir
     lines = [json.loads(line) for p in slices for line in p.read_text().splitlines()]
     assert [d["id"] for d in lines] == list(range(len(plan["shards"])))
     assert [len(d["shard"]["files"]) for d in lines] == [s["found"] for s in plan["shards"]]
+    _steps(sample_dir, tmp_path / "out", tmp_path / "work", 1)  # fewer tasks: the other slices go
+    assert [p.name for p in (tmp_path / "out" / "_work" / "plan").iterdir()] == ["task-00000.jsonl"]
 
 
 def test_a_slice_of_another_plan_is_refused_naming_it(sample_dir, tmp_path):

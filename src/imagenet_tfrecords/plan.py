@@ -5,9 +5,9 @@ in the sorted class ids), one Shard per output file, the rejects found while rea
 metadata, and warnings. Every shard's sources (files, labels and reject reasons) are fixed at plan
 time. Train shards are cut by ``train_shards``: "mixed" (default) puts every train file in the
 shard its path's stable hash falls in, in hash order, so each shard mixes the classes (as TFDS
-does); "per-class" makes one shard per class folder in file order. The listing
-is spilled to local disk while it is made, so planning holds one class folder or one hash bucket
-at a time, never the whole train split. Shard names depend only on the dataset, never on how
+does); "per-class" makes one shard per class folder in file order. The listing is spilled to
+local disk while it is made, so planning holds one class folder or one hash bucket at a time,
+never the whole train split. Shard names depend only on the dataset, never on how
 shards are grouped into tasks, so output is the same however the work is spread.
 
 The Plan round-trips through JSON (plan.json, the pipeline's first artifact) without the shards'
@@ -23,6 +23,7 @@ import dataclasses
 import hashlib
 import itertools
 import json
+import pickle
 import re
 import shutil
 import tempfile
@@ -158,7 +159,7 @@ class Plan:
 
     def all_shards(self) -> Iterator[Shard]:
         """Every shard with its sources, in shard id order: the train shards streamed from their
-        spill, then the others (val, test) as planned."""
+        spill, then the others (val, test) as planned. For a plan as built, before write_slices."""
         spilled = self.train.shards() if self.train else iter(())
         for shard in self.shards:
             yield next(spilled) if shard.sources is None else shard
@@ -226,11 +227,13 @@ def identities_digest(identities: list) -> str:
     return hashlib.sha256(json.dumps(identities).encode()).hexdigest()[:32]
 
 
-def list_images(directory: Location, root: Location) -> tuple[dict[str, Entry], list[Entry]]:
-    """The files of an images folder by name in natural order, and its other entries (folders,
-    links leaving the dataset root, FIFOs...), which are never read."""
+def list_images(directory: Location, root: Location, natural: bool = True) -> tuple[dict[str, Entry], list[Entry]]:
+    """The files of an images folder by name in natural order (``natural=False``: by name), and its
+    other entries (folders, links leaving the dataset root, FIFOs...), which are never read."""
     listed = directory.list_dir(root) if directory.isdir() else []
-    files = sorted((e for e in listed if e.kind == "file"), key=lambda e: natural_key(e.name))
+    files = [e for e in listed if e.kind == "file"]  # list_dir sorts by name
+    if natural:
+        files.sort(key=lambda e: natural_key(e.name))
     return {e.name: e for e in files}, [e for e in listed if e.kind != "file"]
 
 
@@ -290,7 +293,7 @@ def class_listing(root: Location, folder: str, sub: str, label: int, problems: l
     """One class folder's train sources (``folder/sub``), named ``sub/<name>``: its files labelled
     ``label`` in natural order, then its other entries (folders, links leaving the root...) with
     their reasons. A folder without files is appended to ``problems``."""
-    files, others = list_images(root.child(folder, sub), root)
+    files, others = list_images(root.child(folder, sub), root, natural=order == PER_CLASS)  # mixed: hash order
     if not files:
         outcome = "class gets an empty shard" if order == PER_CLASS else "class has no train records"
         problems.append({"path": f"{folder}/{sub}", "reason": f"class directory has no images ({outcome})"})
@@ -328,30 +331,45 @@ def train_shards(folder: str, classes: Iterable[list[Listed]], order: str = MIXE
     return TrainShards(folder, order, count, spill)
 
 
-def _spill_line(key: str | int, source: Source, entry: Entry) -> str:
-    return json.dumps([key, source.to_json(), [source.name, *entry.identity[1:]]]) + "\n"
+def _identity(source: Source, entry: Entry) -> list:
+    """The entry's identity (inputs_digest) under the source's name."""
+    return [source.name, *entry.identity[1:]]
 
 
 def _spill_per_class(classes: Iterable[list[Listed]], spill: str) -> int:
-    """Write every class's sources in order, keyed by class number; return the number of classes."""
+    """Write each class's sources in order, keyed by class number, one pickled batch a class (the
+    spill is this process's own, read back by TrainShards); return the number of classes."""
     n = 0
-    with open(f"{spill}/all", "w") as f:
+    with open(f"{spill}/all", "wb") as f:
         for n, listing in enumerate(classes, 1):
-            f.writelines(_spill_line(n - 1, s, e) for s, e in listing)
+            pickle.dump([(n - 1, s, _identity(s, e)) for s, e in listing], f, pickle.HIGHEST_PROTOCOL)
     return n
 
 
 def _spill_mixed(folder: str, classes: Iterable[list[Listed]], spill: str) -> int:
-    """Write every source, keyed by its hash, to the bucket of the hash's first byte; return how many."""
+    """Write every source, keyed by its hash, to the bucket of the hash's first byte (one pickled
+    batch per class and bucket); return how many."""
     total = 0
     with contextlib.ExitStack() as stack:
-        buckets = [stack.enter_context(open(f"{spill}/{b:02x}", "w")) for b in range(HASH_BUCKETS)]
+        buckets = [stack.enter_context(open(f"{spill}/{b:02x}", "wb")) for b in range(HASH_BUCKETS)]
         for listing in classes:
+            parts: dict[int, list] = {}
             for source, entry in listing:
-                key = source_hash(f"{folder}/{source.name}")
-                buckets[int(key[:2], 16)].write(_spill_line(key, source, entry))
+                key = int(source_hash(f"{folder}/{source.name}"), 16)
+                parts.setdefault(key >> 56, []).append((key, source, _identity(source, entry)))
+            for b, part in parts.items():
+                pickle.dump(part, buckets[b], pickle.HIGHEST_PROTOCOL)
             total += len(listing)
     return total
+
+
+def _batches(path: str) -> Iterator[list]:
+    with open(path, "rb") as f:
+        while True:
+            try:
+                yield pickle.load(f)
+            except EOFError:
+                return
 
 
 class TrainShards:
@@ -381,25 +399,27 @@ class TrainShards:
 
     def _listed(self) -> Iterator[tuple[int, Source, list]]:
         """(shard number, source, entry identity) in shard order, each shard's in its order: per
-        class, the spill file line by line; mixed, one bucket at a time, sorted."""
+        class, the spill one class at a time; mixed, one bucket at a time, sorted."""
         if self.order == PER_CLASS:
-            with open(f"{self.spill}/all") as f:
-                yield from ((k, Source.from_json(s), e) for k, s, e in map(json.loads, f))
+            for batch in _batches(f"{self.spill}/all"):
+                yield from batch
             return
         for b in range(HASH_BUCKETS):
-            with open(f"{self.spill}/{b:02x}") as f:
-                rows = sorted(map(json.loads, f), key=lambda r: (r[0], r[1][0]))  # by hash, then name
-            yield from ((int(k, 16) * self.count >> 64, Source.from_json(s), e) for k, s, e in rows)
+            rows = itertools.chain.from_iterable(_batches(f"{self.spill}/{b:02x}"))
+            for key, source, identity in sorted(rows, key=lambda r: (r[0], r[1].name)):  # by hash, then name
+                yield key * self.count >> 64, source, identity
 
 
 def slice_location(plan: Plan, task: int) -> Location:
+    """Where write_slices puts the shards of task number ``task``."""
     return Location.of(plan.slices).child(f"task-{task:05d}.jsonl")
 
 
 def write_slices(plan: Plan, out_url: str, max_tasks: int = DEFAULT_MAX_TASKS) -> None:
     """Group the plan's shards into tasks and write each task's shards, sources included, to its
-    slice under ``<out_url>/_work/plan/`` (streamed: one shard in memory); the plan keeps only
-    their number of sources, so plan.json stays small whatever the dataset."""
+    slice under ``<out_url>/_work/plan/`` (streamed: one shard in memory), and remove the slices
+    of an earlier plan with more tasks; the plan keeps only the shards' number of sources, so
+    plan.json stays small whatever the dataset."""
     plan.tasks = group_tasks(len(plan.shards), max_tasks)
     plan.slices = Location.of(out_url).child(SLICES_DIR).url
     shards, light = plan.all_shards(), []
@@ -410,6 +430,10 @@ def write_slices(plan: Plan, out_url: str, max_tasks: int = DEFAULT_MAX_TASKS) -
                 light.append(shard.light())
                 f.write(json.dumps({"id": i, "shard": shard.to_json()}) + "\n")
     plan.shards = light
+    folder = Location.of(plan.slices)
+    for e in folder.list_dir():  # an earlier plan's slices beyond this plan's tasks
+        if re.fullmatch(r"task-(\d{5})\.jsonl", e.name) and int(e.name[5:10]) >= len(plan.tasks):
+            folder.fs.rm_file(folder.child(e.name).path)
     if plan.train is not None:
         plan.train.close()
         plan.train = None

@@ -16,7 +16,7 @@ from . import stats
 from .convert import Options, convert, recorded_stats, remove_unplanned
 from .fs import Location
 from .layouts import AUTO, build_plan
-from .plan import DEFAULT_MAX_TASKS, DEFAULT_SHARD_SIZE, MIXED, Plan, read_slice, write_slices
+from .plan import DEFAULT_SHARD_SIZE, MIXED, Plan, read_slice, write_slices
 from .report import build_report
 
 
@@ -144,7 +144,7 @@ def convert_dataset(
     layout: str = AUTO,
     train_order: str = MIXED,
     train_shards: int = 0,
-    max_tasks: int = DEFAULT_MAX_TASKS,
+    max_tasks: int = 1,
     on_plan=None,
     on_done=None,
 ) -> tuple[dict, dict]:
@@ -166,7 +166,7 @@ def convert_dataset(
         train_order=train_order,
         train_shards=train_shards,
     )
-    write_slices(plan, output_url, max_tasks)
+    write_slices(plan, output_url, max_tasks)  # one slice by default, as `imagenet-tfrecords run` plans
     if on_plan:
         on_plan(plan)
     since = time.time()
