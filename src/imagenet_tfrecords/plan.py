@@ -18,6 +18,7 @@ back, so no step holds every file's entry. A plan of another version is refused.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import hashlib
@@ -29,6 +30,7 @@ import shutil
 import tempfile
 import weakref
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -289,17 +291,40 @@ def default_train_shards(files: int) -> int:
 Listed = tuple[Source, Entry]  # a train source and the listing entry of its file (or other entry)
 
 
-def class_listing(root: Location, folder: str, sub: str, label: int, problems: list[dict], order: str) -> list[Listed]:
-    """One class folder's train sources (``folder/sub``), named ``sub/<name>``: its files labelled
-    ``label`` in natural order, then its other entries (folders, links leaving the root...) with
-    their reasons. A folder without files is appended to ``problems``."""
-    files, others = list_images(root.child(folder, sub), root, natural=order == PER_CLASS)  # mixed: hash order
-    if not files:
-        outcome = "class gets an empty shard" if order == PER_CLASS else "class has no train records"
-        problems.append({"path": f"{folder}/{sub}", "reason": f"class directory has no images ({outcome})"})
-    return [(Source(f"{sub}/{n}", label), e) for n, e in files.items()] + [
-        (Source(f"{sub}/{e.name}", None, e.reason), e) for e in others
-    ]
+LISTING_THREADS = 8  # class folders listed at once while planning (each waits on the disk or the network)
+
+
+def class_listings(
+    root: Location, folder: str, classes: list[tuple[str, int]], problems: list[dict], order: str
+) -> Iterator[list[Listed]]:
+    """The train sources of each class folder ``folder/<sub>`` of ``classes`` ((sub, label) in
+    label order), one list a class, in that order, named ``sub/<name>``: its files labelled
+    ``label`` (in natural order for per-class shards), then its other entries (folders, links
+    leaving the root...) with their reasons. A few threads list the next folders ahead, at most
+    LISTING_THREADS listings held. A folder without files is appended to ``problems``."""
+
+    def listing(item: tuple[str, int]) -> tuple[dict[str, Entry], list[Entry]]:
+        return list_images(root.child(folder, item[0]), root, natural=order == PER_CLASS)
+
+    outcome = "class gets an empty shard" if order == PER_CLASS else "class has no train records"
+    for (sub, label), (files, others) in zip(classes, _ahead(listing, classes, LISTING_THREADS), strict=True):
+        if not files:
+            problems.append({"path": f"{folder}/{sub}", "reason": f"class directory has no images ({outcome})"})
+        yield [(Source(f"{sub}/{n}", label), e) for n, e in files.items()] + [
+            (Source(f"{sub}/{e.name}", None, e.reason), e) for e in others
+        ]
+
+
+def _ahead(fn, items: list, threads: int) -> Iterator:
+    """fn(item) for each item in order, computed by ``threads`` threads at most ``threads`` items ahead."""
+    with ThreadPoolExecutor(threads) as pool:
+        pending: collections.deque = collections.deque()
+        for item in items:
+            pending.append(pool.submit(fn, item))
+            if len(pending) >= threads:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
 
 def train_shards(folder: str, classes: Iterable[list[Listed]], order: str = MIXED, count: int = 0) -> TrainShards:

@@ -27,7 +27,7 @@ from ..plan import (
     Plan,
     Shard,
     Source,
-    class_listing,
+    class_listings,
     fixed_shards,
     list_files,
     natural_key,
@@ -115,7 +115,7 @@ def plan(root: Location, shard_size: int, train_order: str = MIXED, train_count:
     problems: list[dict] = []
     _check_train(root, mapping, labels, rejects)
     rel = f"{DATA}/train"
-    listings = (class_listing(root, rel, w, i, problems, train_order) for w, i in sorted(labels.items()))
+    listings = class_listings(root, rel, sorted(labels.items()), problems, train_order)
     train = train_shards(rel, listings, train_order, train_count)
     shards = train.light()
     shards += _val_shards(root, labels, shard_size, rejects, warnings)

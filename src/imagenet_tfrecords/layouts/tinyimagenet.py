@@ -26,7 +26,7 @@ from ..plan import (
     Plan,
     Shard,
     Source,
-    class_listing,
+    class_listings,
     fixed_shards,
     list_files,
     natural_key,
@@ -121,9 +121,8 @@ def plan(root: Location, shard_size: int, train_order: str = MIXED, train_count:
     warnings: list[str] = []
     problems: list[dict] = []
     _check_train(root, wnid_lines, labels, rejects)
-    listings = (
-        class_listing(root, "train", f"{w}/images", i, problems, train_order) for w, i in sorted(labels.items())
-    )
+    classes = [(f"{w}/images", i) for w, i in sorted(labels.items())]
+    listings = class_listings(root, "train", classes, problems, train_order)
     train = train_shards("train", listings, train_order, train_count)
     shards = train.light()
     shards += _val_shards(root, labels, shard_size, rejects, warnings)
