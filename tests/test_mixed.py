@@ -138,6 +138,14 @@ def test_per_class_keeps_one_class_a_shard_in_file_order(sample_dir, mixed, tmp_
     assert _digests(out)["val/val-00000-of-00001.tfrecord"] == _digests(mixed)["val/val-00000-of-00001.tfrecord"]
 
 
+def test_train_shards_with_per_class_is_a_bad_command_line(sample_dir, tmp_path):
+    args = ("--train-order", "per-class", "--train-shards", "3")
+    p = run_cli("convert", "--data", sample_dir, "--output", tmp_path, *args, check=False)
+    assert p.returncode == 2 and "--train-shards sets the number of mixed train shards" in p.stderr
+    with pytest.raises(ValueError, match="train_shards sets the number of mixed train shards"):
+        tasks.convert_dataset(str(sample_dir), str(tmp_path), train_order="per-class", train_shards=3)
+
+
 @pytest.mark.parametrize("write", [write_imagefolder, write_imagenet], ids=["imagefolder", "imagenet"])
 def test_every_layout_mixes_its_train_shards_and_counts_reconcile(write, tmp_path):
     data = write(tmp_path / "data")

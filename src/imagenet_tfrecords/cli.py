@@ -365,7 +365,10 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    p = parser()
+    args = p.parse_args(argv)
+    if getattr(args, "train_order", MIXED) != MIXED and args.train_shards:
+        p.error("--train-shards sets the number of mixed train shards; --train-order per-class makes one per class")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     log.setLevel(logging.DEBUG if args.verbose else logging.INFO)
     try:

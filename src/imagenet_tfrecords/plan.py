@@ -263,7 +263,7 @@ def list_files(directory: Location, root: Location, rel: str, rejects: list[dict
 def group_tasks(num_shards: int, max_tasks: int = DEFAULT_MAX_TASKS) -> list[list[int]]:
     """Group shard ids into ``min(max_tasks, num_shards)`` tasks: contiguous runs whose lengths differ by one at most.
 
-    Train shards come first in the plan (one class each), then val and test; a task may hold
+    Train shards come first in the plan, then val and test; a task may hold
     shards of two splits. The grouping never changes what is written, only who writes it.
     """
     if not 1 <= max_tasks <= MAX_TASKS:

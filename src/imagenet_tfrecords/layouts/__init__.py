@@ -107,6 +107,8 @@ def build_plan(
         raise ValueError(f"train_order must be one of {', '.join(TRAIN_ORDERS)}, got {train_order!r}")
     if train_shards < 0:
         raise ValueError("train_shards must be 0 (about 1,000 records a shard) or more")
+    if train_shards and train_order != MIXED:
+        raise ValueError("train_shards sets the number of mixed train shards; per-class makes one per class")
     name = check_dataset(data_url, layout)
     if output_url is not None:
         check_output_for(data_url, output_url)
