@@ -291,7 +291,9 @@ def default_train_shards(files: int) -> int:
 Listed = tuple[Source, Entry]  # a train source and the listing entry of its file (or other entry)
 
 
-LISTING_THREADS = 8  # class folders listed at once while planning (each waits on the disk or the network)
+# Class folders of an object store listed at once while planning: each listing waits on a round
+# trip. Local folders are listed one by one: there the work is Python's, and threads only contend.
+LISTING_THREADS = 8
 
 
 def class_listings(
@@ -300,14 +302,15 @@ def class_listings(
     """The train sources of each class folder ``folder/<sub>`` of ``classes`` ((sub, label) in
     label order), one list a class, in that order, named ``sub/<name>``: its files labelled
     ``label`` (in natural order for per-class shards), then its other entries (folders, links
-    leaving the root...) with their reasons. A few threads list the next folders ahead, at most
-    LISTING_THREADS listings held. A folder without files is appended to ``problems``."""
+    leaving the root...) with their reasons. On object stores a few threads list the next folders
+    ahead, at most LISTING_THREADS listings held. A folder without files is appended to ``problems``."""
 
     def listing(item: tuple[str, int]) -> tuple[dict[str, Entry], list[Entry]]:
         return list_images(root.child(folder, item[0]), root, natural=order == PER_CLASS)
 
     outcome = "class gets an empty shard" if order == PER_CLASS else "class has no train records"
-    for (sub, label), (files, others) in zip(classes, _ahead(listing, classes, LISTING_THREADS), strict=True):
+    threads = 1 if root.is_local else LISTING_THREADS
+    for (sub, label), (files, others) in zip(classes, _ahead(listing, classes, threads), strict=True):
         if not files:
             problems.append({"path": f"{folder}/{sub}", "reason": f"class directory has no images ({outcome})"})
         yield [(Source(f"{sub}/{n}", label), e) for n, e in files.items()] + [
@@ -317,6 +320,9 @@ def class_listings(
 
 def _ahead(fn, items: list, threads: int) -> Iterator:
     """fn(item) for each item in order, computed by ``threads`` threads at most ``threads`` items ahead."""
+    if threads == 1:
+        yield from map(fn, items)
+        return
     with ThreadPoolExecutor(threads) as pool:
         pending: collections.deque = collections.deque()
         for item in items:
@@ -356,9 +362,14 @@ def train_shards(folder: str, classes: Iterable[list[Listed]], order: str = MIXE
     return TrainShards(folder, order, count, spill)
 
 
-def _identity(source: Source, entry: Entry) -> list:
-    """The entry's identity (inputs_digest) under the source's name."""
-    return [source.name, *entry.identity[1:]]
+def _row(key: int, source: Source, entry: Entry) -> tuple:
+    """A spilled source: a flat tuple of plain values (quick to pickle), read back by _unrow."""
+    return (key, *source, entry.kind, entry.size, entry.stamp)
+
+
+def _unrow(row: tuple) -> tuple[int, Source, list]:
+    """(key, source, the entry's identity under the source's name, for inputs_digest)."""
+    return row[0], Source(*row[1:6]), [row[1], *row[6:]]
 
 
 def _spill_per_class(classes: Iterable[list[Listed]], spill: str) -> int:
@@ -367,7 +378,7 @@ def _spill_per_class(classes: Iterable[list[Listed]], spill: str) -> int:
     n = 0
     with open(f"{spill}/all", "wb") as f:
         for n, listing in enumerate(classes, 1):
-            pickle.dump([(n - 1, s, _identity(s, e)) for s, e in listing], f, pickle.HIGHEST_PROTOCOL)
+            pickle.dump([_row(n - 1, s, e) for s, e in listing], f, pickle.HIGHEST_PROTOCOL)
     return n
 
 
@@ -381,7 +392,7 @@ def _spill_mixed(folder: str, classes: Iterable[list[Listed]], spill: str) -> in
             parts: dict[int, list] = {}
             for source, entry in listing:
                 key = int(source_hash(f"{folder}/{source.name}"), 16)
-                parts.setdefault(key >> 56, []).append((key, source, _identity(source, entry)))
+                parts.setdefault(key >> 56, []).append(_row(key, source, entry))
             for b, part in parts.items():
                 pickle.dump(part, buckets[b], pickle.HIGHEST_PROTOCOL)
             total += len(listing)
@@ -427,11 +438,11 @@ class TrainShards:
         class, the spill one class at a time; mixed, one bucket at a time, sorted."""
         if self.order == PER_CLASS:
             for batch in _batches(f"{self.spill}/all"):
-                yield from batch
+                yield from map(_unrow, batch)
             return
         for b in range(HASH_BUCKETS):
             rows = itertools.chain.from_iterable(_batches(f"{self.spill}/{b:02x}"))
-            for key, source, identity in sorted(rows, key=lambda r: (r[0], r[1].name)):  # by hash, then name
+            for key, source, identity in map(_unrow, sorted(rows, key=lambda r: r[:2])):  # by hash, then name
                 yield key * self.count >> 64, source, identity
 
 
