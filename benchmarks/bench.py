@@ -8,8 +8,9 @@ largest process of its tree, polled from /proc):
 
 - decode-only bound: simplejpeg over every file on every core, nothing written (decode_bound.py);
 - naive baseline: single-process TensorFlow 2 port of the 2018 notebook (baseline_tf.py);
-- ``imagenet-tfrecords convert`` with 1 .. N workers (1 and every core are the headline rows), and
-  ``convert --format tf-models`` with every core (its speed against the decode bound, its shards'
+- ``imagenet-tfrecords convert`` with 1 .. N workers (1 and every core are the headline rows), train
+  shards mixed (the default), and with every core and ``--train-order per-class`` (the cost of mixing);
+- ``convert --format tf-models`` with every core (its speed against the decode bound, its shards'
   bytes against the seed format's);
 - ``imagenet-tfrecords run``: the whole Kubeflow pipeline under kfp.local;
 - kfp.local per-task overhead: ``run`` with as many tasks as allowed against one task;
@@ -33,7 +34,7 @@ from pathlib import Path
 from cost_model import ASSUMED, IMAGENET, cost_model, import_times, per_image_costs
 from data import HERE, LARGE, OUT, SIZES, count_images, dataset, large_dataset, num_tasks
 from measure import CLI, NPROC, PY, Bench, machine
-from report import BASELINE, TF_MODELS, checks, plot, ratios, report
+from report import BASELINE, PER_CLASS, TF_MODELS, checks, plot, ratios, report
 
 RESULTS = HERE / "results"
 
@@ -64,6 +65,8 @@ def measure_round(bench: Bench, data: Path, out: Path, workers: list[int], basel
         bench.measure(
             f"convert --workers {w}", convert_cmd(data, out / "convert", w), kind="convert", out=out / "convert"
         )
+    per_class = [*convert_cmd(data, out / "convert", NPROC), "--train-order", "per-class"]
+    bench.measure(PER_CLASS, per_class, kind="convert", out=out / "convert")
     tf_models = [*convert_cmd(data, out / "tf-models", NPROC), "--format", "tf-models"]
     bench.measure(TF_MODELS, tf_models, kind="convert", out=out / "tf-models")
     run = [*CLI, "run", "--data", data, "--output", out / "run"]

@@ -121,11 +121,14 @@ def import_times(repeat: int) -> dict:
 
 
 def _imagenet_shards() -> tuple[int, int]:
-    """(shards, images) of full ImageNet: one train shard per class, val and test in shards of shard_size."""
+    """(shards, images) of full ImageNet: mixed train shards of about 1,000 images (the default), val and
+    test in shards of shard_size."""
+    from imagenet_tfrecords.plan import default_train_shards
+
     val_shards = math.ceil(IMAGENET["val"] / IMAGENET["shard_size"])
     test_shards = math.ceil(IMAGENET["test"] / IMAGENET["shard_size"])
     images = IMAGENET["train"] + IMAGENET["val"] + IMAGENET["test"]
-    return IMAGENET["classes"] + val_shards + test_shards, images
+    return default_train_shards(IMAGENET["train"]) + val_shards + test_shards, images
 
 
 def _best_grouping(pods: int, shards: int, task_start_s: float, shard_s: float) -> dict:

@@ -101,7 +101,7 @@ def shard_jobs(data: Path, out: Path) -> list[tuple]:
 
     plan = build_plan(str(data))
     job = Job.of(plan, str(out), Options())
-    return [(job, i, shard) for i, shard in enumerate(plan.shards)]
+    return [(job, i, shard) for i, shard in enumerate(plan.all_shards())]
 
 
 def num_tasks(data: Path, max_tasks: int) -> int:

@@ -11,10 +11,12 @@ TARGETS = {
     "baseline_speedup": 4.0,
     "run_over_convert": 1.3,
     "worker_rss_mb": 250.0,
+    "mixed_over_per_class": 1.25,
     "tf_models_over_decode": 1.0,
     "tf_models_bytes_over_seed": 0.25,
 }
 BASELINE = "naive TF baseline"
+PER_CLASS = f"convert --workers {NPROC}, per-class train shards"
 TF_MODELS = f"convert --format tf-models --workers {NPROC}"
 
 
@@ -30,6 +32,7 @@ def ratios(rows: dict[str, dict]) -> dict:
         # CPU time is less disturbed than wall time by other work on a shared machine.
         "decode_cpu_over_convert_all_cpu": round(decode["cpu_s"] / conv_all["cpu_s"], 3),
         "run_minus_convert_s": round(run["wall_s"] - conv_all["wall_s"], 2),
+        "mixed_over_per_class": round(conv_all["wall_s"] / rows[PER_CLASS]["wall_s"], 3),
     }
     if TF_MODELS in rows:
         tf_models = rows[TF_MODELS]
@@ -51,7 +54,11 @@ def checks(ratio: dict, rss: list[dict], sweep: list[dict], size: str) -> dict:
     worker_rss = max(by_class + [r["peak_rss_children_mb"] for r in sweep if r["peak_rss_children_mb"] is not None])
     spread = max(by_class) - min(by_class)
     decode, run = ratio["convert_all_over_decode_bound"], ratio["run_over_convert"]
+    mixed = ratio["mixed_over_per_class"]
     got = {
+        f"mixed train shards within {TARGETS['mixed_over_per_class']} x per-class": _check(
+            mixed, mixed <= TARGETS["mixed_over_per_class"]
+        ),
         f"convert {NPROC} workers >= {TARGETS['decode_fraction']} x decode bound": _check(
             decode, decode >= TARGETS["decode_fraction"]
         ),

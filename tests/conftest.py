@@ -42,9 +42,10 @@ def sample_copy(sample_dir, tmp_path) -> Path:
 
 @pytest.fixture(scope="module")
 def converted(sample_dir, tmp_path_factory) -> Path:
-    """The sample dataset converted by the CLI (a module may define its own)."""
+    """The sample dataset converted by the CLI (a module may define its own), one class a train
+    shard: the order readers must still shuffle well."""
     out = tmp_path_factory.mktemp("converted") / "out"
-    run_cli("convert", "--data", sample_dir, "--output", out, "--workers", "2")
+    run_cli("convert", "--data", sample_dir, "--output", out, "--workers", "2", "--train-order", "per-class")
     return out
 
 

@@ -232,13 +232,32 @@ def test_metadata_with_crlf_bom_and_trailing_empty_lines(zoo, sample_dir):
 
 def test_class_directory_without_images_is_listed(zoo):
     path = f"train/{EMPTY_CLASS}/images"
-    assert _reason(zoo, path) == "class directory has no images (class gets an empty shard)"
+    assert _reason(zoo, path) == "class directory has no images (class has no train records)"
     assert {"path": path, "reason": _reason(zoo, path)} in zoo["info"]["problems"]
     assert f"warning: {path}: class directory has no images" in zoo["stdout"]
-    label = len(zoo["info"]["splits"]["train"]["shards"]) - 1
-    shard = zoo["info"]["splits"]["train"]["shards"][label]
-    assert shard["records"] == 0 and (zoo["out"] / shard["file"]).stat().st_size == 0
+    label = zoo["info"]["num_classes"] - 1
     assert str(label) not in zoo["info"]["splits"]["train"]["label_counts"]
+
+
+def test_class_directory_without_images_gets_an_empty_shard_per_class(zoo, tmp_path):
+    p = run_cli(
+        "convert",
+        "--data",
+        zoo["root"],
+        "--output",
+        tmp_path,
+        "--max-reject-fraction",
+        "0.5",
+        "--train-order",
+        "per-class",
+    )
+    info = json.loads((tmp_path / "dataset_info.json").read_text())
+    path = f"train/{EMPTY_CLASS}/images"
+    reason = "class directory has no images (class gets an empty shard)"
+    assert {"path": path, "reason": reason} in info["problems"] and f"warning: {path}: {reason}" in p.stdout
+    label = info["num_classes"] - 1
+    shard = info["splits"]["train"]["shards"][label]
+    assert shard["records"] == 0 and (tmp_path / shard["file"]).stat().st_size == 0
 
 
 def test_directory_that_is_not_a_listed_class_is_listed(zoo):

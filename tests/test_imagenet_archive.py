@@ -210,9 +210,9 @@ def test_output_is_byte_identical_and_resumes_until_an_archive_changes(both, tmp
 def test_plan_of_the_archive_form(tmp_path):
     data = write_archives(tmp_path / "data", test=False)
     assert detect(str(data)) == "imagenet"
-    plan = build_plan(str(data), layout="imagenet", shard_size=2)
+    plan = build_plan(str(data), layout="imagenet", shard_size=2, train_order="per-class")
     assert [c.wnid for c in plan.classes] == WNIDS and plan.classes[0].words == "tench, Tinca tinca"
-    train = [s for s in plan.shards if s.split == "train"]
+    train = [s for s in plan.all_shards() if s.split == "train"]
     assert [(s.index, s.count, s.dir) for s in train] == [(i, 4, TRAIN_TAR) for i in range(4)]
     assert [s.name.split("/")[0] for s in train[0].sources] == ["n01000000.tar"] * 3
     raw = (data / TRAIN_TAR).read_bytes()

@@ -123,7 +123,7 @@ def test_a_rerun_converts_again_the_shard_whose_index_is_damaged_and_only_it(sam
     else:
         index.write_bytes(good[: len(good) // 2])
     before = _stamps(output)
-    p = run_cli("convert", "--data", sample_dir, "--output", output, "--workers", "2")
+    p = run_cli("convert", "--data", sample_dir, "--output", output, "--workers", "2", "--train-order", "per-class")
     after = _stamps(output)
     changed = sorted(name for name in after if after[name] != before.get(name))
     assert changed == [TRAIN, TRAIN + ".idx"], p.stdout

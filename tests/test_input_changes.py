@@ -2,9 +2,9 @@
 
 A shard is resumed only when its input files (names, sizes, change stamps: modification and
 change times on local disks, the object generation on GCS) are the ones it was made from. One
-image added to a train class, one val image removed and one test image replaced: after the
-re-run, every file of the output equals a fresh conversion's, and the shards nobody touched
-were kept, not written again.
+image added to a train class (the shard of its path hash, the train shards being mixed), one val
+image removed and one test image replaced: after the re-run, every file of the output equals a
+fresh conversion's, and the shards nobody touched were kept, not written again.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from .conftest import run_cli
 from .test_object_stores import GcsBucket, _stable, download, upload
 
 SHARD_SIZE = 16
+TRAIN_SHARDS = 8  # mixed: a file goes to the shard of its path hash, so adding one changes one shard
 CHANGED = {"add": "train", "remove": "val", "replace": "test"}
 
 
@@ -47,7 +48,8 @@ def _output(root: Path) -> dict:
 
 
 def _convert(data: str, out: str) -> str:
-    return run_cli("convert", "--data", data, "--output", out, "--shard-size", SHARD_SIZE, "--workers", "2").stdout
+    args = ("--shard-size", SHARD_SIZE, "--train-shards", TRAIN_SHARDS, "--workers", "2")
+    return run_cli("convert", "--data", data, "--output", out, *args).stdout
 
 
 def _mtimes(out: Path) -> dict[str, int]:

@@ -29,6 +29,7 @@ from .conftest import REGION, read_records, read_split, run_cli
 from .servers import ServerProcess
 
 SHARD_SIZE = 16  # the sample's 30 val and 20 test images make two shards each
+TRAIN_SHARDS = 6  # mixed train shards
 SPLITS = ("train", "val", "test")
 
 
@@ -138,7 +139,9 @@ def _stable(value):
 def reference(sample_dir, tmp_path_factory) -> Path:
     """A local conversion of the sample dataset: what every bucket conversion must equal."""
     out = tmp_path_factory.mktemp("reference")
-    run_cli("convert", "--data", sample_dir, "--output", out, "--shard-size", SHARD_SIZE)
+    run_cli(
+        "convert", "--data", sample_dir, "--output", out, "--shard-size", SHARD_SIZE, "--train-shards", TRAIN_SHARDS
+    )
     return out
 
 
@@ -191,7 +194,19 @@ def _tree(root: Path) -> dict[str, bytes]:
 def test_convert_bucket_to_bucket(bucket, sample_dir, reference, tmp_path, store_env):
     assert upload(sample_dir, bucket, "tiny") == 131
     data, out = _url(bucket, "tiny"), _url(bucket, "records")
-    p = run_cli("convert", "--data", data, "--output", out, "--shard-size", SHARD_SIZE, "--workers", 2)
+    p = run_cli(
+        "convert",
+        "--data",
+        data,
+        "--output",
+        out,
+        "--shard-size",
+        SHARD_SIZE,
+        "--train-shards",
+        TRAIN_SHARDS,
+        "--workers",
+        2,
+    )
     assert "train: 72 records in 6 shards" in p.stdout
 
     got = tmp_path / "got"
@@ -213,7 +228,19 @@ def test_kubeflow_pipeline_bucket_to_bucket(bucket, sample_dir, reference, tmp_p
     data, out = _url(bucket, "tiny"), _url(bucket, "records")
     root = tmp_path / "pipeline-root"
     p = run_cli(
-        "run", "--data", data, "--output", out, "--shard-size", SHARD_SIZE, "--pipeline-root", root, "--workers", 1
+        "run",
+        "--data",
+        data,
+        "--output",
+        out,
+        "--shard-size",
+        SHARD_SIZE,
+        "--train-shards",
+        TRAIN_SHARDS,
+        "--pipeline-root",
+        root,
+        "--workers",
+        1,
     )
     got = tmp_path / "got"
     names = download(bucket, "records", got)
@@ -244,13 +271,14 @@ def test_shards_above_the_single_request_upload_size(store_env, gcs_server, s3_s
     data = tmp_path / "big"
     write_sample(str(data), classes=2, train_per_class=20, val=4, test=2, size=320)
     ref = tmp_path / "ref"
-    run_cli("convert", "--data", data, "--output", ref)
+    run_cli("convert", "--data", data, "--output", ref, "--train-order", "per-class")
     big = [p for p in (ref / "train").glob("*.tfrecord") if p.stat().st_size > 5 * 2**20]
     assert len(big) == 2
     name = f"it-{uuid.uuid4().hex[:12]}"
     for bucket in (GcsBucket(gcs_server, name), S3Bucket(s3_server, name)):
         upload(data, bucket, "in")
-        run_cli("convert", "--data", _url(bucket, "in"), "--output", _url(bucket, "out"), "--workers", 2)
+        args = ("--workers", 2, "--train-order", "per-class")  # one class a shard: both over 5 MiB
+        run_cli("convert", "--data", _url(bucket, "in"), "--output", _url(bucket, "out"), *args)
         got = tmp_path / bucket.scheme
         names = download(bucket, "out", got)
         assert sorted(names) == sorted(_files(ref))

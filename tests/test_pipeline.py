@@ -149,9 +149,9 @@ def test_importing_the_core_and_its_command_line_loads_neither_kfp_nor_tensorflo
 def test_local_pipeline_run_matches_convert(sample_dir, tmp_path):
     """The README's main command: the whole pipeline through kfp.local, then verify."""
     run_out, conv_out = tmp_path / "run", tmp_path / "convert"
-    p = run_cli("run", "--data", sample_dir, "--output", run_out, "--max-tasks", "4")
+    p = run_cli("run", "--data", sample_dir, "--output", run_out, "--max-tasks", "4", "--train-shards", "6")
     assert "train: 72 records in 6 shards" in p.stdout
-    run_cli("convert", "--data", sample_dir, "--output", conv_out)
+    run_cli("convert", "--data", sample_dir, "--output", conv_out, "--train-shards", "6")
     for split in ("train", "val", "test"):
         a = sorted(f.name for f in (run_out / split).iterdir())
         assert a == sorted(f.name for f in (conv_out / split).iterdir())

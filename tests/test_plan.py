@@ -8,7 +8,16 @@ import pytest
 from imagenet_tfrecords.fs import Location
 from imagenet_tfrecords.layouts import build_plan
 from imagenet_tfrecords.layouts.tinyimagenet import parse_val_annotations, parse_wnids, parse_words
-from imagenet_tfrecords.plan import MetadataError, Plan, PlanError, Source, group_tasks
+from imagenet_tfrecords.plan import (
+    MetadataError,
+    Plan,
+    PlanError,
+    Source,
+    group_tasks,
+    read_slice,
+    source_hash,
+    write_slices,
+)
 
 
 def test_real_metadata(meta_dir):
@@ -45,22 +54,40 @@ def _dataset_from_real_meta(meta_dir, root, per_class=1):
 
 
 def test_plan_over_real_metadata(meta_dir, tmp_path):
-    _dataset_from_real_meta(meta_dir, tmp_path)
-    plan = build_plan(str(tmp_path), shard_size=100)
+    (tmp_path / "data").mkdir()
+    _dataset_from_real_meta(meta_dir, tmp_path / "data", per_class=10)
+    plan = build_plan(str(tmp_path / "data"), shard_size=100, train_order="per-class")
     assert len(plan.classes) == 200
-    train = [s for s in plan.shards if s.split == "train"]
-    assert [s.wnid for s in train] == sorted(s.wnid for s in train)
-    val = [s for s in plan.shards if s.split == "val"]
+    shards = list(plan.all_shards())
+    train = [s for s in shards if s.split == "train"]
+    wnids = [s.sources[0].name.split("/")[0] for s in train]
+    assert wnids == sorted(wnids) == list(plan.wnids) and {len(s.sources) for s in train} == {10}
+    val = [s for s in shards if s.split == "val"]
     assert [len(s.sources) for s in val] == [100, 100, 100]
     assert val[0].sources[0] == Source("val_0.JPEG", plan.wnids.index("n03444034"), None)
     # annotated images that are not on disk are listed, not dropped
     assert len(plan.rejects) == 10_000 - 300
     assert plan.rejects[0]["reason"] == "listed in val_annotations.txt but missing"
     assert "no test split" in plan.warnings[0]
+    write_slices(plan, str(tmp_path / "out"), 64)
     assert Plan.from_json(plan.to_json()) == plan  # the JSON round trip of plan.json
-    tasks = group_tasks(len(plan.shards), 64)
-    assert len(tasks) == 64 and {len(t) for t in tasks} == {4, 3}  # 203 shards
-    assert [i for t in tasks for i in t] == list(range(len(plan.shards)))
+    assert len(plan.tasks) == 64 and {len(t) for t in plan.tasks} == {4, 3}  # 203 shards
+    assert [i for t in plan.tasks for i in t] == list(range(len(plan.shards)))
+    sliced = [s for t in range(64) for _, s in read_slice(plan, t)]
+    assert sliced == shards and all(s.light() == p for s, p in zip(sliced, plan.shards, strict=True))
+    assert "files" not in plan.to_json()  # plan.json holds no sources
+
+
+def test_default_mixed_train_shards_hold_about_a_thousand_files(meta_dir, tmp_path):
+    _dataset_from_real_meta(meta_dir, tmp_path, per_class=10)
+    plan = build_plan(str(tmp_path), shard_size=100)
+    train = [s for s in plan.all_shards() if s.split == "train"]
+    assert len(train) == 2  # max(1, round(2000 / 1000))
+    assert sum(len(s.sources) for s in train) == 2000 and min(len(s.sources) for s in train) > 900
+    assert len({f.label for f in train[0].sources}) > 150  # per class: 100
+    for i, shard in enumerate(train):  # shard i: the i-th half of the hash range, in hash order
+        keys = [source_hash(f"train/{f.name}") for f in shard.sources]
+        assert keys == sorted(keys) and {int(k, 16) * 2 >> 64 for k in keys} == {i}
 
 
 @pytest.mark.parametrize("missing", ["wnids.txt", "words.txt", "val/val_annotations.txt"])
@@ -143,12 +170,12 @@ def test_max_tasks_out_of_range_is_refused(bad):
 
 
 def test_a_plan_of_another_version_is_refused(sample_dir):
-    text = build_plan(str(sample_dir)).to_json().replace('"version": 2', '"version": 1')
-    with pytest.raises(PlanError, match="plan version 1, this is version 2"):
+    text = build_plan(str(sample_dir)).to_json().replace('"version": 3', '"version": 2')
+    with pytest.raises(PlanError, match="plan version 2, this is version 3"):
         Plan.from_json(text)
 
 
 def test_shard_file_names_and_the_fixed_sources_round_trip(sample_dir):
-    plan = build_plan(str(sample_dir), shard_size=8)
+    plan = build_plan(str(sample_dir), shard_size=8, train_order="per-class")
     assert [s.file for s in plan.shards][:1] == ["train/train-00000-of-00006.tfrecord"]
     assert plan.shards[-1].file == "test/test-00002-of-00003.tfrecord" and plan.shards[-1].sources[0].label == -1

@@ -25,7 +25,7 @@ COUNTS = {"train": CLASSES * PER_CLASS, "val": 30, "test": 20}
 @pytest.fixture(scope="module")
 def conversion(sample_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("out")
-    plan, _ = convert_dataset(str(sample_dir), str(out), shard_size=8, workers=2)
+    plan, _ = convert_dataset(str(sample_dir), str(out), shard_size=8, workers=2, train_order="per-class")
     return SimpleNamespace(out=out, plan=plan)
 
 

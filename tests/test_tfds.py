@@ -145,8 +145,9 @@ def test_tfds_bucket_to_bucket_equals_a_local_conversion(sample_dir, bucket, tmp
     local_data = tmp_path / "data"
     shutil.copytree(sample_dir, local_data)
     upload(local_data, bucket, "data")
-    run_cli("convert", "--data", _url(bucket, "data"), "--output", _url(bucket, "out"), "--format", "tfds")
-    run_cli("convert", "--data", local_data, "--output", tmp_path / "local", "--format", "tfds")
+    tfds_args = ("--format", "tfds", "--train-shards", "4", "--shard-size", "10")
+    run_cli("convert", "--data", _url(bucket, "data"), "--output", _url(bucket, "out"), *tfds_args)
+    run_cli("convert", "--data", local_data, "--output", tmp_path / "local", *tfds_args)
     assert verify(_url(bucket, "out")) == verify(str(tmp_path / "local"))
     got = tmp_path / "got"
     names = download(bucket, "out", got)

@@ -20,7 +20,7 @@ from .convert import GRAYSCALE_POLICIES, Options, WorkerDied, available_cpus, pa
 from .formats import FORMATS
 from .fs import BadOutput, Location
 from .layouts import AUTO, LAYOUT_CHOICES
-from .plan import DEFAULT_SHARD_SIZE, MetadataError, Plan
+from .plan import DEFAULT_SHARD_SIZE, MIXED, TRAIN_ORDERS, MetadataError, Plan
 from .stats import DEFAULT_MAX_REJECT_FRACTION, IncompleteConversion, TooManyRejects, check_rejects, read_info
 
 EXIT_INTERNAL, EXIT_BAD_INPUT, EXIT_VERIFY, EXIT_INTERRUPTED = 1, 3, 4, 5  # 2: argparse's, bad command line
@@ -128,6 +128,20 @@ def add_conversion_args(p: argparse.ArgumentParser, workers_help: str) -> None:
     )
     p.add_argument("--shard-size", type=whole_number(1), default=DEFAULT_SHARD_SIZE, help="images per val/test shard")
     p.add_argument(
+        "--train-order",
+        choices=TRAIN_ORDERS,
+        default=MIXED,
+        help="mixed: every train shard mixes the classes (files ordered by a hash of their path); "
+        "per-class: one shard per class, in file order",
+    )
+    p.add_argument(
+        "--train-shards",
+        type=whole_number(0),
+        default=0,
+        metavar="N",
+        help="mixed train shards (0: about 1,000 images each)",
+    )
+    p.add_argument(
         "--max-reject-fraction",
         type=_fraction,
         default=DEFAULT_MAX_REJECT_FRACTION,
@@ -185,6 +199,8 @@ def cmd_convert(args) -> int:
         shard_size=args.shard_size,
         workers=workers,
         layout=args.layout,
+        train_order=args.train_order,
+        train_shards=args.train_shards,
         on_plan=on_plan,
         on_done=lambda _: bar.update(1) if bar else None,
     )
@@ -391,7 +407,10 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    p = parser()
+    args = p.parse_args(argv)
+    if getattr(args, "train_order", MIXED) != MIXED and args.train_shards:
+        p.error("--train-shards sets the number of mixed train shards; --train-order per-class makes one per class")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     log.setLevel(logging.DEBUG if args.verbose else logging.INFO)
     try:

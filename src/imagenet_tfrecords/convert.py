@@ -17,11 +17,12 @@ import json
 import math
 import multiprocessing
 import os
+import re
 import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass
 
@@ -29,7 +30,7 @@ from . import formats, records
 from .archive import read_sources
 from .fs import Location, publish
 from .image import DEFAULT_MAX_PIXELS, BadImage
-from .plan import Plan, Shard, Source, inputs_digest, list_images
+from .plan import SPLITS, Plan, PlanError, Shard
 
 GRAYSCALE_POLICIES = ("rgb", "skip")
 WORK_DIR = "_work"
@@ -122,11 +123,10 @@ def convert_shard(job: Job, shard_id: int, shard: Shard) -> dict:
     """Write one shard (unless a verified copy made from the same inputs exists); return its statistics."""
     out, root = Location.of(job.out_url), Location.of(job.data_url)
     directory = root.child(shard.dir)
-    if shard.sources is None:  # a class folder, listed now
-        sources, inputs = _list_class(directory, root, shard.label)
-    else:  # fixed at plan time, their files digested then
-        sources, inputs = shard.sources, shard.inputs
-    fingerprint = _fingerprint(job, shard, inputs)
+    if shard.sources is None:
+        raise PlanError(f"{shard.file}: the shard's sources are not in plan.json but in its task's slice")
+    sources = shard.sources
+    fingerprint = _fingerprint(job, shard, shard.inputs)
     file = job.file(shard)
     done = _finished(out, file, fingerprint)
     if done is not None:
@@ -135,11 +135,7 @@ def convert_shard(job: Job, shard_id: int, shard: Shard) -> dict:
     stats = _write_shard(job, shard, directory, sources, out.child(file), out.child(index_file(file)))
     stats |= {"shard": shard_id, "split": shard.split, "file": file, "fingerprint": fingerprint}
     stats["index"] = index_file(file)
-    stats["problems"] = []  # about the folder rather than one file
-    if shard.sources is None and not any(s.reason is None for s in sources):
-        stats["problems"].append(
-            {"path": shard.dir, "reason": "class directory has no images (class gets an empty shard)"}
-        )
+    stats["problems"] = []  # about folders rather than files: the plan's (plan.problems)
     stats["seconds"] = round(time.perf_counter() - started, 4)
     stats_location(out, file).write_text(json.dumps(stats, sort_keys=True))
     return json.loads(json.dumps(stats))  # Counters -> plain dicts, as a re-run would read it
@@ -204,17 +200,9 @@ def _write_shard(job: Job, shard: Shard, directory: Location, sources, target: L
     }
 
 
-def _list_class(directory: Location, root: Location, label: int | None) -> tuple[list[Source], str]:
-    """A class folder's sources, its files labelled ``label`` in natural order (as list_images
-    sorted them) then its other entries rejected, and the digest of all of them."""
-    files, others = list_images(directory, root)
-    sources = [Source(name, label) for name in files] + [Source(e.name, None, e.reason) for e in others]
-    return sources, inputs_digest(list(files.values()) + others)
-
-
 def _fingerprint(job: Job, shard: Shard, inputs: str) -> str:
-    """What a shard's content depends on: its plan entry, its input files (names, sizes, change
-    stamps), the classes and the options."""
+    """What a shard's content depends on: its plan entry (its slice line: every source), its input
+    files (names, sizes, change stamps), the classes and the options."""
     spec = {"shard": shard.to_json(), "inputs": inputs, "wnids": job.wnids, "options": job.options.fingerprint()}
     if job.options.format == formats.TF_MODELS:  # (its records hold each class's words)
         spec["words"] = job.words
@@ -276,48 +264,86 @@ def _cgroup_quota() -> float | None:
 
 def convert(
     plan: Plan,
-    shard_ids: Iterable[int],
+    shards: Iterable[tuple[int, Shard]],
     out_url: str,
     options: Options = Options(),
     *,
     workers: int = 0,
     on_done: Callable[[dict], None] | None = None,
 ) -> list[dict]:
-    """Convert shards with a pool of ``workers`` processes (0: every available CPU).
+    """Convert (shard id, shard) pairs with a pool of ``workers`` processes (0: every available CPU).
 
-    Returns the shards' statistics in shard order; ``on_done`` is called as each finishes.
+    The pairs are taken as workers free up (a few queued per worker), so a task's slice is
+    streamed, not held. Returns the shards' statistics in shard id order; ``on_done`` is called
+    as each finishes.
     """
-    ids = list(shard_ids)
     job = Job.of(plan, out_url, options)
-    shards = plan.shards
-    workers = min(workers or available_cpus(), len(ids)) or 1
+    workers = workers or available_cpus()
     results: dict[int, dict] = {}
+
+    def done(i: int, stats: dict) -> None:
+        results[i] = stats
+        if on_done:
+            on_done(stats)
+
     if workers == 1:
-        for i in ids:
-            results[i] = convert_shard(job, i, shards[i])
-            if on_done:
-                on_done(results[i])
-    else:
-        # fork: workers start in milliseconds and never import TensorFlow or kfp themselves.
-        ctx = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
-        with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-            futures = {pool.submit(convert_shard, job, i, shards[i]): i for i in ids}
-            try:
-                for fut in as_completed(futures):
-                    results[futures[fut]] = fut.result()
-                    if on_done:
-                        on_done(results[futures[fut]])
-            except BrokenProcessPool:
-                unfinished = [job.file(shards[i]) for i in ids if i not in results]
-                raise WorkerDied(
-                    "a worker process died abruptly (killed by a signal, e.g. by the out-of-memory killer) before "
-                    f"{len(unfinished)} of {len(ids)} shards were done (first: {unfinished[0]}); finished shards "
-                    "are kept: run the same command again to resume"
-                ) from None
-            except BaseException:  # an error or Ctrl-C: stop now rather than after every queued shard
-                pool.shutdown(wait=True, cancel_futures=True)
-                raise
-    return [results[i] for i in ids]
+        for i, shard in shards:
+            done(i, convert_shard(job, i, shard))
+        return [results[i] for i in sorted(results)]
+    # fork: workers start in milliseconds and never import TensorFlow or kfp themselves.
+    ctx = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
+    with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+        pending: dict = {}
+        try:
+            for i, shard in shards:
+                pending[pool.submit(convert_shard, job, i, shard)] = (i, job.file(shard))
+                if len(pending) >= 2 * workers:
+                    _collect(pending, done, FIRST_COMPLETED)
+            while pending:
+                _collect(pending, done, FIRST_COMPLETED)
+        except BrokenProcessPool:
+            unfinished = sorted(pending.values())
+            raise WorkerDied(
+                "a worker process died abruptly (killed by a signal, e.g. by the out-of-memory killer) before "
+                f"{len(unfinished)} queued shards were done (first: {unfinished[0][1]}); finished shards "
+                "are kept: run the same command again to resume"
+            ) from None
+        except BaseException:  # an error or Ctrl-C: stop now rather than after every queued shard
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+    return [results[i] for i in sorted(results)]
+
+
+def _collect(pending: dict, done: Callable[[int, dict], None], when: str) -> None:
+    """Wait for some of the pending futures and hand over their results (raising a worker's error)."""
+    finished, _ = wait(pending, return_when=when)
+    for fut in sorted(finished, key=lambda f: pending[f]):
+        i, _ = pending[fut]
+        stats = fut.result()
+        del pending[fut]
+        done(i, stats)
+
+
+# The converter's own shard file names, in split folders (seed, tf-models) or in the root (tfds).
+SHARD_FILE = re.compile(r"([\w.-]+-)?(train|val|test)(-\d{5}-of-\d{5}\.tfrecord|\.tfrecord-\d{5}-of-\d{5})(\.idx)?")
+
+
+def remove_unplanned(plan: Plan, out_url: str, fmt: str = formats.SEED) -> list[str]:
+    """Remove shard files (and their indexes) of an earlier run that this plan does not make, e.g.
+    ``train-00003-of-00004.tfrecord`` once train has 5 shards: a reader globbing ``*.tfrecord``
+    would read them too. Only names of the converter's own patterns are touched. Returns them."""
+    out = Location.of(out_url)
+    files = [formats.shard_file(s, fmt, plan.data) for s in plan.shards]
+    planned = set(files) | {index_file(f) for f in files}
+    stale = []
+    for folder in ("", *SPLITS):
+        where = out.child(folder) if folder else out
+        for e in where.list_dir() if where.isdir() else []:
+            rel = f"{folder}/{e.name}" if folder else e.name
+            if e.kind == "file" and SHARD_FILE.fullmatch(e.name) and rel not in planned:
+                out.fs.rm_file(out.child(rel).path)
+                stale.append(rel)
+    return stale
 
 
 def recorded_stats(plan: Plan, out_url: str, fmt: str = formats.SEED) -> list[dict]:

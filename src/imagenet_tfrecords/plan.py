@@ -2,27 +2,42 @@
 
 A layout (``layouts/<name>.py``) turns a dataset root into a Plan: the classes (label = index
 in the sorted class ids), one Shard per output file, the rejects found while reading the
-metadata, and warnings. A shard either lists fixed sources (val and test: files, labels and
-reject reasons decided from the metadata) or names a class folder that is listed when it is
-converted (train). Shard names depend only on the dataset, never on how shards are grouped into
-tasks, so output is the same however the work is spread. The Plan round-trips through JSON
-(plan.json, the pipeline's first artifact); a plan of another version is refused.
+metadata, and warnings. Every shard's sources (files, labels and reject reasons) are fixed at plan
+time. Train shards are cut by ``train_shards``: "mixed" (default) puts every train file in the
+shard its path's stable hash falls in, in hash order, so each shard mixes the classes (as TFDS
+does); "per-class" makes one shard per class folder in file order. The listing is spilled to
+local disk while it is made, so planning holds one class folder or one hash bucket at a time,
+never the whole train split. Shard names depend only on the dataset, never on how
+shards are grouped into tasks, so output is the same however the work is spread.
+
+The Plan round-trips through JSON (plan.json, the pipeline's first artifact) without the shards'
+sources: ``write_slices`` writes each conversion task's shards, sources included, to a slice file
+of its own (``<output>/_work/plan/task-NNNNN.jsonl``, one shard a line) that ``read_slice`` streams
+back, so no step holds every file's entry. A plan of another version is refused.
 """
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import dataclasses
 import hashlib
 import itertools
 import json
+import pickle
 import re
+import shutil
+import tempfile
+import weakref
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from .fs import Entry, Location
+from .fs import Entry, Location, publish
 
 SPLITS = ("train", "val", "test")
-PLAN_VERSION = 2
+PLAN_VERSION = 3
 # Conversion tasks of one run. Vertex AI collects at most 100 artifacts in one dsl.Collected
 # input, and every collected artifact lengthens the fan-in step's executor input, which the
 # Kubeflow backend passes as one command-line argument (Linux: under 128 KiB).
@@ -30,6 +45,11 @@ MAX_TASKS = 100
 DEFAULT_MAX_TASKS = 64
 DEFAULT_PARALLELISM = 16  # conversion tasks running at once on a cluster (ParallelFor parallelism)
 DEFAULT_SHARD_SIZE = 500  # images per val/test shard
+MIXED, PER_CLASS = "mixed", "per-class"
+TRAIN_ORDERS = (MIXED, PER_CLASS)
+TRAIN_RECORDS_PER_SHARD = 1000  # mixed train shards' default size: 100 shards for TinyImageNet, 1,281 for ImageNet
+HASH_BUCKETS = 256  # spill files of a mixed train listing, by the first byte of the path hash
+SLICES_DIR = "_work/plan"  # under the output: each conversion task's shards (write_slices)
 
 
 class MetadataError(ValueError):
@@ -73,18 +93,17 @@ class Source(NamedTuple):
 
 @dataclass(frozen=True)
 class Shard:
-    """One output file. ``sources`` are fixed at plan time, or None: the files of ``dir`` are
-    listed when the shard is converted, all labelled ``label``. ``inputs`` is the digest of the
-    fixed sources' files (names, sizes, change stamps)."""
+    """One output file. ``sources`` are paths relative to ``dir``, fixed at plan time; None in a
+    plan read from plan.json, which holds only their number (``found``): a task reads them from
+    its slice. ``inputs`` is the digest of the sources' files (names, sizes, change stamps)."""
 
     split: str
     index: int
     count: int
     dir: str
-    label: int | None = None
-    wnid: str | None = None
     sources: tuple[Source, ...] | None = None
     inputs: str = ""
+    found: int = 0
 
     @property
     def file(self) -> str:
@@ -98,18 +117,25 @@ class Shard:
     def to_json(self) -> dict:
         out = {"split": self.split, "index": self.index, "count": self.count, "dir": self.dir}
         if self.sources is None:
-            out |= {"label": self.label, "wnid": self.wnid}
-        else:
-            out |= {"files": [s.to_json() for s in self.sources], "inputs": self.inputs}
-        return out
+            return out | {"found": self.found}
+        return out | {"files": [s.to_json() for s in self.sources], "inputs": self.inputs}
 
     @classmethod
     def from_json(cls, d: dict) -> Shard:
-        sources = tuple(Source.from_json(f) for f in d["files"]) if "files" in d else None
         common = {k: d[k] for k in ("split", "index", "count", "dir")}
-        if sources is None:
-            return cls(**common, label=d["label"], wnid=d.get("wnid"))
-        return cls(**common, sources=sources, inputs=d.get("inputs", ""))
+        if "files" not in d:
+            return cls(**common, found=d["found"])
+        sources = tuple(Source.from_json(f) for f in d["files"])
+        return cls(**common, sources=sources, inputs=d["inputs"], found=len(sources))
+
+    def light(self) -> Shard:
+        """This shard as plan.json holds it: its number of sources, not the sources."""
+        return dataclasses.replace(self, sources=None, inputs="", found=self.size)
+
+    @property
+    def size(self) -> int:
+        """Its number of sources (inputs found)."""
+        return self.found if self.sources is None else len(self.sources)
 
 
 @dataclass(frozen=True)
@@ -127,6 +153,22 @@ class Plan:
     warnings: list[str] = field(default_factory=list)
     tasks: list[list[int]] = field(default_factory=list)  # the shard ids of each conversion task
     layout: str = "tinyimagenet"
+    problems: list[dict] = field(default_factory=list)  # {"path", "reason"} about folders, not inputs
+    train_order: str = MIXED
+    slices: str = ""  # where write_slices put each task's shards
+    # the train shards' sources, spilled while listing (not in plan.json: see write_slices)
+    train: TrainShards | None = field(default=None, compare=False, repr=False)
+
+    def all_shards(self) -> Iterator[Shard]:
+        """Every shard with its sources, in shard id order: the train shards streamed from their
+        spill, then the others (val, test) as planned. For a plan as built, before write_slices."""
+        spilled = self.train.shards() if self.train else iter(())
+        for shard in self.shards:
+            yield next(spilled) if shard.sources is None else shard
+
+    @property
+    def train_shard_count(self) -> int:
+        return sum(1 for s in self.shards if s.split == "train")
 
     @property
     def wnids(self) -> tuple[str, ...]:
@@ -147,6 +189,9 @@ class Plan:
                 "rejects": self.rejects,
                 "warnings": self.warnings,
                 "tasks": self.tasks,
+                "problems": self.problems,
+                "train_order": self.train_order,
+                "slices": self.slices,
             }
         )
 
@@ -163,6 +208,9 @@ class Plan:
             warnings=d["warnings"],
             tasks=[[int(i) for i in t] for t in d["tasks"]],
             layout=d["layout"],
+            problems=d["problems"],
+            train_order=d["train_order"],
+            slices=d["slices"],
         )
 
 
@@ -173,14 +221,21 @@ def natural_key(name: str) -> list:
 
 def inputs_digest(entries: list[Entry]) -> str:
     """A digest of the names, sizes and change stamps of a shard's input files."""
-    return hashlib.sha256(json.dumps([e.identity for e in entries]).encode()).hexdigest()[:32]
+    return identities_digest([e.identity for e in entries])
 
 
-def list_images(directory: Location, root: Location) -> tuple[dict[str, Entry], list[Entry]]:
-    """The files of an images folder by name in natural order, and its other entries (folders,
-    links leaving the dataset root, FIFOs...), which are never read."""
+def identities_digest(identities: list) -> str:
+    """inputs_digest of entries given by their ``identity`` lists."""
+    return hashlib.sha256(json.dumps(identities).encode()).hexdigest()[:32]
+
+
+def list_images(directory: Location, root: Location, natural: bool = True) -> tuple[dict[str, Entry], list[Entry]]:
+    """The files of an images folder by name in natural order (``natural=False``: by name), and its
+    other entries (folders, links leaving the dataset root, FIFOs...), which are never read."""
     listed = directory.list_dir(root) if directory.isdir() else []
-    files = sorted((e for e in listed if e.kind == "file"), key=lambda e: natural_key(e.name))
+    files = [e for e in listed if e.kind == "file"]  # list_dir sorts by name
+    if natural:
+        files.sort(key=lambda e: natural_key(e.name))
     return {e.name: e for e in files}, [e for e in listed if e.kind != "file"]
 
 
@@ -192,7 +247,8 @@ def fixed_shards(split: str, folder: str, sources: list[Source], files: dict[str
     shards = []
     for i, chunk in enumerate(chunks):
         entries = [dataclasses.replace(files[s.name], name=s.name) for s in chunk if s.name in files]
-        shards.append(Shard(split, i, len(chunks), folder, sources=tuple(chunk), inputs=inputs_digest(entries)))
+        digest = inputs_digest(entries)
+        shards.append(Shard(split, i, len(chunks), folder, sources=tuple(chunk), inputs=digest, found=len(chunk)))
     return shards
 
 
@@ -207,7 +263,7 @@ def list_files(directory: Location, root: Location, rel: str, rejects: list[dict
 def group_tasks(num_shards: int, max_tasks: int = DEFAULT_MAX_TASKS) -> list[list[int]]:
     """Group shard ids into ``min(max_tasks, num_shards)`` tasks: contiguous runs whose lengths differ by one at most.
 
-    Train shards come first in the plan (one class each), then val and test; a task may hold
+    Train shards come first in the plan, then val and test; a task may hold
     shards of two splits. The grouping never changes what is written, only who writes it.
     """
     if not 1 <= max_tasks <= MAX_TASKS:
@@ -219,3 +275,218 @@ def group_tasks(num_shards: int, max_tasks: int = DEFAULT_MAX_TASKS) -> list[lis
     for t in range(min(max_tasks, num_shards)):
         bounds.append(bounds[-1] + per_task + (t < longer))
     return [list(range(a, b)) for a, b in itertools.pairwise(bounds)]
+
+
+def source_hash(path: str) -> str:
+    """What orders mixed train shards: the first 8 bytes of BLAKE2b of a source's path relative to
+    the dataset root (the record's ``filename``), in hex. Stable across runs, machines and versions."""
+    return hashlib.blake2b(path.encode(), digest_size=8).hexdigest()
+
+
+def default_train_shards(files: int) -> int:
+    """Mixed train shards when none are asked for: about TRAIN_RECORDS_PER_SHARD sources each."""
+    return max(1, round(files / TRAIN_RECORDS_PER_SHARD))
+
+
+Listed = tuple[Source, Entry]  # a train source and the listing entry of its file (or other entry)
+
+
+# Class folders of an object store listed at once while planning: each listing waits on a round
+# trip. Local folders are listed one by one: there the work is Python's, and threads only contend.
+LISTING_THREADS = 8
+
+
+def class_listings(
+    root: Location, folder: str, classes: list[tuple[str, int]], problems: list[dict], order: str
+) -> Iterator[list[Listed]]:
+    """The train sources of each class folder ``folder/<sub>`` of ``classes`` ((sub, label) in
+    label order), one list a class, in that order, named ``sub/<name>``: its files labelled
+    ``label`` (in natural order for per-class shards), then its other entries (folders, links
+    leaving the root...) with their reasons. On object stores a few threads list the next folders
+    ahead, at most LISTING_THREADS listings held. A folder without files is appended to ``problems``."""
+
+    def listing(item: tuple[str, int]) -> tuple[dict[str, Entry], list[Entry]]:
+        return list_images(root.child(folder, item[0]), root, natural=order == PER_CLASS)
+
+    outcome = "class gets an empty shard" if order == PER_CLASS else "class has no train records"
+    threads = 1 if root.is_local else LISTING_THREADS
+    for (sub, label), (files, others) in zip(classes, _ahead(listing, classes, threads), strict=True):
+        if not files:
+            problems.append({"path": f"{folder}/{sub}", "reason": f"class directory has no images ({outcome})"})
+        yield [(Source(f"{sub}/{n}", label), e) for n, e in files.items()] + [
+            (Source(f"{sub}/{e.name}", None, e.reason), e) for e in others
+        ]
+
+
+def _ahead(fn, items: list, threads: int) -> Iterator:
+    """fn(item) for each item in order, computed by ``threads`` threads at most ``threads`` items ahead."""
+    if threads == 1:
+        yield from map(fn, items)
+        return
+    with ThreadPoolExecutor(threads) as pool:
+        pending: collections.deque = collections.deque()
+        for item in items:
+            pending.append(pool.submit(fn, item))
+            if len(pending) >= threads:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+def train_shards(folder: str, classes: Iterable[list[Listed]], order: str = MIXED, count: int = 0) -> TrainShards:
+    """Plan the train shards of the sources under ``folder`` (``classes``: each class's sources,
+    named relative to ``folder``, in label order, one class at a time).
+
+    "mixed": ``count`` shards (0: default_train_shards); each source goes to the shard that its
+    path's ``source_hash`` falls in (shard i holds the i-th of ``count`` equal hash ranges), in
+    hash order. A source's shard depends on its own path only, so adding or removing one file
+    changes one shard, and shard sizes are even up to chance (1,000 +- 32 for 1,000 a shard).
+    "per-class": one shard per class, in the order given. The sources are spilled to local files
+    as they come (one file per hash bucket), so memory holds one class here and one bucket when
+    the shards are read back.
+    """
+    if order not in TRAIN_ORDERS:
+        raise ValueError(f"train order must be one of {', '.join(TRAIN_ORDERS)}, got {order!r}")
+    if count < 0:
+        raise ValueError(f"train shards must be 0 (default) or more, got {count}")
+    spill = tempfile.mkdtemp(prefix="imagenet-tfrecords-plan-")
+    try:
+        if order == PER_CLASS:
+            count = _spill_per_class(classes, spill)
+        else:
+            total = _spill_mixed(folder, classes, spill)
+            count = count or default_train_shards(total)
+    except BaseException:
+        shutil.rmtree(spill, ignore_errors=True)
+        raise
+    return TrainShards(folder, order, count, spill)
+
+
+def _row(key: int, source: Source, entry: Entry) -> tuple:
+    """A spilled source: a flat tuple of plain values (quick to pickle), read back by _unrow."""
+    return (key, *source, entry.kind, entry.size, entry.stamp)
+
+
+def _unrow(row: tuple) -> tuple[int, Source, list]:
+    """(key, source, the entry's identity under the source's name, for inputs_digest)."""
+    return row[0], Source(*row[1:6]), [row[1], *row[6:]]
+
+
+def _spill_per_class(classes: Iterable[list[Listed]], spill: str) -> int:
+    """Write each class's sources in order, keyed by class number, one pickled batch a class (the
+    spill is this process's own, read back by TrainShards); return the number of classes."""
+    n = 0
+    with open(f"{spill}/all", "wb") as f:
+        for n, listing in enumerate(classes, 1):
+            pickle.dump([_row(n - 1, s, e) for s, e in listing], f, pickle.HIGHEST_PROTOCOL)
+    return n
+
+
+def _spill_mixed(folder: str, classes: Iterable[list[Listed]], spill: str) -> int:
+    """Write every source, keyed by its hash, to the bucket of the hash's first byte (one pickled
+    batch per class and bucket); return how many."""
+    total = 0
+    with contextlib.ExitStack() as stack:
+        buckets = [stack.enter_context(open(f"{spill}/{b:02x}", "wb")) for b in range(HASH_BUCKETS)]
+        for listing in classes:
+            parts: dict[int, list] = {}
+            for source, entry in listing:
+                key = int(source_hash(f"{folder}/{source.name}"), 16)
+                parts.setdefault(key >> 56, []).append(_row(key, source, entry))
+            for b, part in parts.items():
+                pickle.dump(part, buckets[b], pickle.HIGHEST_PROTOCOL)
+            total += len(listing)
+    return total
+
+
+def _batches(path: str) -> Iterator[list]:
+    with open(path, "rb") as f:
+        while True:
+            try:
+                yield pickle.load(f)
+            except EOFError:
+                return
+
+
+class TrainShards:
+    """Train shards planned by ``train_shards``: their number now, their sources streamed from the
+    spill files (removed when this object goes, or by ``close``)."""
+
+    def __init__(self, folder: str, order: str, count: int, spill: str):
+        self.folder, self.order, self.count, self.spill = folder, order, count, spill
+        self.close = weakref.finalize(self, shutil.rmtree, spill, ignore_errors=True)
+
+    def light(self) -> list[Shard]:
+        """The shards without their sources (their sizes are known once streamed: write_slices)."""
+        return [Shard("train", i, self.count, self.folder) for i in range(self.count)]
+
+    def shards(self) -> Iterator[Shard]:
+        """Every shard with its sources, in shard order (empty ones included)."""
+        groups = itertools.groupby(self._listed(), key=lambda row: row[0])
+        group = next(groups, None)
+        for i in range(self.count):
+            chunk = []
+            if group is not None and group[0] == i:
+                chunk = list(group[1])
+                group = next(groups, None)
+            sources = tuple(s for _, s, _ in chunk)
+            digest = identities_digest([e for _, _, e in chunk])
+            yield Shard("train", i, self.count, self.folder, sources, digest, len(sources))
+
+    def _listed(self) -> Iterator[tuple[int, Source, list]]:
+        """(shard number, source, entry identity) in shard order, each shard's in its order: per
+        class, the spill one class at a time; mixed, one bucket at a time, sorted."""
+        if self.order == PER_CLASS:
+            for batch in _batches(f"{self.spill}/all"):
+                yield from map(_unrow, batch)
+            return
+        for b in range(HASH_BUCKETS):
+            rows = itertools.chain.from_iterable(_batches(f"{self.spill}/{b:02x}"))
+            for key, source, identity in map(_unrow, sorted(rows, key=lambda r: r[:2])):  # by hash, then name
+                yield key * self.count >> 64, source, identity
+
+
+def slice_location(plan: Plan, task: int) -> Location:
+    """Where write_slices puts the shards of task number ``task``."""
+    return Location.of(plan.slices).child(f"task-{task:05d}.jsonl")
+
+
+def write_slices(plan: Plan, out_url: str, max_tasks: int = DEFAULT_MAX_TASKS) -> None:
+    """Group the plan's shards into tasks and write each task's shards, sources included, to its
+    slice under ``<out_url>/_work/plan/`` (streamed: one shard in memory), and remove the slices
+    of an earlier plan with more tasks; the plan keeps only the shards' number of sources, so
+    plan.json stays small whatever the dataset."""
+    plan.tasks = group_tasks(len(plan.shards), max_tasks)
+    plan.slices = Location.of(out_url).child(SLICES_DIR).url
+    shards, light = plan.all_shards(), []
+    for task, ids in enumerate(plan.tasks):
+        with publish(slice_location(plan, task)) as tmp, open(tmp, "w") as f:
+            for i in ids:
+                shard = next(shards)
+                light.append(shard.light())
+                f.write(json.dumps({"id": i, "shard": shard.to_json()}) + "\n")
+    plan.shards = light
+    folder = Location.of(plan.slices)
+    for e in folder.list_dir():  # an earlier plan's slices beyond this plan's tasks
+        if re.fullmatch(r"task-(\d{5})\.jsonl", e.name) and int(e.name[5:10]) >= len(plan.tasks):
+            folder.fs.rm_file(folder.child(e.name).path)
+    if plan.train is not None:
+        plan.train.close()
+        plan.train = None
+
+
+def read_slice(plan: Plan, task: int) -> Iterator[tuple[int, Shard]]:
+    """(shard id, shard with its sources) of one task, streamed from its slice; a slice that does
+    not match plan.json (another plan's) is refused, naming the file and line."""
+    loc = slice_location(plan, task)
+    ids = plan.tasks[task]
+    with loc.fs.open(loc.path, "rt") as f:
+        n = 0
+        for n, line in enumerate(f, 1):
+            d = json.loads(line)
+            shard = Shard.from_json(d["shard"])
+            if n > len(ids) or d["id"] != ids[n - 1] or shard.light() != plan.shards[d["id"]]:
+                raise PlanError(f"{loc.url}:{n}: shard {d['id']} is not the one plan.json plans: plan again")
+            yield d["id"], shard
+    if n != len(ids):
+        raise PlanError(f"{loc.url}: {n} shards, plan.json plans {len(ids)} for task {task}: plan again")

@@ -74,7 +74,7 @@ def summarize(plan: Plan, shard_stats: list[dict], options: dict | None = None) 
     # Rejected inputs (files, stray directories) count towards "found"; problems (a class
     # directory with no images) are listed beside them but are not inputs.
     rejects = list(plan.rejects) + [r for s in shard_stats for r in s["rejected"]]
-    problems = [p for s in shard_stats for p in s["problems"]]
+    problems = list(plan.problems) + [p for s in shard_stats for p in s["problems"]]
     found = sum(v["found"] for v in splits.values()) + len(plan.rejects)
     return {
         "name": plan.data.rstrip("/").rsplit("/", 1)[-1],  # the dataset folder's name
@@ -82,6 +82,8 @@ def summarize(plan: Plan, shard_stats: list[dict], options: dict | None = None) 
         "source": plan.data,
         "num_classes": len(plan.classes),
         "format": fmt,
+        "train_order": plan.train_order,
+        "train_shards": plan.train_shard_count,
         "features": {k: f"{kind}: {meaning}" for k, (kind, meaning) in formats.schema(fmt).items()},
         "options": options or {},
         "splits": splits,

@@ -7,15 +7,16 @@ orchestrator; ``convert_dataset`` runs the same steps in one process (``imagenet
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import time
 
 from . import formats, stats
-from .convert import Options, convert, recorded_stats
+from .convert import Options, convert, recorded_stats, remove_unplanned
 from .fs import Location
 from .layouts import AUTO, build_plan
-from .plan import DEFAULT_SHARD_SIZE, Plan, group_tasks
+from .plan import DEFAULT_SHARD_SIZE, MIXED, Plan, read_slice, write_slices
 from .report import build_report
 
 
@@ -38,22 +39,37 @@ def plan_step(
     plan_path: str,
     labels_path: str,
     layout: str = AUTO,
+    train_order: str = MIXED,
+    train_shards: int = 0,
 ) -> tuple[list, dict]:
-    """Check both URLs, plan the conversion; write plan.json and labels.txt; return (task numbers, summary).
+    """Check both URLs, plan the conversion; write plan.json, labels.txt and each task's slice
+    (``<output_url>/_work/plan/``); return (task numbers, summary).
 
-    ``layout`` names the dataset's layout (layouts.LAYOUTS) or is "auto": detect it (the summary says which).
+    ``layout`` names the dataset's layout (layouts.LAYOUTS) or is "auto": detect it (the summary
+    says which). ``train_order`` "mixed" (``train_shards`` shards, 0: about 1,000 records each)
+    or "per-class".
 
-    The plan holds every shard and, under "tasks", the shard ids each conversion task writes:
-    the fan-out passes only a task's number, so no step's input grows with the dataset.
+    plan.json holds every shard's name and size and, under "tasks", the shard ids each conversion
+    task writes; the shards' sources are in the tasks' slices. The fan-out passes only a task's
+    number, so no step's input grows with the dataset.
     """
-    plan = build_plan(data_url, layout=layout, shard_size=int(shard_size), output_url=output_url)
-    plan.tasks = group_tasks(len(plan.shards), int(max_tasks))
+    plan = build_plan(
+        data_url,
+        layout=layout,
+        shard_size=int(shard_size),
+        output_url=output_url,
+        train_order=train_order,
+        train_shards=int(train_shards),
+    )
+    write_slices(plan, output_url, int(max_tasks))
     _write(plan_path, plan.to_json())
     _write(labels_path, plan.labels_text())
     summary = {
         "layout": plan.layout,
         "classes": len(plan.classes),
         "shards": len(plan.shards),
+        "train_order": plan.train_order,
+        "train_shards": plan.train_shard_count,
         "tasks": len(plan.tasks),
         "rejects": len(plan.rejects),
         "warnings": len(plan.warnings),
@@ -72,9 +88,9 @@ def convert_step(
     reads them; ``manifest_path`` gets the list of shard files this task wrote.
     """
     plan = _read_plan(plan_path)
-    shard_ids = plan.tasks[int(task)]  # kfp.local hands numbers back as floats
     started = time.time()
-    results = convert(plan, shard_ids, output_url, options, workers=int(workers))
+    # kfp.local hands numbers back as floats
+    results = convert(plan, read_slice(plan, int(task)), output_url, options, workers=int(workers))
     finished = time.time()
     _write(manifest_path, json.dumps({"task": int(task), "shards": [r["file"] for r in results]}))
     return task_summary(results, started, finished)
@@ -94,14 +110,15 @@ def task_summary(results: list[dict], started: float, finished: float) -> dict:
 
 
 def finish(plan: Plan, output_url: str, options: Options, tasks: list[dict]) -> tuple[dict, str]:
-    """Merge the shards' statistics; write sizes.txt, labels.txt, dataset_info.json, rejects.tsv
-    and report.html under ``output_url`` (and TFDS's metadata in the tfds format); return
-    (dataset_info, report HTML).
+    """Remove shard files of an earlier run that this plan does not make; merge the shards'
+    statistics; write sizes.txt, labels.txt, dataset_info.json, rejects.tsv and report.html under
+    ``output_url`` (and TFDS's metadata in the tfds format); return (dataset_info, report HTML).
 
     ``tasks`` are the conversion tasks' summaries (task_summary): dataset_info's "run" says what
     this run converted and kept, and its wall time, first task start to last task end (pods'
     clocks, so roughly).
     """
+    remove_unplanned(plan, output_url, options.format)
     info = stats.summarize(plan, recorded_stats(plan, output_url, options.format), vars(options))
     info["root"] = Location.of(output_url).url
     if tasks:
@@ -127,22 +144,36 @@ def convert_dataset(
     shard_size: int = DEFAULT_SHARD_SIZE,
     workers: int = 0,
     layout: str = AUTO,
+    train_order: str = MIXED,
+    train_shards: int = 0,
+    max_tasks: int = 1,
     on_plan=None,
     on_done=None,
 ) -> tuple[dict, dict]:
-    """The whole conversion in this process, through the same steps as the pipeline: check, plan,
-    convert every shard with a process pool, write the reports. Returns (plan, dataset_info).
+    """The whole conversion in this process, through the same steps as the pipeline: check, plan
+    (slices included, ``max_tasks`` of them), convert every task's shards with one process pool,
+    write the reports. Returns (plan, dataset_info).
 
     ``layout``: a name of layouts.LAYOUTS, or "auto" to detect it (``plan.layout`` says which).
+    ``train_order``, ``train_shards``: as in plan_step.
 
     ``on_plan(plan)`` is called once the plan is made, ``on_done(shard statistics)`` as each shard ends.
     """
     options = options or Options()
-    plan = build_plan(data_url, layout=layout, shard_size=shard_size, output_url=output_url)
+    plan = build_plan(
+        data_url,
+        layout=layout,
+        shard_size=shard_size,
+        output_url=output_url,
+        train_order=train_order,
+        train_shards=train_shards,
+    )
+    write_slices(plan, output_url, max_tasks)  # one slice by default, as `imagenet-tfrecords run` plans
     if on_plan:
         on_plan(plan)
     since = time.time()
-    results = convert(plan, range(len(plan.shards)), output_url, options, workers=workers, on_done=on_done)
+    shards = itertools.chain.from_iterable(read_slice(plan, t) for t in range(len(plan.tasks)))
+    results = convert(plan, shards, output_url, options, workers=workers, on_done=on_done)
     info, _ = finish(plan, output_url, options, [task_summary(results, since, time.time())])
     return plan, info
 

@@ -3,7 +3,9 @@
     NAME       the layout's name
     REQUIRED   metadata files that must exist, relative to the root (checked before any work);
                a layout of several forms has ``required(root)`` giving those of the form found
-    plan(root: Location, shard_size: int) -> Plan
+    plan(root: Location, shard_size: int, train_order: str, train_count: int) -> Plan
+                   train shards through plan.train_shards (train_order: mixed or per-class;
+                   train_count: mixed shards, 0 for the default)
 
 A new layout is one more module here and one more line in LAYOUTS (and, for "auto", in detect).
 """
@@ -13,7 +15,7 @@ from __future__ import annotations
 import os
 
 from ..fs import BadOutput, Location, check_output
-from ..plan import DEFAULT_SHARD_SIZE, SPLITS, MetadataError, Plan
+from ..plan import DEFAULT_SHARD_SIZE, MIXED, SPLITS, TRAIN_ORDERS, MetadataError, Plan
 from . import imagefolder, imagenet, tinyimagenet
 
 LAYOUTS = {m.NAME: m for m in (tinyimagenet, imagenet, imagefolder)}
@@ -89,14 +91,28 @@ def check_output_for(data_url: str, output_url: str) -> None:
 
 
 def build_plan(
-    data_url: str, *, layout: str = AUTO, shard_size: int = DEFAULT_SHARD_SIZE, output_url: str | None = None
+    data_url: str,
+    *,
+    layout: str = AUTO,
+    shard_size: int = DEFAULT_SHARD_SIZE,
+    output_url: str | None = None,
+    train_order: str = MIXED,
+    train_shards: int = 0,
 ) -> Plan:
     """Read the metadata under ``data_url`` and plan every output shard (``layout``: a name of
-    LAYOUTS, or "auto" to detect it; the plan's ``layout`` says which). With ``output_url``, the
-    checks of check_locations run first, each once, before any folder is listed."""
+    LAYOUTS, or "auto" to detect it; the plan's ``layout`` says which). Train shards are mixed by
+    path hash (``train_shards`` of them, 0: about 1,000 records each) or one per class
+    (``train_order`` "per-class"). With ``output_url``, the checks of check_locations run first,
+    each once, before any folder is listed."""
     if shard_size < 1:
         raise ValueError("shard_size must be at least 1")
+    if train_order not in TRAIN_ORDERS:
+        raise ValueError(f"train_order must be one of {', '.join(TRAIN_ORDERS)}, got {train_order!r}")
+    if train_shards < 0:
+        raise ValueError("train_shards must be 0 (about 1,000 records a shard) or more")
+    if train_shards and train_order != MIXED:
+        raise ValueError("train_shards sets the number of mixed train shards; per-class makes one per class")
     name = check_dataset(data_url, layout)
     if output_url is not None:
         check_output_for(data_url, output_url)
-    return LAYOUTS[name].plan(Location.of(data_url), shard_size)
+    return LAYOUTS[name].plan(Location.of(data_url), shard_size, train_order, train_shards)

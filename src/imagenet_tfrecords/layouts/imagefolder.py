@@ -11,10 +11,10 @@ names. Files are taken as images by their extension (jpg, jpeg, png, bmp, webp, 
 the format is still judged from the bytes when converting. Other files, entries that are not
 regular files and images of a class that train/ does not have are rejects with their reason.
 
-Every shard's sources are fixed here, train's too (one shard per class, as in tinyimagenet, but
-listed now rather than when converted): the converter takes every file of a folder it lists, so
-only a fixed list can turn a non-image file into a reject that names its extension. Val and test
-hold ``shard_size`` sources each, class by class, each class folder in natural file order.
+Every shard's sources are fixed here, a non-image file becoming a reject that names its extension.
+Train shards are planned by plan.train_shards from the class folders' listings (mixed by path
+hash, or one class each). Val and test hold ``shard_size`` sources each, class by class, each
+class folder in natural file order.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 
 from ..fs import Entry, Location
-from ..plan import ClassInfo, MetadataError, Plan, Shard, Source, fixed_shards, inputs_digest, list_images
+from ..plan import MIXED, ClassInfo, MetadataError, Plan, Shard, Source, fixed_shards, list_images, train_shards
 
 NAME = "imagefolder"
 REQUIRED = ()
@@ -47,8 +47,9 @@ def not_an_image(name: str) -> str | None:
     return f"not an image file (extension {ext})" if ext else "not an image file (no extension)"
 
 
-def plan(root: Location, shard_size: int) -> Plan:
-    """List every split folder under ``root`` and plan every output shard."""
+def plan(root: Location, shard_size: int, train_order: str = MIXED, train_count: int = 0) -> Plan:
+    """List every split folder under ``root`` and plan every output shard (train: ``train_order``,
+    ``train_count`` shards when mixed, 0 for the default)."""
     present = split_folders(root)
     if not present:
         raise MetadataError(
@@ -64,6 +65,7 @@ def plan(root: Location, shard_size: int) -> Plan:
     rejects: list[dict] = []
     warnings: list[str] = []
     shards: list[Shard] = []
+    train_plan = None
     for split, folder in present:
         entries = listings[folder]
         class_dirs = [e.name for e in entries if e.kind == "dir"]
@@ -78,14 +80,9 @@ def plan(root: Location, shard_size: int) -> Plan:
             if e.kind != "dir"
         ]
         if split == "train":
-            for name, label in labels.items():
-                files, others = list_images(root.child(folder, name), root)
-                sources = _sources(files, others, "", label)
-                if not any(s.reason is None for s in sources):
-                    warnings.append(f"{folder}/{name}: class folder has no images (class gets an empty shard)")
-                digest = inputs_digest(list(files.values()) + others)
-                directory = f"{folder}/{name}"
-                shards.append(Shard(split, label, len(labels), directory, sources=tuple(sources), inputs=digest))
+            per_class = (_class_listing(root, folder, name, label, warnings) for name, label in labels.items())
+            train_plan = train_shards(folder, per_class, train_order, train_count)
+            shards += train_plan.light()
             continue
         sources, digested = [], {}
         for name in class_dirs:
@@ -105,7 +102,18 @@ def plan(root: Location, shard_size: int) -> Plan:
         rejects=rejects,
         warnings=warnings,
         layout=NAME,
+        train_order=train_order,
+        train=train_plan,
     )
+
+
+def _class_listing(root: Location, folder: str, name: str, label: int, warnings: list[str]) -> list:
+    """A train class folder's sources (named ``name/<file>``) with their entries, for train_shards."""
+    files, others = list_images(root.child(folder, name), root)
+    sources = _sources(files, others, f"{name}/", label)
+    if not any(s.reason is None for s in sources):
+        warnings.append(f"{folder}/{name}: class folder has no images")
+    return list(zip(sources, [*files.values(), *others], strict=True))
 
 
 def _sources(

@@ -9,8 +9,9 @@
 
 Labels index the sorted wnids of the mapping (as TFDS, Keras and torchvision number them), whatever
 the mapping's line order. A val image's label is the wnid of its line's boxes (the boxes themselves
-are not read). Train shards hold one class each and list their folder when converted; val and test
-shards hold ``shard_size`` sources each, in natural file order. Bad metadata raises MetadataError
+are not read). Train shards are planned by plan.train_shards from the class folders' listings
+(mixed by path hash, or one class each); val and test shards hold ``shard_size`` sources each, in
+natural file order. Bad metadata raises MetadataError
 naming the file and line; problems with single images become rejects, as in tinyimagenet.
 
 The same layout reads ILSVRC2012's original archives in place (the archive form, see
@@ -22,7 +23,19 @@ from __future__ import annotations
 import re
 
 from ..fs import Location
-from ..plan import ClassInfo, MetadataError, Plan, Shard, Source, fixed_shards, list_files, natural_key
+from ..plan import (
+    MIXED,
+    ClassInfo,
+    MetadataError,
+    Plan,
+    Shard,
+    Source,
+    class_listings,
+    fixed_shards,
+    list_files,
+    natural_key,
+    train_shards,
+)
 from . import imagenet_archive
 from .tinyimagenet import read_lines
 
@@ -104,17 +117,23 @@ def required(root: Location) -> tuple[str, ...]:
     return imagenet_archive.REQUIRED if archive_form(root) else REQUIRED
 
 
-def plan(root: Location, shard_size: int) -> Plan:
-    """Read the metadata under ``root`` and plan every output shard."""
+def plan(root: Location, shard_size: int, train_order: str = MIXED, train_count: int = 0) -> Plan:
+    """Read the metadata under ``root`` and plan every output shard (train: ``train_order``,
+    ``train_count`` shards when mixed, 0 for the default)."""
     if archive_form(root):
-        return imagenet_archive.plan(root, shard_size, NAME)
+        return imagenet_archive.plan(root, shard_size, NAME, train_order, train_count)
     mapping = parse_mapping(root.child(MAPPING))
     words = {w: text for w, text, _ in mapping}
     wnids = sorted(words)
     labels = {w: i for i, w in enumerate(wnids)}
     rejects: list[dict] = []
     warnings: list[str] = []
-    shards = _train_shards(root, mapping, labels, rejects)
+    problems: list[dict] = []
+    _check_train(root, mapping, labels, rejects)
+    rel = f"{DATA}/train"
+    listings = class_listings(root, rel, sorted(labels.items()), problems, train_order)
+    train = train_shards(rel, listings, train_order, train_count)
+    shards = train.light()
     shards += _val_shards(root, labels, shard_size, rejects, warnings)
     test_dir = root.child(DATA, "test")
     if test_dir.isdir():
@@ -123,11 +142,21 @@ def plan(root: Location, shard_size: int) -> Plan:
     else:
         warnings.append(f"{test_dir.url}: no test split (directory not found)")
     classes = [ClassInfo(w, words[w]) for w in wnids]
-    return Plan(data=root.url, classes=classes, shards=shards, rejects=rejects, warnings=warnings, layout=NAME)
+    return Plan(
+        data=root.url,
+        classes=classes,
+        shards=shards,
+        rejects=rejects,
+        warnings=warnings,
+        layout=NAME,
+        problems=problems,
+        train_order=train_order,
+        train=train,
+    )
 
 
-def _train_shards(root: Location, mapping: list, labels: dict[str, int], rejects: list[dict]) -> list[Shard]:
-    """One shard per class, its folder listed when converted; stray entries of train/ are rejects."""
+def _check_train(root: Location, mapping: list, labels: dict[str, int], rejects: list[dict]) -> None:
+    """Every class has its folder under train/; stray entries of train/ are rejects."""
     rel = f"{DATA}/train"
     train = root.child(rel)
     if not train.isdir():
@@ -142,7 +171,6 @@ def _train_shards(root: Location, mapping: list, labels: dict[str, int], rejects
         if name not in labels:
             reason = f"not a class listed in {MAPPING} ({kind} not converted)"
             rejects.append({"path": f"{rel}/{name}", "reason": reason})
-    return [Shard("train", i, len(labels), f"{rel}/{w}", label=i, wnid=w) for w, i in sorted(labels.items())]
 
 
 def _val_shards(

@@ -27,7 +27,19 @@ import numpy as np
 
 from ..archive import Member, list_nested, list_tar
 from ..fs import Entry, Location, file_entry
-from ..plan import ClassInfo, MetadataError, Plan, Shard, Source, fixed_shards, inputs_digest, natural_key
+from ..plan import (
+    MIXED,
+    PER_CLASS,
+    ClassInfo,
+    MetadataError,
+    Plan,
+    Shard,
+    Source,
+    TrainShards,
+    fixed_shards,
+    natural_key,
+)
+from ..plan import train_shards as plan_train_shards
 
 DEVKIT = "ILSVRC2012_devkit_t12.tar.gz"
 TRAIN_TAR = "ILSVRC2012_img_train.tar"
@@ -47,14 +59,17 @@ class Synset:
     entry: int  # its 1-based index in meta.mat's synsets, named in errors
 
 
-def plan(root: Location, shard_size: int, layout: str) -> Plan:
-    """Read the devkit and the archives' headers under ``root`` and plan every output shard."""
+def plan(root: Location, shard_size: int, layout: str, train_order: str = MIXED, train_count: int = 0) -> Plan:
+    """Read the devkit and the archives' headers under ``root`` and plan every output shard (train
+    through plan.train_shards: ``train_order``, ``train_count`` mixed shards or 0 for the default)."""
     synsets, truth, truth_url = read_devkit(root.child(DEVKIT))
     by_wnid = {s.wnid: s for s in synsets.values()}
     labels = {w: i for i, w in enumerate(sorted(by_wnid))}
     rejects: list[dict] = []
     warnings: list[str] = []
-    shards = train_shards(root, by_wnid, labels, rejects, warnings)
+    problems: list[dict] = []
+    train = train_shards(root, train_sources(root, by_wnid, labels, rejects), train_order, train_count, problems)
+    shards = train.light()
     val_labels = {i: labels[synsets[sid].wnid] for i, sid in truth.items()}
     shards += _val_shards(root, val_labels, truth_url, shard_size, rejects)
     if root.child(TEST_TAR).exists():
@@ -63,7 +78,17 @@ def plan(root: Location, shard_size: int, layout: str) -> Plan:
     else:
         warnings.append(f"{root.child(TEST_TAR).url}: no test split (file not found)")
     classes = [ClassInfo(w, by_wnid[w].words) for w in labels]
-    return Plan(data=root.url, classes=classes, shards=shards, rejects=rejects, warnings=warnings, layout=layout)
+    return Plan(
+        data=root.url,
+        classes=classes,
+        shards=shards,
+        rejects=rejects,
+        warnings=warnings,
+        layout=layout,
+        problems=problems,
+        train_order=train_order,
+        train=train,
+    )
 
 
 def read_devkit(loc: Location) -> tuple[dict[int, Synset], dict[int, int], str]:
@@ -139,19 +164,20 @@ def parse_ground_truth(url: str, data: bytes, synsets: dict[int, Synset]) -> dic
 
 
 def train_shards(
-    root: Location, by_wnid: dict[str, Synset], labels: dict[str, int], rejects: list[dict], warnings: list[str]
-) -> list[Shard]:
-    """One shard per class, its sources the members of <wnid>.tar inside the train archive."""
-    per_class = train_sources(root, by_wnid, labels, rejects)
-    shards = []
-    for wnid, i in labels.items():
-        (shard,) = _fixed(root, "train", TRAIN_TAR, per_class[wnid], max(1, len(per_class[wnid]))) or [
-            Shard("train", 0, 1, TRAIN_TAR, sources=(), inputs=inputs_digest([]))
-        ]
-        shards.append(dataclasses.replace(shard, index=i, count=len(labels)))
-        if not any(s.reason is None for s in per_class[wnid]):
-            warnings.append(f"{root.child(TRAIN_TAR).url}/{wnid}.tar: no images (class gets an empty shard)")
-    return shards
+    root: Location, per_class: dict[str, list[Source]], order: str, count: int, problems: list[dict]
+) -> TrainShards:
+    """The train shards (plan.train_shards) of the members of each ``<wnid>.tar`` in the train
+    archive (``per_class``, in label order); a class tar without images is a problem of the plan."""
+    archive = file_entry(root.child(TRAIN_TAR))
+    outcome = "class gets an empty shard" if order == PER_CLASS else "class has no train records"
+
+    def listings():
+        for wnid, sources in per_class.items():
+            if not any(s.reason is None for s in sources):
+                problems.append({"path": f"{TRAIN_TAR}/{wnid}.tar", "reason": f"class tar has no images ({outcome})"})
+            yield [(s, _member_entry(s, archive)) for s in sources]
+
+    return plan_train_shards(TRAIN_TAR, listings(), order, count)
 
 
 def train_sources(
@@ -218,11 +244,17 @@ def _sources(members: list[Member], label: int | None) -> list[Source]:
     return out
 
 
+def _member_entry(source: Source, archive: Entry) -> Entry:
+    """A member's identity: its name, size and offset and the archive's own size and change stamp,
+    so a replaced archive re-converts its shards."""
+    offset, size = source.span or (0, 0)
+    return Entry(source.name, "member", size, f"{offset}@{archive.size}:{archive.stamp}")
+
+
 def _fixed(root: Location, split: str, archive: str, sources: list[Source], size: int) -> list[Shard]:
-    """plan.fixed_shards over archive members: a member's identity is its name, size and offset
-    and the archive's own size and change stamp, so a replaced archive re-converts its shards."""
+    """plan.fixed_shards over archive members (identities: _member_entry)."""
     stamp = file_entry(root.child(archive))
-    files = {}
+    files: dict[str, Entry] = {}
     for s in sources:
-        files.setdefault(s.name, Entry(s.name, "member", s.span[1], f"{s.span[0]}@{stamp.size}:{stamp.stamp}"))
+        files.setdefault(s.name, _member_entry(s, stamp))
     return fixed_shards(split, archive, sources, files, size)

@@ -7,10 +7,11 @@
     val/val_annotations.txt       file<TAB>wnid[<TAB>x0<TAB>y0<TAB>x1<TAB>y1]
     test/images/*                 unlabelled test images (optional)
 
-Train shards hold one class each and list their folder when converted; val and test shards hold
-``shard_size`` sources each, fixed here. Bad metadata raises MetadataError naming the file and
-line. Problems with single images (an annotation naming an unknown class, an image with no
-annotation, an annotated file that is missing) do not stop the run: they become rejects.
+Train shards are planned by plan.train_shards from the class folders' listings (mixed by path
+hash, or one class each); val and test shards hold ``shard_size`` sources each, fixed here. Bad
+metadata raises MetadataError naming the file and line. Problems with single images (an
+annotation naming an unknown class, an image with no annotation, an annotated file that is
+missing) do not stop the run: they become rejects.
 """
 
 from __future__ import annotations
@@ -18,7 +19,19 @@ from __future__ import annotations
 import re
 
 from ..fs import Location
-from ..plan import ClassInfo, MetadataError, Plan, Shard, Source, fixed_shards, list_files, natural_key
+from ..plan import (
+    MIXED,
+    ClassInfo,
+    MetadataError,
+    Plan,
+    Shard,
+    Source,
+    class_listings,
+    fixed_shards,
+    list_files,
+    natural_key,
+    train_shards,
+)
 
 NAME = "tinyimagenet"
 REQUIRED = ("wnids.txt", "words.txt", "val/val_annotations.txt")
@@ -97,15 +110,21 @@ def parse_val_annotations(
     return out, warnings
 
 
-def plan(root: Location, shard_size: int) -> Plan:
-    """Read the metadata under ``root`` and plan every output shard."""
+def plan(root: Location, shard_size: int, train_order: str = MIXED, train_count: int = 0) -> Plan:
+    """Read the metadata under ``root`` and plan every output shard (train: ``train_order``,
+    ``train_count`` shards when mixed, 0 for the default)."""
     wnid_lines = parse_wnids(root.child("wnids.txt"))
     wnids = sorted(w for w, _ in wnid_lines)
     labels = {w: i for i, w in enumerate(wnids)}
     words = _words(root, wnid_lines)
     rejects: list[dict] = []
     warnings: list[str] = []
-    shards = _train_shards(root, wnid_lines, labels, rejects)
+    problems: list[dict] = []
+    _check_train(root, wnid_lines, labels, rejects)
+    classes = [(f"{w}/images", i) for w, i in sorted(labels.items())]
+    listings = class_listings(root, "train", classes, problems, train_order)
+    train = train_shards("train", listings, train_order, train_count)
+    shards = train.light()
     shards += _val_shards(root, labels, shard_size, rejects, warnings)
     test_dir = root.child("test", "images")
     if test_dir.isdir():
@@ -114,7 +133,17 @@ def plan(root: Location, shard_size: int) -> Plan:
     else:
         warnings.append(f"{test_dir.url}: no test split (directory not found)")
     classes = [ClassInfo(w, words[w]) for w in wnids]
-    return Plan(data=root.url, classes=classes, shards=shards, rejects=rejects, warnings=warnings, layout=NAME)
+    return Plan(
+        data=root.url,
+        classes=classes,
+        shards=shards,
+        rejects=rejects,
+        warnings=warnings,
+        layout=NAME,
+        problems=problems,
+        train_order=train_order,
+        train=train,
+    )
 
 
 def _words(root: Location, wnid_lines: list[tuple[str, int]]) -> dict[str, str]:
@@ -130,8 +159,8 @@ def _words(root: Location, wnid_lines: list[tuple[str, int]]) -> dict[str, str]:
     return words
 
 
-def _train_shards(root: Location, wnid_lines: list, labels: dict[str, int], rejects: list[dict]) -> list[Shard]:
-    """One shard per class, its folder listed when converted; stray entries of train/ are rejects."""
+def _check_train(root: Location, wnid_lines: list, labels: dict[str, int], rejects: list[dict]) -> None:
+    """Every class has its folder under train/; stray entries of train/ are rejects."""
     train = root.child("train")
     if not train.isdir():
         raise MetadataError(f"{train.url}: directory not found")
@@ -146,7 +175,6 @@ def _train_shards(root: Location, wnid_lines: list, labels: dict[str, int], reje
             rejects.append(
                 {"path": f"train/{name}", "reason": f"not a class listed in wnids.txt ({kind} not converted)"}
             )
-    return [Shard("train", i, len(labels), f"train/{w}/images", label=i, wnid=w) for w, i in sorted(labels.items())]
 
 
 def _val_shards(

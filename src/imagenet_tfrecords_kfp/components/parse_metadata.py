@@ -13,6 +13,8 @@ def parse_metadata(
     plan: Output[Artifact],
     labels: Output[Artifact],
     layout: str = "auto",
+    train_order: str = "mixed",
+    train_shards: int = 0,
 ) -> list[int]:
     """Read the dataset's metadata and plan the conversion.
 
@@ -24,22 +26,28 @@ def parse_metadata(
         data_url: Root of the dataset (local path, gs://, s3://).
         output_url: Where the conversion writes; checked here, before any work: not the dataset
             folder nor inside its split folders, and (local paths) a folder that can be written.
-        shard_size: Images per val/test shard (train shards hold one class each).
+        shard_size: Images per val/test shard.
         max_tasks: At most this many conversion tasks (1 to 100); shards are grouped evenly.
         layout: "tinyimagenet" (wnids.txt, words.txt, train/<wnid>/images/, val/val_annotations.txt),
             "imagenet" (Kaggle's ILSVRC2012: LOC_synset_mapping.txt, LOC_val_solution.csv,
             ILSVRC/Data/CLS-LOC/<split>/), "imagefolder" (<split>/<class>/<image>) or "auto":
             detect it; plan.json and the plan's metadata say which.
+        train_order: "mixed": every train shard mixes the classes (files ordered by a stable hash
+            of their path, as TFDS does); "per-class": one shard per class, in file order.
+        train_shards: Mixed train shards; 0: about 1,000 images each.
 
     Returns:
         plan: plan.json: the classes, every shard to write, the shards of each task, and rejects
-            found in the metadata.
+            found in the metadata; each task's shards with their sources are in its slice,
+            output_url/_work/plan/task-NNNNN.jsonl.
         labels: labels.txt: one "wnid<TAB>words" line per class; the line index is the label.
         Output: The task numbers to fan out over (0 to tasks - 1); plan.json lists each one's shards.
     """
     from imagenet_tfrecords.tasks import plan_step
 
-    items, summary = plan_step(data_url, output_url, shard_size, max_tasks, plan.path, labels.path, layout)
+    items, summary = plan_step(
+        data_url, output_url, shard_size, max_tasks, plan.path, labels.path, layout, train_order, train_shards
+    )
     plan.metadata.update(summary)
     labels.metadata["num_classes"] = summary["classes"]
     return items

@@ -7,7 +7,7 @@ from kfp.dsl import HTML, Artifact, Dataset, Metrics
 
 from imagenet_tfrecords.convert import Options
 from imagenet_tfrecords.layouts import AUTO
-from imagenet_tfrecords.plan import DEFAULT_MAX_TASKS, DEFAULT_PARALLELISM, DEFAULT_SHARD_SIZE
+from imagenet_tfrecords.plan import DEFAULT_MAX_TASKS, DEFAULT_PARALLELISM, DEFAULT_SHARD_SIZE, MIXED
 from imagenet_tfrecords.stats import DEFAULT_MAX_REJECT_FRACTION
 
 from ..components import aggregate_stats, convert_shards, parse_metadata
@@ -45,6 +45,8 @@ def build_pipeline(parallelism: int = DEFAULT_PARALLELISM, retries: bool = True)
         grayscale: str = Options.grayscale,
         max_tasks: int = DEFAULT_MAX_TASKS,
         shard_size: int = DEFAULT_SHARD_SIZE,
+        train_order: str = MIXED,
+        train_shards: int = 0,
         image_size: str = Options.image_size,
         max_reject_fraction: float = DEFAULT_MAX_REJECT_FRACTION,
         workers: int = 0,
@@ -70,9 +72,11 @@ def build_pipeline(parallelism: int = DEFAULT_PARALLELISM, retries: bool = True)
             grayscale: "rgb" (default) converts grayscale and CMYK images to RGB; "skip"
                 leaves them out, as the 2018 notebook did. Both are counted.
             max_tasks: At most this many conversion tasks (1 to 100, whatever the dataset's
-                size); shards (one class each for train, shard_size images for val and test)
-                are grouped evenly into them.
+                size); the shards are grouped evenly into them.
             shard_size: Images per val/test shard.
+            train_order: "mixed" (default): every train shard mixes the classes (files ordered
+                by a stable hash of their path); "per-class": one shard per class, in file order.
+            train_shards: Mixed train shards; 0 (default): about 1,000 images each.
             image_size: "HxW" (e.g. "64x64") rejects images of other sizes; "" keeps all.
             max_reject_fraction: Fail the run, after writing the reports, when more than this
                 share of inputs is rejected.
@@ -93,7 +97,13 @@ def build_pipeline(parallelism: int = DEFAULT_PARALLELISM, retries: bool = True)
                 distribution, sample images decoded from the written TFRecords, rejects.
         """
         plan = parse_metadata(
-            data_url=data_url, output_url=output_url, shard_size=shard_size, max_tasks=max_tasks, layout=layout
+            data_url=data_url,
+            output_url=output_url,
+            shard_size=shard_size,
+            max_tasks=max_tasks,
+            layout=layout,
+            train_order=train_order,
+            train_shards=train_shards,
         )
         # No step is served from the KFP cache: the cache is keyed on the URL strings, not on the
         # data behind them. A re-run resumes instead: shards whose inputs are unchanged are kept.
