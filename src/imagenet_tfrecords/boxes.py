@@ -55,9 +55,7 @@ from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
 from .fs import Location
-from .layouts.imagenet import CSV_HEADER, EXTENSION
-from .layouts.tinyimagenet import read_lines
-from .plan import Box, MetadataError
+from .plan import Box, MetadataError, read_lines
 from .records import _entry, _field, _varint
 
 FLOAT_KEYS = tuple(f"image/object/bbox/{k}" for k in ("xmin", "ymin", "xmax", "ymax"))
@@ -69,8 +67,9 @@ BOX_SCHEMA = {  # key: (type, meaning), as records.SCHEMA
     FLOAT_KEYS[3]: ("float list", "bottom edge of each box, a fraction of the image height"),
     LABEL_KEY: ("int64 list", "index of each box's class id in the sorted class ids (as label)"),
 }
-# Whether a layout's boxes give the last pixel inside the box (True) or the far edge (False).
-INCLUSIVE = {"tinyimagenet": True, "imagenet": False}
+# How a layout's boxes count pixels (Plan.boxes): the last pixel inside the box, or the far edge.
+INCLUSIVE, EDGES = "inclusive", "edges"
+CONVENTIONS = {"tinyimagenet": INCLUSIVE, "imagenet": EDGES}
 
 _NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?|[+-]?(?:nan|inf|infinity)", re.IGNORECASE)
 _ID = re.compile(r"[^\s/\\,]+")
@@ -155,6 +154,8 @@ def parse_imagenet_val(loc: Location, labels: dict[str, int]) -> Parsed:
 
 def _parse_solution(loc: Location, labels: dict[str, int], *, train: bool) -> Parsed:
     """'ImageId,PredictionString' lines, the string repeating 'wnid x0 y0 x1 y1', after the header."""
+    from .layouts.imagenet import CSV_HEADER, EXTENSION  # (the layouts read boxes through this module)
+
     lines = read_lines(loc)
     if not lines or lines[0][1].replace(" ", "") != CSV_HEADER:
         n, got = lines[0] if lines else (1, "")
@@ -185,7 +186,7 @@ def _float32(v: float) -> float:
 def normalise(boxes: Iterable[Box], height: int, width: int, *, inclusive: bool) -> tuple[tuple[Box, ...], int, int]:
     """The boxes as float32 edges in [0, 1] (see the module docstring), how many were clipped
     and how many dropped. ``inclusive``: x1, y1 are the last pixel inside the box
-    (``INCLUSIVE[layout]``), else its far edge."""
+    (``CONVENTIONS[layout]`` is INCLUSIVE), else its far edge."""
     if height <= 0 or width <= 0:
         raise ValueError(f"image size must be positive, got {height}x{width}")
     end = 1 if inclusive else 0
@@ -225,3 +226,11 @@ def box_entries(boxes: Iterable[Box], height: int, width: int, *, inclusive: boo
     entries = [float_list_entry(k, c) for k, c in zip(FLOAT_KEYS, columns[:4], strict=True)]
     entries.append(int64_list_entry(LABEL_KEY, columns[4]))
     return b"".join(entries), clipped, dropped
+
+
+def unknown_warnings(loc: Location, parsed: Parsed) -> list[str]:
+    """A warning for the boxes of ``loc`` dropped for naming a class id the dataset does not have."""
+    dropped = sum(parsed.unknown.values())
+    if not dropped:
+        return []
+    return [f"{loc.url}: {dropped} boxes of {len(parsed.unknown)} images name a class id that is not a class (dropped)"]

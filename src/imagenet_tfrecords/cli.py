@@ -234,6 +234,11 @@ def print_summary(info: dict, output: str, seconds: float, layout: str = "") -> 
             parts.append(f"{kinds} converted to RGB")
         if s.get("reencoded"):  # (tf-models and tfds: every image not stored as read)
             parts.append(f"{_plural(sum(s['reencoded'].values()), 'image')} JPEG-encoded anew")
+        boxes = s.get("boxes", {})
+        if boxes.get("clipped") or boxes.get("dropped"):
+            parts.append(
+                f"{_plural(boxes['clipped'], 'box')} clipped, {boxes['dropped']} dropped (outside or inverted)"
+            )
         print("; ".join(parts))
     if layout:
         print(layout)

@@ -26,7 +26,7 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass
 
-from . import formats, records
+from . import boxes, formats, records
 from .archive import read_sources
 from .fs import Location, publish
 from .image import DEFAULT_MAX_PIXELS, BadImage
@@ -109,10 +109,11 @@ class Job:
     wnids: tuple[str, ...]
     options: Options = Options()
     words: tuple[str, ...] = ()  # each class's words (tf-models' image/class/text)
+    boxes: str = ""  # the pixel convention of the sources' boxes (Plan.boxes); "": no boxes
 
     @classmethod
     def of(cls, plan: Plan, out_url: str, options: Options = Options()) -> Job:
-        return cls(plan.data, str(out_url), plan.wnids, options, tuple(c.words for c in plan.classes))
+        return cls(plan.data, str(out_url), plan.wnids, options, tuple(c.words for c in plan.classes), plan.boxes)
 
     def file(self, shard: Shard) -> str:
         """Where the shard goes, relative to the output root (formats.shard_path)."""
@@ -145,6 +146,9 @@ def _write_shard(job: Job, shard: Shard, directory: Location, sources, target: L
     """Decode every source and write the records, then their index (each atomically); return what
     became of each input."""
     options, encoder = job.options, formats.encoder(job)
+    with_boxes = bool(job.boxes) and encoder.boxes
+    inclusive = job.boxes == boxes.INCLUSIVE
+    box_counts: Counter = Counter()
     size = parse_size(options.image_size) if options.image_size else None
     rejected: list[dict] = []
     skipped: list[dict] = []
@@ -156,7 +160,7 @@ def _write_shard(job: Job, shard: Shard, directory: Location, sources, target: L
     data_iter = read_sources(directory, [s for s in sources if s.reason is None])
     with publish(target) as tmp, open(tmp, "wb", buffering=1 << 16) as f:
         write = f.write
-        for name, label, reason, *_ in sources:
+        for name, label, reason, _, given_boxes in sources:
             path = f"{shard.dir}/{name}"
             if reason is not None:
                 rejected.append({"path": path, "reason": reason})
@@ -180,7 +184,11 @@ def _write_shard(job: Job, shard: Shard, directory: Location, sources, target: L
                     continue
                 converted[img.source] += 1
             reencoded.update([img.reencoded] if img.reencoded else [])
-            size_framed = records.write_framed(write, encoder.record(img, label, path))
+            extra = b""
+            if with_boxes:
+                extra, clipped, dropped = boxes.box_entries(given_boxes, h, w, inclusive=inclusive)
+                box_counts.update(given=len(given_boxes), clipped=clipped, dropped=dropped)
+            size_framed = records.write_framed(write, encoder.record(img, label, path, extra))
             index_lines.append(records.index_line(written, size_framed))
             written += size_framed
             kept.append((label, h, w))
@@ -195,6 +203,7 @@ def _write_shard(job: Job, shard: Shard, directory: Location, sources, target: L
         "skipped": skipped,
         "converted": converted,
         "reencoded": reencoded,
+        "boxes": box_counts,
         "labels": Counter(str(label) for label, _, _ in kept),
         "shapes": Counter(f"{h}x{w}" for _, h, w in kept),
     }

@@ -14,11 +14,12 @@ every block (``image.check_jpeg``): a truncated or corrupt file is a reject, and
 re-encode. Any other image is decoded to RGB and encoded at ``jpeg_quality``; ``Stored.reencoded``
 says why, and the statistics count it.
 
-An encoder serves one conversion (``encoder(job)``): ``image(data)`` validates one file's bytes into a
-``Stored``; ``record(stored, label, path)`` returns the pieces of its ``tf.train.Example``. A record's
-entries are the ones shared by every record of its label and size (built once) followed by the
-per-image ones, so further per-image features (float lists such as ``image/object/bbox/xmin``) are
-appended to that list. ``decode_record`` reads any format's record back to pixels without TensorFlow.
+An encoder serves one conversion (``encoder(job)``): ``image(data)`` validates one file's bytes into
+a ``Stored``; ``record(stored, label, path)`` returns the pieces of its ``tf.train.Example``. A
+record's entries are the ones shared by every record of its label and size (built once) followed by
+the per-image ones, then ``extra`` entries: the boxes (``boxes.box_entries``) where the layout has
+them, in seed and tf-models (tfds records hold only what its features.json declares).
+``decode_record`` reads any format's record back to pixels without TensorFlow.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import numpy as np
 import simplejpeg
 
 from . import records
+from .boxes import BOX_SCHEMA
 from .image import check_jpeg, decode, encode_jpeg, jpeg_coding, peek_within, plain_jpeg_size
 
 SEED, TF_MODELS, TFDS = FORMATS = ("seed", "tf-models", "tfds")
@@ -57,9 +59,11 @@ TFDS_KEYS = {
 }
 
 
-def schema(fmt: str) -> dict:
-    """The record keys of a format: key -> (type, meaning)."""
-    return {SEED: records.SCHEMA, TF_MODELS: TF_MODELS_KEYS, TFDS: TFDS_KEYS}[fmt]
+def schema(fmt: str, boxes: str = "") -> dict:
+    """The record keys of a format: key -> (type, meaning); with the box keys for a layout with
+    boxes (``boxes``: Plan.boxes) in the formats that carry them."""
+    keys = {SEED: records.SCHEMA, TF_MODELS: TF_MODELS_KEYS, TFDS: TFDS_KEYS}[fmt]
+    return keys | BOX_SCHEMA if boxes and fmt != TFDS else keys
 
 
 def of_info(info: dict) -> str:
@@ -116,6 +120,8 @@ class Stored:
 class SeedEncoder:
     """Decoded pixels and the keys of records.SCHEMA (byte for byte as before formats existed)."""
 
+    boxes = True  # records take the image/object/bbox/* entries of layouts with boxes
+
     def __init__(self, job):
         self.wnids, self.max_pixels = job.wnids, job.options.max_pixels
         self.fixed: dict[tuple, bytes] = {}  # the entries every record of one label and size shares
@@ -125,7 +131,8 @@ class SeedEncoder:
         h, w, _ = img.pixels.shape
         return Stored(img.pixels, h, w, img.source)
 
-    def record(self, stored: Stored, label: int, path: str) -> list[bytes]:
+    def record(self, stored: Stored, label: int, path: str, extra: bytes = b"") -> list[bytes]:
+        """The record's pieces; ``extra``: more serialized entries (the boxes')."""
         h, w, c = stored.payload.shape
         key = (label, h, w, c)
         if key not in self.fixed:
@@ -137,7 +144,8 @@ class SeedEncoder:
                 label_one_hot=records.one_hot(label, len(self.wnids)),
                 wnid=self.wnids[label].encode() if label >= 0 else b"",
             )
-        return records.example_parts(self.fixed[key], stored.payload.tobytes(), path.encode())
+        fixed = self.fixed[key] + extra if extra else self.fixed[key]
+        return records.example_parts(fixed, stored.payload.tobytes(), path.encode())
 
 
 class JpegEncoder:
@@ -159,15 +167,17 @@ class JpegEncoder:
         why = img.source if img.source != "rgb" else f"{coding} jpeg"
         return Stored(encode_jpeg(img.pixels, self.options.jpeg_quality), h, w, img.source, why)
 
-    def record(self, stored: Stored, label: int, path: str) -> list[bytes]:
+    def record(self, stored: Stored, label: int, path: str, extra: bytes = b"") -> list[bytes]:
         """The record as one piece: a few KB joined cost less than framing many pieces."""
         key = (label, stored.height, stored.width)
         if key not in self.fixed:
             self.fixed[key] = self.fixed_entries(*key)
-        return [b"".join(records.example_of([self.fixed[key], *self.entries(stored, path)]))]
+        return [b"".join(records.example_of([self.fixed[key], *self.entries(stored, path), extra]))]
 
 
 class TfModelsEncoder(JpegEncoder):
+    boxes = True
+
     def fixed_entries(self, label: int, height: int, width: int) -> bytes:
         labelled = label >= 0
         return b"".join(
@@ -192,6 +202,8 @@ class TfModelsEncoder(JpegEncoder):
 
 
 class TfdsEncoder(JpegEncoder):
+    boxes = False  # TFDS reads the features of its features.json: image, label, file_name
+
     def fixed_entries(self, label: int, height: int, width: int) -> bytes:
         return records.int64_entry("label", label)
 

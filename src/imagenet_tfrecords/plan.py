@@ -29,7 +29,7 @@ import re
 import shutil
 import tempfile
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -156,6 +156,8 @@ class Plan:
     problems: list[dict] = field(default_factory=list)  # {"path", "reason"} about folders, not inputs
     train_order: str = MIXED
     slices: str = ""  # where write_slices put each task's shards
+    # the pixel convention of the sources' boxes (boxes.CONVENTIONS), "" when the layout has none
+    boxes: str = ""
     # the train shards' sources, spilled while listing (not in plan.json: see write_slices)
     train: TrainShards | None = field(default=None, compare=False, repr=False)
 
@@ -192,6 +194,7 @@ class Plan:
                 "problems": self.problems,
                 "train_order": self.train_order,
                 "slices": self.slices,
+                "boxes": self.boxes,
             }
         )
 
@@ -211,7 +214,22 @@ class Plan:
             problems=d["problems"],
             train_order=d["train_order"],
             slices=d["slices"],
+            boxes=d["boxes"],
         )
+
+
+def read_lines(loc: Location) -> list[tuple[int, str]]:
+    """Non-empty lines with their 1-based numbers; tolerates a BOM, CRLF and trailing blanks."""
+    if not loc.exists():
+        raise MetadataError(f"{loc.url}: file not found")
+    try:
+        text = loc.read_text()
+    except UnicodeDecodeError as e:
+        raise MetadataError(f"{loc.url}: not UTF-8 text ({e})") from None
+    # Only \n, \r\n and \r end a line (str.splitlines() would also split at U+0085, U+2028...
+    # which may occur inside words).
+    lines = re.split(r"\r\n|\r|\n", text)
+    return [(i, line.strip()) for i, line in enumerate(lines, 1) if line.strip()]
 
 
 def natural_key(name: str) -> list:
@@ -297,23 +315,30 @@ LISTING_THREADS = 8
 
 
 def class_listings(
-    root: Location, folder: str, classes: list[tuple[str, int]], problems: list[dict], order: str
+    root: Location,
+    folder: str,
+    classes: list[tuple[str, int]],
+    problems: list[dict],
+    order: str,
+    boxes_of: Callable[[str], dict[str, tuple[Box, ...]]] | None = None,
 ) -> Iterator[list[Listed]]:
     """The train sources of each class folder ``folder/<sub>`` of ``classes`` ((sub, label) in
     label order), one list a class, in that order, named ``sub/<name>``: its files labelled
     ``label`` (in natural order for per-class shards), then its other entries (folders, links
-    leaving the root...) with their reasons. On object stores a few threads list the next folders
+    leaving the root...) with their reasons; ``boxes_of(sub)`` gives the boxes of a class's files by
+    file name, where the layout has boxes. On object stores a few threads list the next folders
     ahead, at most LISTING_THREADS listings held. A folder without files is appended to ``problems``."""
 
-    def listing(item: tuple[str, int]) -> tuple[dict[str, Entry], list[Entry]]:
-        return list_images(root.child(folder, item[0]), root, natural=order == PER_CLASS)
+    def listing(item: tuple[str, int]) -> tuple[dict[str, Entry], list[Entry], dict]:
+        files, others = list_images(root.child(folder, item[0]), root, natural=order == PER_CLASS)
+        return files, others, boxes_of(item[0]) if boxes_of else {}
 
     outcome = "class gets an empty shard" if order == PER_CLASS else "class has no train records"
     threads = 1 if root.is_local else LISTING_THREADS
-    for (sub, label), (files, others) in zip(classes, _ahead(listing, classes, threads), strict=True):
+    for (sub, label), (files, others, boxes) in zip(classes, _ahead(listing, classes, threads), strict=True):
         if not files:
             problems.append({"path": f"{folder}/{sub}", "reason": f"class directory has no images ({outcome})"})
-        yield [(Source(f"{sub}/{n}", label), e) for n, e in files.items()] + [
+        yield [(Source(f"{sub}/{n}", label, boxes=boxes.get(n, ())), e) for n, e in files.items()] + [
             (Source(f"{sub}/{e.name}", None, e.reason), e) for e in others
         ]
 

@@ -47,11 +47,13 @@ def summarize(plan: Plan, shard_stats: list[dict], options: dict | None = None) 
         labels: Counter = Counter()
         converted: Counter = Counter()
         reencoded: Counter = Counter()
+        box_counts: Counter = Counter()
         shapes: Counter = Counter()
         for s in mine:
             labels.update({int(k): v for k, v in s["labels"].items()})
             converted.update(s["converted"])
             reencoded.update(s.get("reencoded", {}))
+            box_counts.update(s.get("boxes", {}))
             shapes.update(s["shapes"])
         split_info = {
             "num_records": sum(s["records"] for s in mine),
@@ -64,6 +66,7 @@ def summarize(plan: Plan, shard_stats: list[dict], options: dict | None = None) 
             "skipped": sum(len(s["skipped"]) for s in mine),
             "converted": dict(sorted(converted.items())),
             "reencoded": dict(sorted(reencoded.items())),
+            "boxes": {k: box_counts[k] for k in ("given", "clipped", "dropped")},
             "shapes": dict(sorted(shapes.items())),
             "label_counts": {str(k): labels[k] for k in sorted(labels)},
             "seconds": round(sum(s.get("seconds", 0.0) for s in mine), 3),
@@ -84,7 +87,7 @@ def summarize(plan: Plan, shard_stats: list[dict], options: dict | None = None) 
         "format": fmt,
         "train_order": plan.train_order,
         "train_shards": plan.train_shard_count,
-        "features": {k: f"{kind}: {meaning}" for k, (kind, meaning) in formats.schema(fmt).items()},
+        "features": {k: f"{kind}: {meaning}" for k, (kind, meaning) in formats.schema(fmt, plan.boxes).items()},
         "options": options or {},
         "splits": splits,
         "found": found,

@@ -2,17 +2,18 @@
 
     LOC_synset_mapping.txt                          'wnid words' per line (words may hold spaces, commas)
     LOC_val_solution.csv                            ImageId,PredictionString (wnid x0 y0 x1 y1 ...)
-    LOC_train_solution.csv                          not read: train labels are the class folder names
+    LOC_train_solution.csv                          boxes of train images (optional; labels are the folders)
     ILSVRC/Data/CLS-LOC/train/<wnid>/*              training images of one class
     ILSVRC/Data/CLS-LOC/val/ILSVRC2012_val_*.JPEG   validation images, labelled by LOC_val_solution.csv
     ILSVRC/Data/CLS-LOC/test/ILSVRC2012_test_*.JPEG unlabelled test images (optional)
 
 Labels index the sorted wnids of the mapping (as TFDS, Keras and torchvision number them), whatever
-the mapping's line order. A val image's label is the wnid of its line's boxes (the boxes themselves
-are not read). Train shards are planned by plan.train_shards from the class folders' listings
-(mixed by path hash, or one class each); val and test shards hold ``shard_size`` sources each, in
-natural file order. Bad metadata raises MetadataError
-naming the file and line; problems with single images become rejects, as in tinyimagenet.
+the mapping's line order. A val image's label is the wnid of its line's boxes. Every image carries
+its boxes from the two CSV files (see boxes.py; pixel edges, as tensorflow/models reads them). Train
+shards are planned by plan.train_shards from the class folders' listings (mixed by path hash, or one
+class each); val and test shards hold ``shard_size`` sources each, in natural file order. Bad
+metadata raises MetadataError naming the file and line; problems with single images become rejects,
+as in tinyimagenet.
 
 The same layout reads ILSVRC2012's original archives in place (the archive form, see
 imagenet_archive.py) when they are there and LOC_synset_mapping.txt is not; labels are the same.
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import re
 
+from .. import boxes
 from ..fs import Location
 from ..plan import (
     MIXED,
@@ -34,14 +36,15 @@ from ..plan import (
     fixed_shards,
     list_files,
     natural_key,
+    read_lines,
     train_shards,
 )
 from . import imagenet_archive
-from .tinyimagenet import read_lines
 
 NAME = "imagenet"
 MAPPING = "LOC_synset_mapping.txt"
 VAL_CSV = "LOC_val_solution.csv"
+TRAIN_CSV = "LOC_train_solution.csv"  # boxes of the train images (optional)
 REQUIRED = (MAPPING, VAL_CSV)
 DATA = "ILSVRC/Data/CLS-LOC"  # the split folders, relative to the root
 CSV_HEADER = "ImageId,PredictionString"
@@ -131,7 +134,8 @@ def plan(root: Location, shard_size: int, train_order: str = MIXED, train_count:
     problems: list[dict] = []
     _check_train(root, mapping, labels, rejects)
     rel = f"{DATA}/train"
-    listings = class_listings(root, rel, sorted(labels.items()), problems, train_order)
+    train_boxes = _train_boxes(root, labels, warnings)
+    listings = class_listings(root, rel, sorted(labels.items()), problems, train_order, lambda _: train_boxes)
     train = train_shards(rel, listings, train_order, train_count)
     shards = train.light()
     shards += _val_shards(root, labels, shard_size, rejects, warnings)
@@ -152,7 +156,20 @@ def plan(root: Location, shard_size: int, train_order: str = MIXED, train_count:
         problems=problems,
         train_order=train_order,
         train=train,
+        boxes=boxes.CONVENTIONS[NAME],
     )
+
+
+def _train_boxes(root: Location, labels: dict[str, int], warnings: list[str]) -> dict:
+    """The train images' boxes by file name (ImageIds are unique across classes), from
+    LOC_train_solution.csv when it is there (else none, and a warning says so)."""
+    loc = root.child(TRAIN_CSV)
+    if not loc.exists():
+        warnings.append(f"{loc.url}: not found (train images get no boxes)")
+        return {}
+    found = boxes.parse_imagenet_train(loc, labels)
+    warnings += boxes.unknown_warnings(loc, found)
+    return found.boxes
 
 
 def _check_train(root: Location, mapping: list, labels: dict[str, int], rejects: list[dict]) -> None:
@@ -188,5 +205,10 @@ def _val_shards(
     present = set(files) | {r["path"][len(rel) + 1 :] for r in rejects[listed_before:]}
     for name in sorted(set(solution) - present, key=natural_key):
         rejects.append({"path": f"{rel}/{name}", "reason": f"listed in {VAL_CSV} but missing"})
-    sources = [Source(name, *solution.get(name, (None, f"no line in {VAL_CSV}"))) for name in files]
+    found = boxes.parse_imagenet_val(root.child(VAL_CSV), labels)
+    warnings += boxes.unknown_warnings(root.child(VAL_CSV), found)
+    sources = [
+        Source(name, *solution.get(name, (None, f"no line in {VAL_CSV}")), boxes=found.boxes.get(name, ()))
+        for name in files
+    ]
     return fixed_shards("val", rel, sources, files, shard_size)

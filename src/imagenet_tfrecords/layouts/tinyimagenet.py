@@ -3,12 +3,14 @@
     wnids.txt                     class ids, one per line (not sorted)
     words.txt                     wnid<TAB>words for (at least) every class id
     train/<wnid>/images/*         training images of one class
+    train/<wnid>/<wnid>_boxes.txt file<TAB>x0<TAB>y0<TAB>x1<TAB>y1: each image's box
     val/images/*                  validation images
     val/val_annotations.txt       file<TAB>wnid[<TAB>x0<TAB>y0<TAB>x1<TAB>y1]
     test/images/*                 unlabelled test images (optional)
 
 Train shards are planned by plan.train_shards from the class folders' listings (mixed by path
-hash, or one class each); val and test shards hold ``shard_size`` sources each, fixed here. Bad
+hash, or one class each); val and test shards hold ``shard_size`` sources each, fixed here. Train
+and val images carry their boxes (see boxes.py; inclusive pixel indices). Bad
 metadata raises MetadataError naming the file and line. Problems with single images (an
 annotation naming an unknown class, an image with no annotation, an annotated file that is
 missing) do not stop the run: they become rejects.
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import re
 
+from .. import boxes
 from ..fs import Location
 from ..plan import (
     MIXED,
@@ -30,25 +33,12 @@ from ..plan import (
     fixed_shards,
     list_files,
     natural_key,
+    read_lines,
     train_shards,
 )
 
 NAME = "tinyimagenet"
 REQUIRED = ("wnids.txt", "words.txt", "val/val_annotations.txt")
-
-
-def read_lines(loc: Location) -> list[tuple[int, str]]:
-    """Non-empty lines with their 1-based numbers; tolerates a BOM, CRLF and trailing blanks."""
-    if not loc.exists():
-        raise MetadataError(f"{loc.url}: file not found")
-    try:
-        text = loc.read_text()
-    except UnicodeDecodeError as e:
-        raise MetadataError(f"{loc.url}: not UTF-8 text ({e})") from None
-    # Only \n, \r\n and \r end a line (str.splitlines() would also split at U+0085, U+2028...
-    # which may occur inside words).
-    lines = re.split(r"\r\n|\r|\n", text)
-    return [(i, line.strip()) for i, line in enumerate(lines, 1) if line.strip()]
 
 
 def parse_wnids(loc: Location) -> list[tuple[str, int]]:
@@ -122,8 +112,12 @@ def plan(root: Location, shard_size: int, train_order: str = MIXED, train_count:
     problems: list[dict] = []
     _check_train(root, wnid_lines, labels, rejects)
     classes = [(f"{w}/images", i) for w, i in sorted(labels.items())]
-    listings = class_listings(root, "train", classes, problems, train_order)
+    no_boxes: list[str] = []
+    listings = class_listings(root, "train", classes, problems, train_order, _train_boxes(root, labels, no_boxes))
     train = train_shards("train", listings, train_order, train_count)
+    if no_boxes:
+        more = f" and {len(no_boxes) - 1} more classes" if len(no_boxes) > 1 else ""
+        warnings.append(f"{min(no_boxes)}: not found{more} (their images get no boxes)")
     shards = train.light()
     shards += _val_shards(root, labels, shard_size, rejects, warnings)
     test_dir = root.child("test", "images")
@@ -143,6 +137,7 @@ def plan(root: Location, shard_size: int, train_order: str = MIXED, train_count:
         problems=problems,
         train_order=train_order,
         train=train,
+        boxes=boxes.CONVENTIONS[NAME],
     )
 
 
@@ -157,6 +152,21 @@ def _words(root: Location, wnid_lines: list[tuple[str, int]]) -> dict[str, str]:
             + (f" and {len(missing) - 1} more" if len(missing) > 1 else "")
         )
     return words
+
+
+def _train_boxes(root: Location, labels: dict[str, int], missing: list[str]):
+    """boxes_of for class_listings: a class's boxes from ``train/<wnid>/<wnid>_boxes.txt``, by file
+    name (a class without that file: its images get no boxes; the file is appended to ``missing``)."""
+
+    def boxes_of(sub: str) -> dict:
+        wnid = sub.split("/", 1)[0]
+        loc = root.child("train", wnid, f"{wnid}_boxes.txt")
+        if not loc.exists():
+            missing.append(loc.url)
+            return {}
+        return boxes.parse_tinyimagenet_train(loc, wnid, labels).boxes
+
+    return boxes_of
 
 
 def _check_train(root: Location, wnid_lines: list, labels: dict[str, int], rejects: list[dict]) -> None:
@@ -191,5 +201,10 @@ def _val_shards(
     present = set(files) | {r["path"][len("val/images/") :] for r in rejects[listed_before:]}
     for name in sorted(set(annotations) - present, key=natural_key):
         rejects.append({"path": f"val/images/{name}", "reason": "listed in val_annotations.txt but missing"})
-    sources = [Source(name, *annotations.get(name, (None, "no line in val_annotations.txt"))) for name in files]
+    found = boxes.parse_tinyimagenet_val(root.child("val", "val_annotations.txt"), labels)
+    warnings += boxes.unknown_warnings(root.child("val", "val_annotations.txt"), found)
+    sources = [
+        Source(name, *annotations.get(name, (None, "no line in val_annotations.txt")), boxes=found.boxes.get(name, ()))
+        for name in files
+    ]
     return fixed_shards("val", "val/images", sources, files, shard_size)
