@@ -35,11 +35,14 @@ def archive_plan_cost(segment_mib: int = 16, window_kib: int = 256) -> dict:
     """Requests, bytes and minutes of listing the archives' headers at plan time (archive.py):
     one 512-byte read per member and per end marker, one window per ``segment_mib`` of a flat
     tar; rounds are the reads that wait for the one before (the outer train tar's 1,001 headers,
-    then the largest class tar's headers, then the flat tars' walks between two starting points)."""
+    then per group of ``GROUP`` class tars listed together the largest class tar's headers, then
+    the flat tars' walks between two starting points)."""
+    from imagenet_tfrecords.layouts.imagenet_archive import GROUP
+
     flat = {split: ARCHIVES[f"{split}_tar_gb"] * 1e9 / (segment_mib << 20) for split in ("val", "test")}
     requests = (IMAGENET["classes"] + 1) + (IMAGENET["train"] + IMAGENET["classes"])
     requests += sum(IMAGENET[split] + 2 * n for split, n in flat.items())
-    rounds = (IMAGENET["classes"] + 1) + (ARCHIVES["largest_class"] + 1)
+    rounds = (IMAGENET["classes"] + 1) + math.ceil(IMAGENET["classes"] / GROUP) * (ARCHIVES["largest_class"] + 1)
     rounds += sum(IMAGENET[split] / n + 2 for split, n in flat.items())
     window_bytes = sum(flat.values()) * window_kib * 1024
     latency, in_flight = ASSUMED_RANGE_READS["latency_s"], ASSUMED_RANGE_READS["in_flight"]

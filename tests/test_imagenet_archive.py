@@ -15,7 +15,7 @@ from PIL import Image
 
 from imagenet_tfrecords.archive import RangeReader, list_nested, list_tar
 from imagenet_tfrecords.fs import Location
-from imagenet_tfrecords.layouts import build_plan, detect
+from imagenet_tfrecords.layouts import build_plan, detect, imagenet_archive
 from imagenet_tfrecords.plan import MetadataError
 
 from .conftest import convert_small_shards, read_split, run_cli
@@ -257,6 +257,37 @@ def test_a_bad_synset_entry_of_meta_mat_is_named(tmp_path):
     url = f"{data / DEVKIT}/ILSVRC2012_devkit_t12/data/meta.mat"
     with pytest.raises(MetadataError, match=re.escape(f"{url}: synsets(3): expected a wnid and words, got 'n0 bad'")):
         build_plan(str(data))
+
+
+@pytest.mark.parametrize("order", ["mixed", "per-class"])
+def test_train_classes_listed_in_groups_of_any_size_give_the_same_sources_and_plan(tmp_path, monkeypatch, order):
+    """Class tars listed a group at a time (1, some, all, more than there are) list what tarfile
+    lists, and the plan does not depend on the group size."""
+    stray = {"n09999999.tar": _tar({"x.JPEG": b"x"}), "README": b"not a tar"}
+    data = write_archives(tmp_path / "data", train_extra=stray)
+    root = Location.of(str(data))
+    expected = {}
+    with tarfile.open(data / TRAIN_TAR) as outer:
+        for m in (m for m in outer.getmembers() if m.name.removesuffix(".tar") in WNIDS):
+            with tarfile.open(fileobj=outer.extractfile(m)) as t:
+                spans = {f"{m.name}/{x.name}": (m.offset_data + x.offset_data, x.size) for x in t.getmembers()}
+            expected[m.name.removesuffix(".tar")] = spans
+    synsets, _, _ = imagenet_archive.read_devkit(root.child(DEVKIT))
+    by_wnid = {s.wnid: s for s in synsets.values()}
+    labels = {w: i for i, w in enumerate(WNIDS)}
+    plans = {}
+    for group in (1, 3, len(WNIDS), 1000):
+        rejects = []
+        listed = imagenet_archive.train_sources(root, by_wnid, labels, rejects, group)
+        got = {w: {s.name: s.span for s in sources} for w, sources in listed}
+        assert list(got) == WNIDS and got == expected, group
+        assert [r["path"] for r in rejects] == [f"{TRAIN_TAR}/README", f"{TRAIN_TAR}/n09999999.tar"], group
+        monkeypatch.setattr(imagenet_archive, "GROUP", group)
+        plan = build_plan(str(data), layout="imagenet", shard_size=2, train_order=order, train_shards=0)
+        plans[group] = (list(plan.all_shards()), plan.rejects, plan.problems)
+    assert all(p == plans[1] for p in plans.values())
+    with pytest.raises(ValueError, match="group must be 1 or more"):
+        list(imagenet_archive.train_sources(root, by_wnid, labels, [], 0))
 
 
 def test_listing_reads_headers_only_pax_and_gnu_long_names(tmp_path):

@@ -4,10 +4,11 @@ A tar is a sequence of 512-byte headers, each followed by its member's data padd
 so a member's bytes are one contiguous range of the file. ``list_tar`` walks the headers only
 (one 512-byte read per member, plus the payload of GNU long-name and pax headers), never the
 data; ``list_nested`` also walks every member that is itself a tar (ImageNet's train archive: a
-tar of per-class tars, stored uncompressed) in place, with offsets in the outer file. The walks
-of all inner tars advance together, the k-th header of each in one batch of range reads
-(``fs.cat_ranges``: concurrent requests on object stores), so listing costs about as many
-round trips as the largest inner tar has members, not as many as all of them together. A flat
+tar of per-class tars, stored uncompressed) in place, with offsets in the outer file, and
+``iter_inner`` lists such inner tars a group at a time, so memory holds one group's members. The
+walks of the inner tars (of a group) advance together, the k-th header of each in one batch of
+range reads (``fs.cat_ranges``: concurrent requests on object stores), so listing a group costs
+about as many round trips as its largest inner tar has members, not as many as all of them together. A flat
 tar of many members (ImageNet's val and test archives) is listed from many starting points at
 once: one window read every ``SEGMENT_BYTES`` finds the first header in it, a walk starts at each,
 and each walk stops where the next one started, so the walks chain into the one listing a walk
@@ -106,9 +107,28 @@ def list_nested(loc: Location, reader: RangeReader | None = None) -> tuple[list[
     with reader or RangeReader(loc) as r:
         outer = _list(r, segment=0)  # its members are tars: a window would find their headers
         tars = [m for m in outer if m.kind == "file" and m.name.endswith(".tar")]
-        walks = [_walk(m.offset, m.offset + m.size, f"{loc.url}/{m.name}") for m in tars]
-        inner = [_chain([m.offset], [got]) for m, got in zip(tars, _run(r, walks), strict=True)]
+        inner = list_inner(r, tars)
     return outer, {m.name: members for m, members in zip(tars, inner, strict=True)}
+
+
+def list_inner(reader: RangeReader, tars: Sequence[Member]) -> list[list[Member]]:
+    """The members of each of ``tars`` (members of the reader's file that are tars), with offsets
+    in that file, from headers alone: the walks advance together, the k-th header of each in one
+    batch of reads, so this costs about as many rounds as the largest of ``tars`` has members."""
+    walks = [_walk(m.offset, m.offset + m.size, f"{reader.loc.url}/{m.name}") for m in tars]
+    return [_chain([m.offset], [got]) for m, got in zip(tars, _run(reader, walks), strict=True)]
+
+
+def iter_inner(loc: Location, tars: Sequence[Member], group: int) -> Iterator[tuple[Member, list[Member]]]:
+    """(tar, its members) for each of ``tars`` (members of the tar file at ``loc`` that are tars),
+    in order, listed ``group`` tars at a time (list_inner): memory holds one group's listing, and
+    listing them all takes about len(tars) / group times the rounds of one group."""
+    if group < 1:
+        raise ValueError(f"group must be 1 or more, got {group}")
+    with RangeReader(loc) as reader:
+        for i in range(0, len(tars), group):
+            chunk = tars[i : i + group]
+            yield from zip(chunk, list_inner(reader, chunk), strict=True)
 
 
 def _list(reader: RangeReader, segment: int) -> list[Member]:

@@ -10,7 +10,9 @@
 The classes are the 1,000 leaf synsets of meta.mat (num_children 0); labels index their sorted
 wnids, as in the extracted form (the ILSVRC2012_ID order of the ground truth is another order).
 Planning reads the devkit whole and only the tar headers of the image archives (archive.py);
-every source is an archive member with its byte span, read as a range when converted. Train
+every source is an archive member with its byte span, read as a range when converted. The class
+tars are listed ``GROUP`` at a time and each class goes on to plan.train_shards (which spills it)
+as soon as its group is listed, so planning holds one group's sources, not the whole train set. Train
 shards hold one class each, val and test shards ``shard_size`` members each, in natural name
 order. Bad metadata raises MetadataError naming the file and line (meta.mat: the synsets entry);
 problems with single members become rejects.
@@ -22,10 +24,11 @@ import dataclasses
 import io
 import re
 import tarfile
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 
-from ..archive import Member, list_nested, list_tar
+from ..archive import Member, iter_inner, list_tar
 from ..fs import Entry, Location, file_entry
 from ..plan import (
     MIXED,
@@ -50,6 +53,9 @@ META = "data/meta.mat"
 GROUND_TRUTH = "data/ILSVRC2012_validation_ground_truth.txt"
 _VAL_NAME = re.compile(r"ILSVRC2012_val_(\d{8})\.JPEG")
 _WNID = re.compile(r"[^\s/\\,]+")
+# class tars listed at a time: a round of range reads then keeps about 100 requests in flight (a
+# client's connection pool), and memory holds 100 classes' sources (~35 MiB for ImageNet's)
+GROUP = 100
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,7 +74,8 @@ def plan(root: Location, shard_size: int, layout: str, train_order: str = MIXED,
     rejects: list[dict] = []
     warnings: list[str] = []
     problems: list[dict] = []
-    train = train_shards(root, train_sources(root, by_wnid, labels, rejects), train_order, train_count, problems)
+    per_class = train_sources(root, by_wnid, labels, rejects, GROUP)
+    train = train_shards(root, per_class, train_order, train_count, problems)
     shards = train.light()
     val_labels = {i: labels[synsets[sid].wnid] for i, sid in truth.items()}
     shards += _val_shards(root, val_labels, truth_url, shard_size, rejects)
@@ -164,15 +171,16 @@ def parse_ground_truth(url: str, data: bytes, synsets: dict[int, Synset]) -> dic
 
 
 def train_shards(
-    root: Location, per_class: dict[str, list[Source]], order: str, count: int, problems: list[dict]
+    root: Location, per_class: Iterable[tuple[str, list[Source]]], order: str, count: int, problems: list[dict]
 ) -> TrainShards:
     """The train shards (plan.train_shards) of the members of each ``<wnid>.tar`` in the train
-    archive (``per_class``, in label order); a class tar without images is a problem of the plan."""
+    archive (``per_class``: (wnid, sources), one class at a time); a class tar without images is a
+    problem of the plan."""
     archive = file_entry(root.child(TRAIN_TAR))
     outcome = "class gets an empty shard" if order == PER_CLASS else "class has no train records"
 
     def listings():
-        for wnid, sources in per_class.items():
+        for wnid, sources in per_class:
             if not any(s.reason is None for s in sources):
                 problems.append({"path": f"{TRAIN_TAR}/{wnid}.tar", "reason": f"class tar has no images ({outcome})"})
             yield [(s, _member_entry(s, archive)) for s in sources]
@@ -181,26 +189,35 @@ def train_shards(
 
 
 def train_sources(
-    root: Location, by_wnid: dict[str, Synset], labels: dict[str, int], rejects: list[dict]
-) -> dict[str, list[Source]]:
-    """wnid -> the sources of its class (``<wnid>.tar/<member>``, spans in the train archive);
-    members of the archive that are no class's tar are rejects; a class without a tar is an error."""
+    root: Location, by_wnid: dict[str, Synset], labels: dict[str, int], rejects: list[dict], group: int = GROUP
+) -> Iterator[tuple[str, list[Source]]]:
+    """(wnid, the sources of its class: ``<wnid>.tar/<member>``, spans in the train archive) of
+    each class, in the natural order of the tars' names, listed ``group`` class tars at a time
+    (archive.iter_inner), so memory holds one group's sources. The archive's own members are
+    listed now: those that are no class's tar are rejects; a class without a tar is an error."""
     loc = root.child(TRAIN_TAR)
-    outer, inner = list_nested(loc)
-    found: dict[str, list[Source]] = {}
-    for m in _members(outer):
+    tars: dict[str, Member] = {}
+    for m in _members(list_tar(loc, segment=0)):  # its members are tars: a window would find their headers
         wnid = m.name.removesuffix(".tar")
-        if m.name in inner and wnid in labels and wnid not in found:
-            members = [dataclasses.replace(x, name=f"{m.name}/{x.name}") for x in _members(inner[m.name])]
-            found[wnid] = _sources(members, labels[wnid])
+        if m.kind == "file" and m.name.endswith(".tar") and wnid in labels and wnid not in tars:
+            tars[wnid] = m
             continue
-        reason = f"repeats {m.name}" if wnid in found else f"not the tar of a class of {DEVKIT} ({META})"
+        reason = f"repeats {m.name}" if wnid in tars else f"not the tar of a class of {DEVKIT} ({META})"
         rejects.append({"path": f"{TRAIN_TAR}/{m.name}", "reason": reason})
     for wnid in labels:
-        if wnid not in found:
+        if wnid not in tars:
             meta = f"{root.child(DEVKIT).url}/{META} synsets({by_wnid[wnid].entry})"
             raise MetadataError(f"{loc.url}: no member {wnid}.tar (the class {wnid} of {meta})")
-    return found
+    return _class_sources(loc, list(tars.values()), labels, group)
+
+
+def _class_sources(
+    loc: Location, tars: list[Member], labels: dict[str, int], group: int
+) -> Iterator[tuple[str, list[Source]]]:
+    for tar, members in iter_inner(loc, tars, group):
+        wnid = tar.name.removesuffix(".tar")
+        named = [dataclasses.replace(x, name=f"{tar.name}/{x.name}") for x in _members(members)]
+        yield wnid, _sources(named, labels[wnid])
 
 
 def _val_shards(root: Location, val_labels: dict[int, int], truth_url: str, shard_size: int, rejects) -> list[Shard]:
