@@ -12,9 +12,9 @@ wnids, as in the extracted form (the ILSVRC2012_ID order of the ground truth is 
 Planning reads the devkit whole and only the tar headers of the image archives (archive.py);
 every source is an archive member with its byte span, read as a range when converted. The class
 tars are listed ``GROUP`` at a time and each class goes on to plan.train_shards (which spills it)
-as soon as its group is listed, so planning holds one group's sources, not the whole train set. Train
-shards hold one class each, val and test shards ``shard_size`` members each, in natural name
-order. Bad metadata raises MetadataError naming the file and line (meta.mat: the synsets entry);
+as soon as its group is listed, so planning holds one group's sources, not the whole train set.
+Train shards hold one class each, val and test shards ``shard_size`` members each, in natural
+name order. Bad metadata raises MetadataError naming the file and line (meta.mat: the synsets entry);
 problems with single members become rejects.
 """
 
@@ -214,6 +214,7 @@ def train_sources(
 def _class_sources(
     loc: Location, tars: list[Member], labels: dict[str, int], group: int
 ) -> Iterator[tuple[str, list[Source]]]:
+    """(wnid, sources) of each class tar in ``tars``, listed ``group`` at a time."""
     for tar, members in iter_inner(loc, tars, group):
         wnid = tar.name.removesuffix(".tar")
         named = [dataclasses.replace(x, name=f"{tar.name}/{x.name}") for x in _members(members)]
