@@ -351,3 +351,21 @@ def test_gs_archives_convert_like_local_ones_reading_headers_only(gcs_archives, 
             assert (out / split / f.name).read_bytes() == f.read_bytes(), f.name
     rejects = (out / "rejects.tsv").read_text()
     assert rejects.replace(gcs_archives, "") == (out_a / "rejects.tsv").read_text().replace(str(both[0]), "")
+
+
+@pytest.mark.parametrize("bad", [b"xx", b"00", b"99"])
+def test_a_malformed_pax_header_is_an_error_naming_the_tar(tmp_path, bad):
+    """A pax record whose length is no number, zero, or past the header's data: an error naming the
+    tar and the header's byte, never a hang or a bare ValueError."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        info = tarfile.TarInfo("é" * 60 + ".JPEG")  # a non-ASCII name: tarfile writes a pax path record
+        info.size = 3
+        tar.addfile(info, io.BytesIO(b"abc"))
+    raw = buf.getvalue()
+    at = raw.index(b" path=") - 3  # the record's length: three digits
+    assert raw[at : at + 3].isdigit()
+    path = tmp_path / "bad.tar"
+    path.write_bytes(raw[:at] + b"0" + bad + raw[at + 3 :])
+    with pytest.raises(MetadataError, match=re.escape(f"{path}: the extended header at byte 0: malformed pax record")):
+        list_tar(Location.of(str(path)))

@@ -245,7 +245,7 @@ def _walk(start: int, end: int, where: str, stops: frozenset[int] = frozenset())
         data = pos + BLOCK
         if info.type in _META_TYPES:
             payload = yield data, info.size
-            extra |= _meta(info.type, payload)
+            extra |= _meta(info.type, payload, f"{where}: the extended header at byte {pos}")
             pos = data + _padded(info.size)
             continue
         size = int(extra.pop("size", info.size)) if info.isreg() else 0
@@ -258,19 +258,25 @@ def _walk(start: int, end: int, where: str, stops: frozenset[int] = frozenset())
     return members, None
 
 
-def _meta(kind: bytes, payload: bytes) -> dict[str, str]:
-    """The path (and size) a GNU long-name or pax extended header gives the next member."""
+def _meta(kind: bytes, payload: bytes, what: str) -> dict[str, str]:
+    """The path (and size) a GNU long-name or pax extended header gives the next member; a record
+    that is not '<length> <key>=<value>\n' within the header raises ArchiveError naming ``what``."""
     if kind == tarfile.GNUTYPE_LONGNAME:
         return {"path": payload.rstrip(b"\0").decode("utf-8", "surrogateescape")}
     if kind != tarfile.XHDTYPE:
         return {}  # a long link target or global pax header: nothing about the next member's data
     out, i = {}, 0
     while i < len(payload) and payload[i] != 0:  # records: b"<length> <key>=<value>\n"
-        length = payload[i:].split(b" ", 1)[0]
-        key, _, value = payload[i + len(length) + 1 : i + int(length) - 1].partition(b"=")
+        digits = payload[i:].split(b" ", 1)[0]
+        length = int(digits) if digits.isdigit() else 0
+        if not len(digits) + 2 < length <= len(payload) - i or payload[i + length - 1] != ord("\n"):
+            raise ArchiveError(f"{what}: malformed pax record at byte {i} of the header's data")
+        key, _, value = payload[i + len(digits) + 1 : i + length - 1].partition(b"=")
+        if key == b"size" and not value.isdigit():
+            raise ArchiveError(f"{what}: pax size {value[:20]!r} is not a number")
         if key in (b"path", b"size"):
             out[key.decode()] = value.decode("utf-8", "surrogateescape")
-        i += int(length)
+        i += length
     return out
 
 
