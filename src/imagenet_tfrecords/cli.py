@@ -291,9 +291,9 @@ def cmd_verify(args) -> int:
 def cmd_report(args) -> int:
     from .report import write_report
 
-    info = Location.of(args.output).child("dataset_info.json")
     if read_info(Location.of(args.output)) is None:
-        print(f"error: {info.url} not found: {args.output} is not a converted output", file=sys.stderr)
+        where = Location.of(args.output).child("dataset_info.json").url
+        print(f"error: {where} (nor conversion_info.json) not found: not a converted output", file=sys.stderr)
         return EXIT_BAD_INPUT
     print(f"wrote {write_report(args.output, args.html)}")
     return 0

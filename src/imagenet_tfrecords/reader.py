@@ -184,10 +184,10 @@ def load(
     test split. Every format reads: seed's pixels are reshaped, the JPEGs of tf-models and tfds
     are decoded in the tf.data graph.
 
-    Every record appears exactly once per pass. Train shards hold one class each, so with
-    ``shuffle`` (the default) the shard order is shuffled on every pass, ``cycle_length``
-    shards are read interleaved record by record and the records go through a shuffle
-    buffer of ``shuffle_buffer``. ``seed`` makes the order reproducible. With
+    Every record appears exactly once per pass. With ``shuffle`` (the default; train shards may also
+    hold one class each, ``--train-order per-class``) the shard order is shuffled on every pass,
+    ``cycle_length`` shards are read interleaved record by record and the records go through a
+    shuffle buffer of ``shuffle_buffer``. ``seed`` makes the order reproducible. With
     ``shuffle=False`` shards are read one after the other in file order (val/test order).
 
     The dataset is neither batched nor repeated: add ``.batch(n)`` and ``.prefetch``.

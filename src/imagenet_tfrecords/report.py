@@ -82,8 +82,8 @@ def read_samples(
 ) -> tuple[list[Sample], list[str]]:
     """Up to ``count`` records spread over the split's shards, and the errors met reading them.
 
-    Shards are picked evenly (train shards hold one class each, so the grid shows many
-    classes), and only the first records of each are read.
+    Shards are picked evenly (so the grid shows many classes even when train shards hold one
+    class each), and only the first records of each are read.
     """
     shards = [s for s in shards if s["records"]]
     if not shards or count <= 0:

@@ -153,7 +153,7 @@ def write_tfds_metadata(plan: Plan, info: dict, out_url: str) -> None:
         "name": formats.tfds_name(plan.data),
         "version": formats.TFDS_VERSION,
         "fileFormat": "tfrecord",
-        "description": f"{info['name']} ({plan.layout} layout) converted by imagenet-tfrecords; see {INFO_FILE}",
+        "description": f"{info['name']} ({plan.layout} layout) converted by imagenet-tfrecords; see {TFDS_INFO_FILE}",
         "splits": splits,
         "supervisedKeys": {"tuple": {"items": [{"featureKey": "image"}, {"featureKey": "label"}]}},
     }

@@ -9,13 +9,13 @@
 
 The classes are the 1,000 leaf synsets of meta.mat (num_children 0); labels index their sorted
 wnids, as in the extracted form (the ILSVRC2012_ID order of the ground truth is another order).
-Planning reads the devkit whole and only the tar headers of the image archives (archive.py);
-every source is an archive member with its byte span, read as a range when converted. The class
-tars are listed ``GROUP`` at a time and each class goes on to plan.train_shards (which spills it)
-as soon as its group is listed, so planning holds one group's sources, not the whole train set.
-Train shards hold one class each, val and test shards ``shard_size`` members each, in natural
-name order. Bad metadata raises MetadataError naming the file and line (meta.mat: the synsets entry);
-problems with single members become rejects.
+Planning reads the devkit whole and only the tar headers of the image archives (archive.py); every
+source is an archive member with its byte span, read as a range when converted. The class tars are
+listed ``GROUP`` at a time and each class goes on to plan.train_shards (which spills it) as soon as
+its group is listed, so planning holds one group's sources, not the whole train set. Train shards
+mix the classes or hold one class each (plan.train_shards), val and test shards ``shard_size``
+members each, in natural name order. Bad metadata raises MetadataError naming the file and line
+(meta.mat: the synsets entry); problems with single members become rejects.
 """
 
 from __future__ import annotations

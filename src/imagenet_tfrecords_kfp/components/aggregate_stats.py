@@ -40,9 +40,9 @@ def aggregate_stats(
         jpeg_quality: The JPEG quality used (recorded).
 
     Returns:
-        dataset: The converted dataset: dataset_info.json (shard files relative to its "root",
-            which is output_url), sizes.txt, labels.txt, rejects.tsv. Read it with
-            imagenet_tfrecords.load(dataset, "train").
+        dataset: The converted dataset: dataset_info.json (conversion_info.json in the tfds
+            format; shard files relative to its "root", which is output_url), sizes.txt,
+            labels.txt, rejects.tsv. Read it with imagenet_tfrecords.load(dataset, "train").
         sizes: sizes.txt: "train,N\\nval,N\\ntest,N".
         metrics: Records, rejects and skipped images per split and in total, images converted
             to RGB, bytes, and throughput: images/s per worker (records / summed shard seconds)

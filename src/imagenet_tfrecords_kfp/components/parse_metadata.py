@@ -30,7 +30,8 @@ def parse_metadata(
         max_tasks: At most this many conversion tasks (1 to 100); shards are grouped evenly.
         layout: "tinyimagenet" (wnids.txt, words.txt, train/<wnid>/images/, val/val_annotations.txt),
             "imagenet" (Kaggle's ILSVRC2012: LOC_synset_mapping.txt, LOC_val_solution.csv,
-            ILSVRC/Data/CLS-LOC/<split>/), "imagefolder" (<split>/<class>/<image>) or "auto":
+            ILSVRC/Data/CLS-LOC/<split>/; or its original archives: ILSVRC2012_devkit_t12.tar.gz,
+            ILSVRC2012_img_train.tar, ILSVRC2012_img_val.tar), "imagefolder" (<split>/<class>/<image>) or "auto":
             detect it; plan.json and the plan's metadata say which.
         train_order: "mixed": every train shard mixes the classes (files ordered by a stable hash
             of their path, as TFDS does); "per-class": one shard per class, in file order.

@@ -54,7 +54,7 @@ def build_pipeline(parallelism: int = DEFAULT_PARALLELISM, retries: bool = True)
         label_offset: int = Options.label_offset,
         jpeg_quality: int = Options.jpeg_quality,
     ) -> Outputs:
-        """Convert an image dataset (TinyImageNet or class-folder layout) to TFRecord files of tf.train.Example.
+        """Convert an image dataset (TinyImageNet, ImageNet or class folders) to TFRecord files of tf.train.Example.
 
         Records hold height, width, channel, label (int64), label_one_hot (one byte per class)
         and image_raw (uint8 pixels, H x W x 3), plus filename and wnid.
@@ -88,7 +88,8 @@ def build_pipeline(parallelism: int = DEFAULT_PARALLELISM, retries: bool = True)
             jpeg_quality: tf-models and tfds: quality of images encoded anew (clean JPEGs are kept as is).
 
         Returns:
-            dataset: The converted dataset (dataset_info.json naming every shard), for
+            dataset: The converted dataset (dataset_info.json, conversion_info.json in the tfds
+                format, naming every shard), for
                 imagenet_tfrecords.load(dataset, split).
             sizes: sizes.txt, "train,N\\nval,N\\ntest,N".
             metrics: Records, rejects and skipped images per split and in total, and the
