@@ -195,7 +195,12 @@ def normalise(boxes: Iterable[Box], height: int, width: int, *, inclusive: bool)
     clipped = total = 0
     for x0, y0, x1, y1, label in boxes:
         total += 1
-        edges = (x0 / width, y0 / height, (x1 + end) / width, (y1 + end) / height)
+        edges = e0, e1, e2, e3 = (x0 / width, y0 / height, (x1 + end) / width, (y1 + end) / height)
+        if 0.0 <= e0 <= 1.0 and 0.0 <= e1 <= 1.0 and 0.0 <= e2 <= 1.0 and 0.0 <= e3 <= 1.0:  # nothing to clip
+            xmin, ymin, xmax, ymax = _F32X4.unpack(_F32X4.pack(e0 + 0.0, e1 + 0.0, e2 + 0.0, e3 + 0.0))  # no -0.0
+            if xmin < xmax and ymin < ymax:
+                kept.append((xmin, ymin, xmax, ymax, label))
+            continue
         if not all(map(math.isfinite, edges)):
             continue
         xmin, ymin, xmax, ymax = _F32X4.unpack(_F32X4.pack(*[min(max(e, 0.0), 1.0) + 0.0 for e in edges]))  # no -0.0

@@ -408,16 +408,17 @@ def _spill_per_class(classes: Iterable[list[Listed]], spill: str) -> int:
 
 
 def _spill_mixed(folder: str, classes: Iterable[list[Listed]], spill: str) -> int:
-    """Write every source, keyed by its hash, to the bucket of the hash's first byte (one pickled
+    """Write every source, keyed by its source_hash (as a number), to the bucket of its first byte (one pickled
     batch per class and bucket); return how many."""
     total = 0
     with contextlib.ExitStack() as stack:
         buckets = [stack.enter_context(open(f"{spill}/{b:02x}", "wb")) for b in range(HASH_BUCKETS)]
+        prefix = f"{folder}/"
         for listing in classes:
             parts: dict[int, list] = {}
             for source, entry in listing:
-                key = int(source_hash(f"{folder}/{source.name}"), 16)
-                parts.setdefault(key >> 56, []).append(_row(key, source, entry))
+                key = int.from_bytes(hashlib.blake2b((prefix + source.name).encode(), digest_size=8).digest(), "big")
+                parts.setdefault(key >> 56, []).append((key, *source, entry.kind, entry.size, entry.stamp))  # _row
             for b, part in parts.items():
                 pickle.dump(part, buckets[b], pickle.HIGHEST_PROTOCOL)
             total += len(listing)
@@ -481,8 +482,20 @@ def write_slices(plan: Plan, out_url: str, max_tasks: int = DEFAULT_MAX_TASKS) -
     slice under ``<out_url>/_work/plan/`` (streamed: one shard in memory), and remove the slices
     of an earlier plan with more tasks; the plan keeps only the shards' number of sources, so
     plan.json stays small whatever the dataset."""
+    for _ in stream_slices(plan, out_url, max_tasks):
+        pass
+
+
+def stream_slices(plan: Plan, out_url: str, max_tasks: int = DEFAULT_MAX_TASKS) -> Iterator[tuple[int, Shard]]:
+    """write_slices, yielding each (shard id, shard with its sources) as it is written, so that a
+    caller converting every task itself (tasks.convert_dataset) starts before the last slice is
+    written and need not read the slices back. ``plan.tasks`` and ``plan.slices`` are set at once."""
     plan.tasks = group_tasks(len(plan.shards), max_tasks)
     plan.slices = Location.of(out_url).child(SLICES_DIR).url
+    return _stream_slices(plan)
+
+
+def _stream_slices(plan: Plan) -> Iterator[tuple[int, Shard]]:
     shards, light = plan.all_shards(), []
     for task, ids in enumerate(plan.tasks):
         with publish(slice_location(plan, task)) as tmp, open(tmp, "w") as f:
@@ -490,6 +503,7 @@ def write_slices(plan: Plan, out_url: str, max_tasks: int = DEFAULT_MAX_TASKS) -
                 shard = next(shards)
                 light.append(shard.light())
                 f.write(json.dumps({"id": i, "shard": shard.to_json()}) + "\n")
+                yield i, shard
     plan.shards = light
     folder = Location.of(plan.slices)
     for e in folder.list_dir():  # an earlier plan's slices beyond this plan's tasks
