@@ -24,13 +24,14 @@ import dataclasses
 import hashlib
 import itertools
 import json
+import multiprocessing
 import pickle
 import re
 import shutil
 import tempfile
 import weakref
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -310,7 +311,8 @@ Listed = tuple[Source, Entry]  # a train source and the listing entry of its fil
 
 
 # Class folders of an object store listed at once while planning: each listing waits on a round
-# trip. Local folders are listed one by one: there the work is Python's, and threads only contend.
+# trip. Local folders are listed by one forked process, ahead of the one that spills them (with
+# more than one CPU): there the work is Python's, and threads only contend.
 LISTING_THREADS = 8
 
 
@@ -327,20 +329,63 @@ def class_listings(
     ``label`` (in natural order for per-class shards), then its other entries (folders, links
     leaving the root...) with their reasons; ``boxes_of(sub)`` gives the boxes of a class's files by
     file name, where the layout has boxes. On object stores a few threads list the next folders
-    ahead, at most LISTING_THREADS listings held. A folder without files is appended to ``problems``."""
+    ahead, at most LISTING_THREADS listings held; local folders are listed by a second process.
+    A folder without files is appended to ``problems``."""
 
-    def listing(item: tuple[str, int]) -> tuple[dict[str, Entry], list[Entry], dict]:
-        files, others = list_images(root.child(folder, item[0]), root, natural=order == PER_CLASS)
-        return files, others, boxes_of(item[0]) if boxes_of else {}
+    natural = order == PER_CLASS
+    if root.is_local and len(classes) > 1 and _cpus() > 1:  # a second process lists the next folders
+        listed = _ahead_in_process(_entry_rows, [(root.child(folder, sub), root, natural) for sub, _ in classes])
+        listed = (
+            (*_from_rows(*rows), boxes_of(sub) if boxes_of else {})
+            for (sub, _), rows in zip(classes, listed, strict=True)
+        )
+    else:
 
+        def listing(item: tuple[str, int]) -> tuple[dict[str, Entry], list[Entry], dict]:
+            files, others = list_images(root.child(folder, item[0]), root, natural=natural)
+            return files, others, boxes_of(item[0]) if boxes_of else {}
+
+        listed = _ahead(listing, classes, 1 if root.is_local else LISTING_THREADS)
     outcome = "class gets an empty shard" if order == PER_CLASS else "class has no train records"
-    threads = 1 if root.is_local else LISTING_THREADS
-    for (sub, label), (files, others, boxes) in zip(classes, _ahead(listing, classes, threads), strict=True):
+    for (sub, label), (files, others, boxes) in zip(classes, listed, strict=True):
         if not files:
             problems.append({"path": f"{folder}/{sub}", "reason": f"class directory has no images ({outcome})"})
         yield [(Source(f"{sub}/{n}", label, boxes=boxes.get(n, ())), e) for n, e in files.items()] + [
             (Source(f"{sub}/{e.name}", None, e.reason), e) for e in others
         ]
+
+
+def _cpus() -> int:
+    from .convert import available_cpus  # (convert imports this module)
+
+    return available_cpus()
+
+
+def _entry_rows(directory: Location, root: Location, natural: bool) -> tuple[list[tuple], list[tuple]]:
+    """list_images as plain tuples, quick to pickle: (file rows, other rows), each (name, kind, size, stamp)."""
+    files, others = list_images(directory, root, natural)
+    return [(e.name, e.kind, e.size, e.stamp) for e in files.values()], [
+        (e.name, e.kind, e.size, e.stamp) for e in others
+    ]
+
+
+def _from_rows(files: list[tuple], others: list[tuple]) -> tuple[dict[str, Entry], list[Entry]]:
+    """list_images' result back from _entry_rows'."""
+    return {row[0]: Entry(*row) for row in files}, [Entry(*row) for row in others]
+
+
+def _ahead_in_process(fn, calls: list[tuple]) -> Iterator:
+    """fn(*args) for each args of ``calls`` in order, computed in one forked process at most
+    LISTING_THREADS calls ahead: it lists while this process spills what it listed."""
+    ctx = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(1, mp_context=ctx) as pool:
+        pending: collections.deque = collections.deque()
+        for args in calls:
+            pending.append(pool.submit(fn, *args))
+            if len(pending) >= LISTING_THREADS:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
 
 def _ahead(fn, items: list, threads: int) -> Iterator:
