@@ -50,6 +50,7 @@ MIXED, PER_CLASS = "mixed", "per-class"
 TRAIN_ORDERS = (MIXED, PER_CLASS)
 TRAIN_RECORDS_PER_SHARD = 1000  # mixed train shards' default size: 100 shards for TinyImageNet, 1,281 for ImageNet
 HASH_BUCKETS = 256  # spill files of a mixed train listing, by the first byte of the path hash
+SPILL_ROWS = 16384  # sources of a mixed train listing held before they are written to the buckets
 SLICES_DIR = "_work/plan"  # under the output: each conversion task's shards (write_slices)
 
 
@@ -454,20 +455,28 @@ def _spill_per_class(classes: Iterable[list[Listed]], spill: str) -> int:
 
 def _spill_mixed(folder: str, classes: Iterable[list[Listed]], spill: str) -> int:
     """Write every source, keyed by its source_hash (as a number), to the bucket of its first byte (one pickled
-    batch per class and bucket); return how many."""
+    batch per bucket for every SPILL_ROWS sources or so); return how many."""
     total = 0
     with contextlib.ExitStack() as stack:
         buckets = [stack.enter_context(open(f"{spill}/{b:02x}", "wb")) for b in range(HASH_BUCKETS)]
-        prefix = f"{folder}/"
+        prefix, parts, held = f"{folder}/", {}, 0  # held: sources written when the buckets were last written
         for listing in classes:
-            parts: dict[int, list] = {}
             for source, entry in listing:
                 key = int.from_bytes(hashlib.blake2b((prefix + source.name).encode(), digest_size=8).digest(), "big")
                 parts.setdefault(key >> 56, []).append((key, *source, entry.kind, entry.size, entry.stamp))  # _row
-            for b, part in parts.items():
-                pickle.dump(part, buckets[b], pickle.HIGHEST_PROTOCOL)
             total += len(listing)
+            if total - held >= SPILL_ROWS:
+                _dump_parts(parts, buckets)
+                held = total
+        _dump_parts(parts, buckets)
     return total
+
+
+def _dump_parts(parts: dict[int, list], buckets: list) -> None:
+    """Write each bucket's rows as one pickled batch to its file, and forget them."""
+    for b, part in parts.items():
+        pickle.dump(part, buckets[b], pickle.HIGHEST_PROTOCOL)
+    parts.clear()
 
 
 def _batches(path: str) -> Iterator[list]:
