@@ -357,9 +357,10 @@ def class_listings(
 
 
 def _cpus() -> int:
+    """CPUs this process may use for a listing process of its own (1: none; a daemon has no children)."""
     from .convert import available_cpus  # (convert imports this module)
 
-    return available_cpus()
+    return 1 if multiprocessing.current_process().daemon else available_cpus()
 
 
 def _entry_rows(directory: Location, root: Location, natural: bool) -> tuple[list[tuple], list[tuple]]:
