@@ -52,6 +52,7 @@ import math
 import re
 import struct
 from collections.abc import Iterable, Sequence
+from functools import cache, lru_cache
 from typing import NamedTuple
 
 from .fs import Location
@@ -73,7 +74,9 @@ CONVENTIONS = {"tinyimagenet": INCLUSIVE, "imagenet": EDGES}
 
 _NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?|[+-]?(?:nan|inf|infinity)", re.IGNORECASE)
 _ID = re.compile(r"[^\s/\\,]+")
-_F32 = struct.Struct("<f")
+_F32X4 = struct.Struct("<4f")
+_PLAIN = re.compile(r"[0-9]+")  # the common case of a coordinate, a number by _NUMBER too
+_PLAIN_TRAIN_LINE = re.compile(r"([^\t]+)\t([0-9]+)\t([0-9]+)\t([0-9]+)\t([0-9]+)")
 
 
 class Parsed(NamedTuple):
@@ -105,6 +108,9 @@ class _Table:
 
 
 def _coords(fields: Sequence[str], loc: Location, n: int) -> tuple[float, float, float, float]:
+    if all(map(_PLAIN.fullmatch, fields)):  # (quicker than _NUMBER on each field)
+        x0, y0, x1, y1 = map(float, fields)
+        return x0, y0, x1, y1
     for f in fields:
         if not _NUMBER.fullmatch(f.strip()):
             raise MetadataError(f"{loc.url}:{n}: box coordinate {f[:40]!r} is not a number")
@@ -117,6 +123,11 @@ def parse_tinyimagenet_train(loc: Location, wnid: str, labels: dict[str, int]) -
     of class ``wnid``."""
     table = _Table(labels)
     for n, line in read_lines(loc):
+        plain = _PLAIN_TRAIN_LINE.fullmatch(line)  # the common case, in one match
+        if plain:
+            file, x0, y0, x1, y1 = plain.groups()
+            table.add(file, wnid, (float(x0), float(y0), float(x1), float(y1)))
+            continue
         fields = line.split("\t")
         if len(fields) != 5 or not fields[0]:
             raise MetadataError(f"{loc.url}:{n}: expected 'file<TAB>x0<TAB>y0<TAB>x1<TAB>y1', got {line[:80]!r}")
@@ -179,10 +190,6 @@ def _parse_solution(loc: Location, labels: dict[str, int], *, train: bool) -> Pa
     return table.parsed()
 
 
-def _float32(v: float) -> float:
-    return _F32.unpack(_F32.pack(v))[0]
-
-
 def normalise(boxes: Iterable[Box], height: int, width: int, *, inclusive: bool) -> tuple[tuple[Box, ...], int, int]:
     """The boxes as float32 edges in [0, 1] (see the module docstring), how many were clipped
     and how many dropped. ``inclusive``: x1, y1 are the last pixel inside the box
@@ -194,10 +201,15 @@ def normalise(boxes: Iterable[Box], height: int, width: int, *, inclusive: bool)
     clipped = total = 0
     for x0, y0, x1, y1, label in boxes:
         total += 1
-        edges = (x0 / width, y0 / height, (x1 + end) / width, (y1 + end) / height)
+        edges = e0, e1, e2, e3 = (x0 / width, y0 / height, (x1 + end) / width, (y1 + end) / height)
+        if 0.0 <= e0 <= 1.0 and 0.0 <= e1 <= 1.0 and 0.0 <= e2 <= 1.0 and 0.0 <= e3 <= 1.0:  # nothing to clip
+            xmin, ymin, xmax, ymax = _F32X4.unpack(_F32X4.pack(e0 + 0.0, e1 + 0.0, e2 + 0.0, e3 + 0.0))  # no -0.0
+            if xmin < xmax and ymin < ymax:
+                kept.append((xmin, ymin, xmax, ymax, label))
+            continue
         if not all(map(math.isfinite, edges)):
             continue
-        xmin, ymin, xmax, ymax = (_float32(min(max(e, 0.0), 1.0) + 0.0) for e in edges)  # + 0.0: no -0.0
+        xmin, ymin, xmax, ymax = _F32X4.unpack(_F32X4.pack(*[min(max(e, 0.0), 1.0) + 0.0 for e in edges]))  # no -0.0
         if xmin >= xmax or ymin >= ymax:
             continue
         clipped += not all(0.0 <= e <= 1.0 for e in edges)
@@ -222,10 +234,35 @@ def box_entries(boxes: Iterable[Box], height: int, width: int, *, inclusive: boo
     with a record's other entries (e.g. after ``records.fixed_entries``, before
     ``records.example_parts``), and how many boxes were clipped and dropped (``normalise``)."""
     kept, clipped, dropped = normalise(boxes, height, width, inclusive=inclusive)
-    columns = list(zip(*kept, strict=True)) or [()] * 5
-    entries = [float_list_entry(k, c) for k, c in zip(FLOAT_KEYS, columns[:4], strict=True)]
-    entries.append(int64_list_entry(LABEL_KEY, columns[4]))
+    if not kept:
+        return _no_box_entries(), clipped, dropped
+    columns = list(zip(*kept, strict=True))
+    pack = _floats(len(kept)).pack
+    entries = [head + pack(*c) for head, c in zip(_float_heads(len(kept)), columns, strict=False)]
+    entries.append(_label_entry(columns[4]))
     return b"".join(entries), clipped, dropped
+
+
+@cache
+def _no_box_entries() -> bytes:
+    return b"".join(float_list_entry(k, ()) for k in FLOAT_KEYS) + int64_list_entry(LABEL_KEY, ())
+
+
+@lru_cache(maxsize=64)
+def _floats(n: int) -> struct.Struct:
+    return struct.Struct(f"<{n}f")
+
+
+@lru_cache(maxsize=64)
+def _float_heads(n: int) -> tuple[bytes, ...]:
+    """Everything of each float_list_entry of FLOAT_KEYS for ``n`` values before the packed values
+    (whose length depends on ``n`` only), so that box_entries packs the values alone."""
+    return tuple(float_list_entry(k, [0.0] * n)[: -4 * n] for k in FLOAT_KEYS)
+
+
+@lru_cache(maxsize=4096)  # boxes' labels repeat: one per class, mostly one box an image
+def _label_entry(labels: tuple[int, ...]) -> bytes:
+    return int64_list_entry(LABEL_KEY, labels)
 
 
 def unknown_warnings(loc: Location, parsed: Parsed) -> list[str]:

@@ -148,7 +148,7 @@ def _write_shard(job: Job, shard: Shard, directory: Location, sources, target: L
     options, encoder = job.options, formats.encoder(job)
     with_boxes = bool(job.boxes) and encoder.boxes
     inclusive = job.boxes == boxes.INCLUSIVE
-    box_counts: Counter = Counter()
+    given = clipped_boxes = dropped_boxes = 0  # over the records written with boxes
     size = parse_size(options.image_size) if options.image_size else None
     rejected: list[dict] = []
     skipped: list[dict] = []
@@ -183,16 +183,24 @@ def _write_shard(job: Job, shard: Shard, directory: Location, sources, target: L
                     skipped.append({"path": path, "reason": f"{img.source} image (grayscale policy: skip)"})
                     continue
                 converted[img.source] += 1
-            reencoded.update([img.reencoded] if img.reencoded else [])
+            if img.reencoded:
+                reencoded[img.reencoded] += 1
             extra = b""
             if with_boxes:
                 extra, clipped, dropped = boxes.box_entries(given_boxes, h, w, inclusive=inclusive)
-                box_counts.update(given=len(given_boxes), clipped=clipped, dropped=dropped)
+                given, clipped_boxes, dropped_boxes = (
+                    given + len(given_boxes),
+                    clipped_boxes + clipped,
+                    dropped_boxes + dropped,
+                )
             size_framed = records.write_framed(write, encoder.record(img, label, path, extra))
             index_lines.append(records.index_line(written, size_framed))
             written += size_framed
             kept.append((label, h, w))
     index_data = "".join(index_lines).encode("ascii")
+    box_counts = (
+        Counter(given=given, clipped=clipped_boxes, dropped=dropped_boxes) if with_boxes and kept else Counter()
+    )
     index.write_bytes(index_data)  # after the shard: an index never describes a shard not yet in place
     return {
         "found": len(sources),

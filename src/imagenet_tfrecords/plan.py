@@ -24,13 +24,14 @@ import dataclasses
 import hashlib
 import itertools
 import json
+import multiprocessing
 import pickle
 import re
 import shutil
 import tempfile
 import weakref
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -49,6 +50,7 @@ MIXED, PER_CLASS = "mixed", "per-class"
 TRAIN_ORDERS = (MIXED, PER_CLASS)
 TRAIN_RECORDS_PER_SHARD = 1000  # mixed train shards' default size: 100 shards for TinyImageNet, 1,281 for ImageNet
 HASH_BUCKETS = 256  # spill files of a mixed train listing, by the first byte of the path hash
+SPILL_ROWS = 16384  # sources of a mixed train listing held before they are written to the buckets
 SLICES_DIR = "_work/plan"  # under the output: each conversion task's shards (write_slices)
 
 
@@ -310,7 +312,8 @@ Listed = tuple[Source, Entry]  # a train source and the listing entry of its fil
 
 
 # Class folders of an object store listed at once while planning: each listing waits on a round
-# trip. Local folders are listed one by one: there the work is Python's, and threads only contend.
+# trip. Local folders are listed by one forked process, ahead of the one that spills them (with
+# more than one CPU): there the work is Python's, and threads only contend.
 LISTING_THREADS = 8
 
 
@@ -327,20 +330,64 @@ def class_listings(
     ``label`` (in natural order for per-class shards), then its other entries (folders, links
     leaving the root...) with their reasons; ``boxes_of(sub)`` gives the boxes of a class's files by
     file name, where the layout has boxes. On object stores a few threads list the next folders
-    ahead, at most LISTING_THREADS listings held. A folder without files is appended to ``problems``."""
+    ahead, at most LISTING_THREADS listings held; local folders are listed by a second process.
+    A folder without files is appended to ``problems``."""
 
-    def listing(item: tuple[str, int]) -> tuple[dict[str, Entry], list[Entry], dict]:
-        files, others = list_images(root.child(folder, item[0]), root, natural=order == PER_CLASS)
-        return files, others, boxes_of(item[0]) if boxes_of else {}
+    natural = order == PER_CLASS
+    if root.is_local and len(classes) > 1 and _cpus() > 1:  # a second process lists the next folders
+        listed = _ahead_in_process(_entry_rows, [(root.child(folder, sub), root, natural) for sub, _ in classes])
+        listed = (
+            (*_from_rows(*rows), boxes_of(sub) if boxes_of else {})
+            for (sub, _), rows in zip(classes, listed, strict=True)
+        )
+    else:
 
+        def listing(item: tuple[str, int]) -> tuple[dict[str, Entry], list[Entry], dict]:
+            files, others = list_images(root.child(folder, item[0]), root, natural=natural)
+            return files, others, boxes_of(item[0]) if boxes_of else {}
+
+        listed = _ahead(listing, classes, 1 if root.is_local else LISTING_THREADS)
     outcome = "class gets an empty shard" if order == PER_CLASS else "class has no train records"
-    threads = 1 if root.is_local else LISTING_THREADS
-    for (sub, label), (files, others, boxes) in zip(classes, _ahead(listing, classes, threads), strict=True):
+    for (sub, label), (files, others, boxes) in zip(classes, listed, strict=True):
         if not files:
             problems.append({"path": f"{folder}/{sub}", "reason": f"class directory has no images ({outcome})"})
         yield [(Source(f"{sub}/{n}", label, boxes=boxes.get(n, ())), e) for n, e in files.items()] + [
             (Source(f"{sub}/{e.name}", None, e.reason), e) for e in others
         ]
+
+
+def _cpus() -> int:
+    """CPUs this process may use for a listing process of its own (1: none; a daemon has no children)."""
+    from .convert import available_cpus  # (convert imports this module)
+
+    return 1 if multiprocessing.current_process().daemon else available_cpus()
+
+
+def _entry_rows(directory: Location, root: Location, natural: bool) -> tuple[list[tuple], list[tuple]]:
+    """list_images as plain tuples, quick to pickle: (file rows, other rows), each (name, kind, size, stamp)."""
+    files, others = list_images(directory, root, natural)
+    return [(e.name, e.kind, e.size, e.stamp) for e in files.values()], [
+        (e.name, e.kind, e.size, e.stamp) for e in others
+    ]
+
+
+def _from_rows(files: list[tuple], others: list[tuple]) -> tuple[dict[str, Entry], list[Entry]]:
+    """list_images' result back from _entry_rows'."""
+    return {row[0]: Entry(*row) for row in files}, [Entry(*row) for row in others]
+
+
+def _ahead_in_process(fn, calls: list[tuple]) -> Iterator:
+    """fn(*args) for each args of ``calls`` in order, computed in one forked process at most
+    LISTING_THREADS calls ahead: it lists while this process spills what it listed."""
+    ctx = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(1, mp_context=ctx) as pool:
+        pending: collections.deque = collections.deque()
+        for args in calls:
+            pending.append(pool.submit(fn, *args))
+            if len(pending) >= LISTING_THREADS:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
 
 def _ahead(fn, items: list, threads: int) -> Iterator:
@@ -408,20 +455,29 @@ def _spill_per_class(classes: Iterable[list[Listed]], spill: str) -> int:
 
 
 def _spill_mixed(folder: str, classes: Iterable[list[Listed]], spill: str) -> int:
-    """Write every source, keyed by its hash, to the bucket of the hash's first byte (one pickled
-    batch per class and bucket); return how many."""
+    """Write every source, keyed by its source_hash (as a number), to the bucket of its first byte (one pickled
+    batch per bucket for every SPILL_ROWS sources or so); return how many."""
     total = 0
     with contextlib.ExitStack() as stack:
         buckets = [stack.enter_context(open(f"{spill}/{b:02x}", "wb")) for b in range(HASH_BUCKETS)]
+        prefix, parts, held = f"{folder}/", {}, 0  # held: sources written when the buckets were last written
         for listing in classes:
-            parts: dict[int, list] = {}
             for source, entry in listing:
-                key = int(source_hash(f"{folder}/{source.name}"), 16)
-                parts.setdefault(key >> 56, []).append(_row(key, source, entry))
-            for b, part in parts.items():
-                pickle.dump(part, buckets[b], pickle.HIGHEST_PROTOCOL)
+                key = int.from_bytes(hashlib.blake2b((prefix + source.name).encode(), digest_size=8).digest(), "big")
+                parts.setdefault(key >> 56, []).append((key, *source, entry.kind, entry.size, entry.stamp))  # _row
             total += len(listing)
+            if total - held >= SPILL_ROWS:
+                _dump_parts(parts, buckets)
+                held = total
+        _dump_parts(parts, buckets)
     return total
+
+
+def _dump_parts(parts: dict[int, list], buckets: list) -> None:
+    """Write each bucket's rows as one pickled batch to its file, and forget them."""
+    for b, part in parts.items():
+        pickle.dump(part, buckets[b], pickle.HIGHEST_PROTOCOL)
+    parts.clear()
 
 
 def _batches(path: str) -> Iterator[list]:
@@ -481,8 +537,20 @@ def write_slices(plan: Plan, out_url: str, max_tasks: int = DEFAULT_MAX_TASKS) -
     slice under ``<out_url>/_work/plan/`` (streamed: one shard in memory), and remove the slices
     of an earlier plan with more tasks; the plan keeps only the shards' number of sources, so
     plan.json stays small whatever the dataset."""
+    for _ in stream_slices(plan, out_url, max_tasks):
+        pass
+
+
+def stream_slices(plan: Plan, out_url: str, max_tasks: int = DEFAULT_MAX_TASKS) -> Iterator[tuple[int, Shard]]:
+    """write_slices, yielding each (shard id, shard with its sources) as it is written, so that a
+    caller converting every task itself (tasks.convert_dataset) starts before the last slice is
+    written and need not read the slices back. ``plan.tasks`` and ``plan.slices`` are set at once."""
     plan.tasks = group_tasks(len(plan.shards), max_tasks)
     plan.slices = Location.of(out_url).child(SLICES_DIR).url
+    return _stream_slices(plan)
+
+
+def _stream_slices(plan: Plan) -> Iterator[tuple[int, Shard]]:
     shards, light = plan.all_shards(), []
     for task, ids in enumerate(plan.tasks):
         with publish(slice_location(plan, task)) as tmp, open(tmp, "w") as f:
@@ -490,6 +558,7 @@ def write_slices(plan: Plan, out_url: str, max_tasks: int = DEFAULT_MAX_TASKS) -
                 shard = next(shards)
                 light.append(shard.light())
                 f.write(json.dumps({"id": i, "shard": shard.to_json()}) + "\n")
+                yield i, shard
     plan.shards = light
     folder = Location.of(plan.slices)
     for e in folder.list_dir():  # an earlier plan's slices beyond this plan's tasks

@@ -119,7 +119,7 @@ def fixed_entries(*, height: int, width: int, channel: int, label: int, label_on
 def example_parts(fixed: bytes, image_raw: bytes, filename: bytes) -> list[bytes]:
     """A serialized ``tf.train.Example`` as pieces whose concatenation is the record.
 
-    Written piece by piece (see ``write_framed``), the pixels are never copied into a record.
+    Written piece by piece (see ``write_framed``), a large image's pixels are never copied into a record.
     """
     parts = [fixed, _bytes_entry_head("image_raw", len(image_raw)), image_raw]
     parts += (_bytes_entry_head("filename", len(filename)), filename)
@@ -179,6 +179,9 @@ def frame(record: bytes) -> bytes:
     return b"".join(out)
 
 
+JOINED_RECORD = 1 << 20  # records up to this size are written in one call: copying them costs less than calls
+
+
 def write_framed(write, parts: list[bytes]) -> int:
     """Write the record made of ``parts`` in TFRecord framing with ``write``; return the bytes written."""
     length = sum(map(len, parts))
@@ -186,11 +189,12 @@ def write_framed(write, parts: list[bytes]) -> int:
     crc = 0
     for part in parts:
         crc = google_crc32c.extend(crc, part)
-    write(header)
-    write(struct.pack("<I", masked_crc(header)))
-    for part in parts:
-        write(part)
-    write(struct.pack("<I", _mask(crc)))
+    framing = [header, struct.pack("<I", masked_crc(header)), *parts, struct.pack("<I", _mask(crc))]
+    if length <= JOINED_RECORD:
+        write(b"".join(framing))
+    else:  # a large image's pixels are not copied once more
+        for piece in framing:
+            write(piece)
     return length + 16
 
 

@@ -7,7 +7,6 @@ orchestrator; ``convert_dataset`` runs the same steps in one process (``imagenet
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import time
@@ -16,7 +15,7 @@ from . import formats, stats
 from .convert import Options, convert, recorded_stats, remove_unplanned
 from .fs import Location
 from .layouts import AUTO, build_plan
-from .plan import DEFAULT_SHARD_SIZE, MIXED, Plan, read_slice, write_slices
+from .plan import DEFAULT_SHARD_SIZE, MIXED, Plan, read_slice, stream_slices, write_slices
 from .report import build_report
 
 
@@ -168,11 +167,12 @@ def convert_dataset(
         train_order=train_order,
         train_shards=train_shards,
     )
-    write_slices(plan, output_url, max_tasks)  # one slice by default, as `imagenet-tfrecords run` plans
+    # One slice by default, as `imagenet-tfrecords run` plans; each shard is converted as its
+    # slice line is written, rather than after every slice is written and read back.
+    shards = stream_slices(plan, output_url, max_tasks)
     if on_plan:
         on_plan(plan)
     since = time.time()
-    shards = itertools.chain.from_iterable(read_slice(plan, t) for t in range(len(plan.tasks)))
     results = convert(plan, shards, output_url, options, workers=workers, on_done=on_done)
     info, _ = finish(plan, output_url, options, [task_summary(results, since, time.time())])
     return plan, info
