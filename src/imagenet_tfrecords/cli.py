@@ -293,7 +293,7 @@ def cmd_report(args) -> int:
 
     if read_info(Location.of(args.output)) is None:
         where = Location.of(args.output).child("dataset_info.json").url
-        print(f"error: {where} (nor conversion_info.json) not found: not a converted output", file=sys.stderr)
+        print(f"error: {where} not found (nor conversion_info.json): not a converted output", file=sys.stderr)
         return EXIT_BAD_INPUT
     print(f"wrote {write_report(args.output, args.html)}")
     return 0

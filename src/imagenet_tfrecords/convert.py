@@ -136,7 +136,6 @@ def convert_shard(job: Job, shard_id: int, shard: Shard) -> dict:
     stats = _write_shard(job, shard, directory, sources, out.child(file), out.child(index_file(file)))
     stats |= {"shard": shard_id, "split": shard.split, "file": file, "fingerprint": fingerprint}
     stats["index"] = index_file(file)
-    stats["problems"] = []  # about folders rather than files: the plan's (plan.problems)
     stats["seconds"] = round(time.perf_counter() - started, 4)
     stats_location(out, file).write_text(json.dumps(stats, sort_keys=True))
     return json.loads(json.dumps(stats))  # Counters -> plain dicts, as a re-run would read it
@@ -287,15 +286,17 @@ def convert(
     *,
     workers: int = 0,
     on_done: Callable[[dict], None] | None = None,
+    count: int = 0,
 ) -> list[dict]:
-    """Convert (shard id, shard) pairs with a pool of ``workers`` processes (0: every available CPU).
+    """Convert (shard id, shard) pairs with a pool of ``workers`` processes (0: every available CPU;
+    never more than ``count``, the number of pairs when the caller knows it).
 
     The pairs are taken as workers free up (a few queued per worker), so a task's slice is
     streamed, not held. Returns the shards' statistics in shard id order; ``on_done`` is called
     as each finishes.
     """
     job = Job.of(plan, out_url, options)
-    workers = workers or available_cpus()
+    workers = min(workers or available_cpus(), count or sys.maxsize)
     results: dict[int, dict] = {}
 
     def done(i: int, stats: dict) -> None:

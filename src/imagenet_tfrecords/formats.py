@@ -39,7 +39,6 @@ SEED, TF_MODELS, TFDS = FORMATS = ("seed", "tf-models", "tfds")
 DEFAULT_JPEG_QUALITY = 95
 TFDS_VERSION = "1.0.0"
 TFDS_TEMPLATE = "{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}"
-TFDS_FEATURES = ("image", "label", "file_name")
 TF_MODELS_KEYS = {  # key: (type, meaning), as tensorflow/models' build_imagenet_data.py writes them
     "image/encoded": ("bytes", "the image as JPEG: the source file itself when it is a clean JPEG, else re-encoded"),
     "image/format": ("bytes", "JPEG"),

@@ -77,7 +77,7 @@ def summarize(plan: Plan, shard_stats: list[dict], options: dict | None = None) 
     # Rejected inputs (files, stray directories) count towards "found"; problems (a class
     # directory with no images) are listed beside them but are not inputs.
     rejects = list(plan.rejects) + [r for s in shard_stats for r in s["rejected"]]
-    problems = list(plan.problems) + [p for s in shard_stats for p in s["problems"]]
+    problems = list(plan.problems)
     found = sum(v["found"] for v in splits.values()) + len(plan.rejects)
     return {
         "name": plan.data.rstrip("/").rsplit("/", 1)[-1],  # the dataset folder's name

@@ -89,7 +89,8 @@ def convert_step(
     plan = _read_plan(plan_path)
     started = time.time()
     # kfp.local hands numbers back as floats
-    results = convert(plan, read_slice(plan, int(task)), output_url, options, workers=int(workers))
+    count = len(plan.tasks[int(task)])
+    results = convert(plan, read_slice(plan, int(task)), output_url, options, workers=int(workers), count=count)
     finished = time.time()
     _write(manifest_path, json.dumps({"task": int(task), "shards": [r["file"] for r in results]}))
     return task_summary(results, started, finished)
@@ -173,7 +174,7 @@ def convert_dataset(
     if on_plan:
         on_plan(plan)
     since = time.time()
-    results = convert(plan, shards, output_url, options, workers=workers, on_done=on_done)
+    results = convert(plan, shards, output_url, options, workers=workers, on_done=on_done, count=len(plan.shards))
     info, _ = finish(plan, output_url, options, [task_summary(results, since, time.time())])
     return plan, info
 
