@@ -174,6 +174,27 @@ def test_imagenet_train_solution(tmp_path):
     assert parsed.unknown == {"n02000000_7.JPEG": 1}
 
 
+@pytest.mark.parametrize("batch", [1, 2, 50_000])
+def test_the_train_solution_spilled_by_class_gives_the_whole_files_boxes(tmp_path, batch, monkeypatch):
+    """TrainSolution (one class's boxes at a time, spilled in batches of ``batch`` lines) against
+    parse_imagenet_train (the whole file at once), with CRLF, a BOM and a blank line."""
+    rows = [f"n0{c}000000_{i},n0{c}000000 {i} {i + 1} {i + 9} {i + 9}" for i in range(5) for c in (1, 2, 3)]
+    rows += ["n02000000_9,n02000000 1 2 3 4 n07777777 1 2 3 4", "n09999999_1,n09999999 1 2 3 4", ""]
+    loc = write(tmp_path, "LOC_train_solution.csv", "\ufeff" + "\r\n".join([HEADER, *rows]))
+    whole = boxes.parse_imagenet_train(loc, LABELS)
+    monkeypatch.setattr(boxes.TrainSolution, "BATCH", batch)
+    solution = boxes.TrainSolution(loc, LABELS)
+    by_class = {}
+    for folder in [*LABELS, "n09999999"]:
+        by_class |= solution.of(folder)
+    assert by_class == whole.boxes and len(by_class) == 16
+    assert dict(solution.unknown) == whole.unknown == {"n02000000_9.JPEG": 1}
+    solution.close()
+    bad = write(tmp_path, "bad.csv", f"{HEADER}\nn01000000_1,n01000000 1 2 3 4\nn09999999_3,n09999999 0 0 five 5\n")
+    with pytest.raises(MetadataError, match=re.escape(f"{bad.url}:3: box coordinate 'five' is not a number")):
+        boxes.TrainSolution(bad, LABELS)  # a line of a folder that is no class is still checked
+
+
 @pytest.mark.parametrize(
     ("parse", "line", "reason"),
     [

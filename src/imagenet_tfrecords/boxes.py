@@ -49,14 +49,20 @@ of all its lines, in line order: a repeated line adds no box.
 from __future__ import annotations
 
 import math
+import os
+import pickle
 import re
+import shutil
 import struct
-from collections.abc import Iterable, Sequence
+import tempfile
+import weakref
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
 from functools import cache, lru_cache
 from typing import NamedTuple
 
 from .fs import Location
-from .plan import Box, MetadataError, read_lines
+from .plan import Box, MetadataError, pickled_batches, read_lines, stream_lines
 from .records import _entry, _field, _varint
 
 FLOAT_KEYS = tuple(f"image/object/bbox/{k}" for k in ("xmin", "ymin", "xmax", "ymax"))
@@ -165,14 +171,63 @@ def parse_imagenet_val(loc: Location, labels: dict[str, int]) -> Parsed:
 
 def _parse_solution(loc: Location, labels: dict[str, int], *, train: bool) -> Parsed:
     """'ImageId,PredictionString' lines, the string repeating 'wnid x0 y0 x1 y1', after the header."""
+    table = _Table(labels)
+    for folder, file, boxes in _solution_rows(loc, iter(read_lines(loc)), train=train):
+        if not train or folder in labels:
+            for wnid, coords in boxes:
+                table.add(file, wnid, coords)
+    return table.parsed()
+
+
+class TrainSolution:
+    """``LOC_train_solution.csv`` read once, line by line, and spilled to local files by class
+    folder, so that planning holds one class's boxes at a time rather than the whole file's
+    (560 MiB for Kaggle's 544,546 lines): ``of(folder)`` parses that class's; ``unknown`` counts the
+    boxes dropped so far for naming a class id that is not a class. Every line is checked on the way
+    (errors name file and line); lines of folders that are not classes are left out."""
+
+    BATCH = 50_000  # rows held before they are appended to their classes' files
+
+    def __init__(self, loc: Location, labels: dict[str, int]):
+        self.loc, self.labels, self.unknown = loc, labels, Counter()
+        self.spill = tempfile.mkdtemp(prefix="imagenet-tfrecords-boxes-")
+        self.close = weakref.finalize(self, shutil.rmtree, self.spill, ignore_errors=True)
+        held: dict[str, list] = {}
+        for n, (folder, file, boxes) in enumerate(_solution_rows(loc, stream_lines(loc), train=True)):
+            if folder in labels:
+                held.setdefault(folder, []).append((file, boxes))
+            if n % self.BATCH == self.BATCH - 1:
+                self._flush(held)
+        self._flush(held)
+
+    def _flush(self, held: dict[str, list]) -> None:
+        for folder, rows in held.items():
+            with open(os.path.join(self.spill, folder), "ab") as f:
+                pickle.dump(rows, f, pickle.HIGHEST_PROTOCOL)
+        held.clear()
+
+    def of(self, folder: str) -> dict[str, tuple[Box, ...]]:
+        """The boxes of the images of class folder ``folder``, by file name."""
+        table = _Table(self.labels)
+        path = os.path.join(self.spill, folder)
+        for rows in pickled_batches(path) if os.path.exists(path) else ():
+            for file, boxes in rows:
+                for wnid, coords in boxes:
+                    table.add(file, wnid, coords)
+        parsed = table.parsed()
+        self.unknown.update(parsed.unknown)
+        return parsed.boxes
+
+
+def _solution_rows(loc: Location, lines: Iterator[tuple[int, str]], *, train: bool) -> Iterator[tuple]:
+    """(class folder, file name, [(wnid, coords)...]) of each line after the header (the folder:
+    a train ImageId's '<wnid>' prefix, else "")."""
     from .layouts.imagenet import CSV_HEADER, EXTENSION  # (the layouts read boxes through this module)
 
-    lines = read_lines(loc)
-    if not lines or lines[0][1].replace(" ", "") != CSV_HEADER:
-        n, got = lines[0] if lines else (1, "")
+    n, got = next(lines, (1, ""))
+    if got.replace(" ", "") != CSV_HEADER:
         raise MetadataError(f"{loc.url}:{n}: expected the header {CSV_HEADER!r}, got {got[:80]!r}")
-    table = _Table(labels)
-    for n, line in lines[1:]:
+    for n, line in lines:
         image_id, comma, prediction = line.partition(",")
         image_id, tokens = image_id.strip(), prediction.split()
         if not comma or not _ID.fullmatch(image_id) or not tokens or len(tokens) % 5:
@@ -183,11 +238,7 @@ def _parse_solution(loc: Location, labels: dict[str, int], *, train: bool) -> Pa
         if train and not (folder and underscore):
             raise MetadataError(f"{loc.url}:{n}: expected a train ImageId '<wnid>_<number>', got {image_id!r}")
         boxes = [(tokens[i], _coords(tokens[i + 1 : i + 5], loc, n)) for i in range(0, len(tokens), 5)]
-        if train and folder not in labels:
-            continue
-        for wnid, coords in boxes:
-            table.add(image_id + EXTENSION, wnid, coords)
-    return table.parsed()
+        yield folder if train else "", image_id + EXTENSION, boxes
 
 
 def normalise(boxes: Iterable[Box], height: int, width: int, *, inclusive: bool) -> tuple[tuple[Box, ...], int, int]:

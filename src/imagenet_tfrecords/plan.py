@@ -22,6 +22,7 @@ import collections
 import contextlib
 import dataclasses
 import hashlib
+import io
 import itertools
 import json
 import multiprocessing
@@ -232,6 +233,19 @@ def read_lines(loc: Location) -> list[tuple[int, str]]:
     # which may occur inside words).
     lines = re.split(r"\r\n|\r|\n", text)
     return [(i, line.strip()) for i, line in enumerate(lines, 1) if line.strip()]
+
+
+def stream_lines(loc: Location) -> Iterator[tuple[int, str]]:
+    """read_lines, one line at a time (for metadata too large to hold as a list of lines)."""
+    if not loc.exists():
+        raise MetadataError(f"{loc.url}: file not found")
+    with loc.fs.open(loc.path, "rb") as raw, io.TextIOWrapper(raw, encoding="utf-8-sig", newline=None) as f:
+        try:  # newline=None: \r\n and \r read as \n, and only they end a line
+            for i, line in enumerate(f, 1):
+                if line.strip():
+                    yield i, line.strip()
+        except UnicodeDecodeError as e:
+            raise MetadataError(f"{loc.url}: not UTF-8 text ({e})") from None
 
 
 def natural_key(name: str) -> list:
@@ -480,7 +494,8 @@ def _dump_parts(parts: dict[int, list], buckets: list) -> None:
     parts.clear()
 
 
-def _batches(path: str) -> Iterator[list]:
+def pickled_batches(path: str) -> Iterator[list]:
+    """The objects pickled one after another into the file at ``path``."""
     with open(path, "rb") as f:
         while True:
             try:
@@ -518,11 +533,11 @@ class TrainShards:
         """(shard number, source, entry identity) in shard order, each shard's in its order: per
         class, the spill one class at a time; mixed, one bucket at a time, sorted."""
         if self.order == PER_CLASS:
-            for batch in _batches(f"{self.spill}/all"):
+            for batch in pickled_batches(f"{self.spill}/all"):
                 yield from map(_unrow, batch)
             return
         for b in range(HASH_BUCKETS):
-            rows = itertools.chain.from_iterable(_batches(f"{self.spill}/{b:02x}"))
+            rows = itertools.chain.from_iterable(pickled_batches(f"{self.spill}/{b:02x}"))
             for key, source, identity in map(_unrow, sorted(rows, key=lambda r: r[:2])):  # by hash, then name
                 yield key * self.count >> 64, source, identity
 

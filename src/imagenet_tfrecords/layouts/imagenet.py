@@ -134,9 +134,13 @@ def plan(root: Location, shard_size: int, train_order: str = MIXED, train_count:
     problems: list[dict] = []
     _check_train(root, mapping, labels, rejects)
     rel = f"{DATA}/train"
-    train_boxes = _train_boxes(root, labels, warnings)
-    listings = class_listings(root, rel, sorted(labels.items()), problems, train_order, lambda _: train_boxes)
+    solution = _train_solution(root, labels, warnings)
+    boxes_of = solution.of if solution else None
+    listings = class_listings(root, rel, sorted(labels.items()), problems, train_order, boxes_of)
     train = train_shards(rel, listings, train_order, train_count)
+    if solution:
+        warnings += boxes.unknown_warnings(solution.loc, boxes.Parsed({}, dict(solution.unknown)))
+        solution.close()
     shards = train.light()
     shards += _val_shards(root, labels, shard_size, rejects, warnings)
     test_dir = root.child(DATA, "test")
@@ -160,16 +164,14 @@ def plan(root: Location, shard_size: int, train_order: str = MIXED, train_count:
     )
 
 
-def _train_boxes(root: Location, labels: dict[str, int], warnings: list[str]) -> dict:
-    """The train images' boxes by file name (ImageIds are unique across classes), from
-    LOC_train_solution.csv when it is there (else none, and a warning says so)."""
+def _train_solution(root: Location, labels: dict[str, int], warnings: list[str]) -> boxes.TrainSolution | None:
+    """The train images' boxes, class by class, from LOC_train_solution.csv when it is there (else
+    none, and a warning says so)."""
     loc = root.child(TRAIN_CSV)
     if not loc.exists():
         warnings.append(f"{loc.url}: not found (train images get no boxes)")
-        return {}
-    found = boxes.parse_imagenet_train(loc, labels)
-    warnings += boxes.unknown_warnings(loc, found)
-    return found.boxes
+        return None
+    return boxes.TrainSolution(loc, labels)
 
 
 def _check_train(root: Location, mapping: list, labels: dict[str, int], rejects: list[dict]) -> None:
