@@ -294,6 +294,17 @@ def list_files(directory: Location, root: Location, rel: str, rejects: list[dict
     return files
 
 
+def test_shards(root: Location, rel: str, shard_size: int, rejects: list[dict], warnings: list[str]) -> list[Shard]:
+    """The optional test split: the files of folder ``rel``, unlabelled (-1), ``shard_size`` a
+    shard (its other entries to ``rejects``); none, and a warning, when the folder is missing."""
+    folder = root.child(rel)
+    if not folder.isdir():
+        warnings.append(f"{folder.url}: no test split (directory not found)")
+        return []
+    files = list_files(folder, root, rel, rejects)
+    return fixed_shards("test", rel, [Source(name, -1) for name in files], files, shard_size)
+
+
 def group_tasks(num_shards: int, max_tasks: int = DEFAULT_MAX_TASKS) -> list[list[int]]:
     """Group shard ids into ``min(max_tasks, num_shards)`` tasks: contiguous runs whose lengths differ by one at most.
 

@@ -37,6 +37,7 @@ from ..plan import (
     list_files,
     natural_key,
     read_lines,
+    test_shards,
     train_shards,
 )
 from . import imagenet_archive
@@ -143,12 +144,7 @@ def plan(root: Location, shard_size: int, train_order: str = MIXED, train_count:
         solution.close()
     shards = train.light()
     shards += _val_shards(root, labels, shard_size, rejects, warnings)
-    test_dir = root.child(DATA, "test")
-    if test_dir.isdir():
-        files = list_files(test_dir, root, f"{DATA}/test", rejects)
-        shards += fixed_shards("test", f"{DATA}/test", [Source(name, -1) for name in files], files, shard_size)
-    else:
-        warnings.append(f"{test_dir.url}: no test split (directory not found)")
+    shards += test_shards(root, f"{DATA}/test", shard_size, rejects, warnings)
     classes = [ClassInfo(w, words[w]) for w in wnids]
     return Plan(
         data=root.url,

@@ -34,6 +34,7 @@ from ..plan import (
     list_files,
     natural_key,
     read_lines,
+    test_shards,
     train_shards,
 )
 
@@ -120,12 +121,7 @@ def plan(root: Location, shard_size: int, train_order: str = MIXED, train_count:
         warnings.append(f"{min(no_boxes)}: not found{more} (their images get no boxes)")
     shards = train.light()
     shards += _val_shards(root, labels, shard_size, rejects, warnings)
-    test_dir = root.child("test", "images")
-    if test_dir.isdir():
-        files = list_files(test_dir, root, "test/images", rejects)
-        shards += fixed_shards("test", "test/images", [Source(name, -1) for name in files], files, shard_size)
-    else:
-        warnings.append(f"{test_dir.url}: no test split (directory not found)")
+    shards += test_shards(root, "test/images", shard_size, rejects, warnings)
     classes = [ClassInfo(w, words[w]) for w in wnids]
     return Plan(
         data=root.url,
