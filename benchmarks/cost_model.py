@@ -87,7 +87,7 @@ def _convert_pass(data: Path, out: Path) -> tuple[float, int, int]:
     shutil.rmtree(out, ignore_errors=True)
     jobs = shard_jobs(data, out)
     started = time.perf_counter()
-    stats = [convert_shard(job, shard_id, shard) for job, shard_id, shard in jobs]
+    stats = [convert_shard(job, shard_id, text) for job, shard_id, text in jobs]
     seconds = time.perf_counter() - started
     shutil.rmtree(out, ignore_errors=True)
     if any(s.get("resumed") for s in stats):

@@ -94,14 +94,14 @@ def train_files(data: Path) -> list[Path]:
 
 
 def shard_jobs(data: Path, out: Path) -> list[tuple]:
-    """``(job, shard_id, shard)`` for every shard the converter plans for ``data``, written under ``out``:
+    """``(job, shard_id, shard_text)`` for every shard the converter plans for ``data``, written under ``out``:
     the arguments of ``imagenet_tfrecords.convert.convert_shard``, default options."""
     from imagenet_tfrecords.convert import Job, Options
     from imagenet_tfrecords.layouts import build_plan
 
     plan = build_plan(str(data))
     job = Job.of(plan, str(out), Options())
-    return [(job, i, shard) for i, shard in enumerate(plan.all_shards())]
+    return [(job, i, text) for i, (_, text) in enumerate(plan.shard_texts())]
 
 
 def num_tasks(data: Path, max_tasks: int) -> int:

@@ -184,11 +184,12 @@ def test_the_train_solution_spilled_by_class_gives_the_whole_files_boxes(tmp_pat
     whole = boxes.parse_imagenet_train(loc, LABELS)
     monkeypatch.setattr(boxes.TrainSolution, "BATCH", batch)
     solution = boxes.TrainSolution(loc, LABELS)
-    by_class = {}
+    by_class, unknown = {}, {}
     for folder in [*LABELS, "n09999999"]:
-        by_class |= solution.of(folder)
+        by_class |= solution.of(folder).boxes
+        unknown |= solution.of(folder).unknown
     assert by_class == whole.boxes and len(by_class) == 16
-    assert dict(solution.unknown) == whole.unknown == {"n02000000_9.JPEG": 1}
+    assert unknown == whole.unknown == {"n02000000_9.JPEG": 1}
     solution.close()
     bad = write(tmp_path, "bad.csv", f"{HEADER}\nn01000000_1,n01000000 1 2 3 4\nn09999999_3,n09999999 0 0 five 5\n")
     with pytest.raises(MetadataError, match=re.escape(f"{bad.url}:3: box coordinate 'five' is not a number")):

@@ -227,7 +227,8 @@ def test_ctrl_c_stops_soon_keeps_finished_shards_and_the_same_command_resumes(bi
 
 def _run(data, out, **options) -> list[dict]:
     plan = build_plan(str(data), shard_size=8, train_shards=6)
-    return convert(plan, enumerate(plan.all_shards()), str(out), Options(**options), workers=1)
+    shards = ((i, text) for i, (_, text) in enumerate(plan.shard_texts()))
+    return convert(plan, shards, str(out), Options(**options), workers=1)
 
 
 @pytest.mark.parametrize("where", ["length field", "image bytes", "last checksum"])

@@ -1,5 +1,6 @@
 """Metadata parsing against the real TinyImageNet files, and bad metadata."""
 
+import json
 import shutil
 from collections import Counter
 
@@ -12,6 +13,7 @@ from imagenet_tfrecords.plan import (
     MetadataError,
     Plan,
     PlanError,
+    Shard,
     Source,
     group_tasks,
     read_slice,
@@ -74,7 +76,7 @@ def test_plan_over_real_metadata(meta_dir, tmp_path):
     assert Plan.from_json(plan.to_json()) == plan  # the JSON round trip of plan.json
     assert len(plan.tasks) == 64 and {len(t) for t in plan.tasks} == {4, 3}  # 203 shards
     assert [i for t in plan.tasks for i in t] == list(range(len(plan.shards)))
-    sliced = [s for t in range(64) for _, s in read_slice(plan, t)]
+    sliced = [Shard.from_json(json.loads(s)) for t in range(64) for _, s in read_slice(plan, t)]
     assert sliced == shards and all(s.light() == p for s, p in zip(sliced, plan.shards, strict=True))
     assert "files" not in plan.to_json()  # plan.json holds no sources
 

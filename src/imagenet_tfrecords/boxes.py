@@ -56,7 +56,6 @@ import shutil
 import struct
 import tempfile
 import weakref
-from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from functools import cache, lru_cache
 from typing import NamedTuple
@@ -182,14 +181,14 @@ def _parse_solution(loc: Location, labels: dict[str, int], *, train: bool) -> Pa
 class TrainSolution:
     """``LOC_train_solution.csv`` read once, line by line, and spilled to local files by class
     folder, so that planning holds one class's boxes at a time rather than the whole file's
-    (560 MiB for Kaggle's 544,546 lines): ``of(folder)`` parses that class's; ``unknown`` counts the
-    boxes dropped so far for naming a class id that is not a class. Every line is checked on the way
+    (560 MiB for Kaggle's 544,546 lines): ``of(folder)`` parses that class's (it may be called in
+    another process forked after this object was made). Every line is checked on the way
     (errors name file and line); lines of folders that are not classes are left out."""
 
     BATCH = 50_000  # rows held before they are appended to their classes' files
 
     def __init__(self, loc: Location, labels: dict[str, int]):
-        self.loc, self.labels, self.unknown = loc, labels, Counter()
+        self.loc, self.labels = loc, labels
         self.spill = tempfile.mkdtemp(prefix="imagenet-tfrecords-boxes-")
         self.close = weakref.finalize(self, shutil.rmtree, self.spill, ignore_errors=True)
         held: dict[str, list] = {}
@@ -206,17 +205,16 @@ class TrainSolution:
                 pickle.dump(rows, f, pickle.HIGHEST_PROTOCOL)
         held.clear()
 
-    def of(self, folder: str) -> dict[str, tuple[Box, ...]]:
-        """The boxes of the images of class folder ``folder``, by file name."""
+    def of(self, folder: str) -> Parsed:
+        """The boxes of the images of class folder ``folder`` by file name, and those dropped for
+        naming a class id that is not a class."""
         table = _Table(self.labels)
         path = os.path.join(self.spill, folder)
-        for rows in pickled_batches(path) if os.path.exists(path) else ():
+        for rows in pickled_batches(path):
             for file, boxes in rows:
                 for wnid, coords in boxes:
                     table.add(file, wnid, coords)
-        parsed = table.parsed()
-        self.unknown.update(parsed.unknown)
-        return parsed.boxes
+        return table.parsed()
 
 
 def _solution_rows(loc: Location, lines: Iterator[tuple[int, str]], *, train: bool) -> Iterator[tuple]:

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass
+from functools import cached_property
 
 from . import boxes, formats, records
 from .archive import read_sources
@@ -115,25 +116,33 @@ class Job:
     def of(cls, plan: Plan, out_url: str, options: Options = Options()) -> Job:
         return cls(plan.data, str(out_url), plan.wnids, options, tuple(c.words for c in plan.classes), plan.boxes)
 
+    @cached_property
+    def spec(self) -> str:
+        """What every shard's content depends on besides its plan entry: the classes and the options."""
+        spec = {"wnids": self.wnids, "options": self.options.fingerprint()}
+        if self.options.format == formats.TF_MODELS:  # (its records hold each class's words)
+            spec["words"] = self.words
+        return json.dumps(spec, sort_keys=True)
+
     def file(self, shard: Shard) -> str:
         """Where the shard goes, relative to the output root (formats.shard_path)."""
         return formats.shard_file(shard, self.options.format, self.data_url)
 
 
-def convert_shard(job: Job, shard_id: int, shard: Shard) -> dict:
-    """Write one shard (unless a verified copy made from the same inputs exists); return its statistics."""
-    out, root = Location.of(job.out_url), Location.of(job.data_url)
-    directory = root.child(shard.dir)
+def convert_shard(job: Job, shard_id: int, text: str) -> dict:
+    """Write one shard, given as JSON with its sources (plan.shard_text), unless a verified copy
+    made from the same inputs exists; return its statistics."""
+    shard = Shard.from_json(json.loads(text))
     if shard.sources is None:
         raise PlanError(f"{shard.file}: the shard's sources are not in plan.json but in its task's slice")
-    sources = shard.sources
-    fingerprint = _fingerprint(job, shard, shard.inputs)
+    out, root = Location.of(job.out_url), Location.of(job.data_url)
+    fingerprint = _fingerprint(job, text)
     file = job.file(shard)
     done = _finished(out, file, fingerprint)
     if done is not None:
         return done
     started = time.perf_counter()
-    stats = _write_shard(job, shard, directory, sources, out.child(file), out.child(index_file(file)))
+    stats = _write_shard(job, shard, root.child(shard.dir), shard.sources, out.child(file), out.child(index_file(file)))
     stats |= {"shard": shard_id, "split": shard.split, "file": file, "fingerprint": fingerprint}
     stats["index"] = index_file(file)
     stats["seconds"] = round(time.perf_counter() - started, 4)
@@ -216,13 +225,10 @@ def _write_shard(job: Job, shard: Shard, directory: Location, sources, target: L
     }
 
 
-def _fingerprint(job: Job, shard: Shard, inputs: str) -> str:
-    """What a shard's content depends on: its plan entry (its slice line: every source), its input
-    files (names, sizes, change stamps), the classes and the options."""
-    spec = {"shard": shard.to_json(), "inputs": inputs, "wnids": job.wnids, "options": job.options.fingerprint()}
-    if job.options.format == formats.TF_MODELS:  # (its records hold each class's words)
-        spec["words"] = job.words
-    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:32]
+def _fingerprint(job: Job, text: str) -> str:
+    """What a shard's content depends on: its plan entry (``text``: every source, and the digest
+    of their files' names, sizes and change stamps), the classes and the options."""
+    return hashlib.sha256(f"{text}\n{job.spec}".encode()).hexdigest()[:32]
 
 
 def _finished(out: Location, file: str, fingerprint: str) -> dict | None:
@@ -280,7 +286,7 @@ def _cgroup_quota() -> float | None:
 
 def convert(
     plan: Plan,
-    shards: Iterable[tuple[int, Shard]],
+    shards: Iterable[tuple[int, str]],
     out_url: str,
     options: Options = Options(),
     *,
@@ -288,7 +294,7 @@ def convert(
     on_done: Callable[[dict], None] | None = None,
     count: int = 0,
 ) -> list[dict]:
-    """Convert (shard id, shard) pairs with a pool of ``workers`` processes (0: every available CPU;
+    """Convert (shard id, shard_text) pairs with a pool of ``workers`` processes (0: every available CPU;
     never more than ``count``, the number of pairs when the caller knows it).
 
     The pairs are taken as workers free up (a few queued per worker), so a task's slice is
@@ -305,25 +311,26 @@ def convert(
             on_done(stats)
 
     if workers == 1:
-        for i, shard in shards:
-            done(i, convert_shard(job, i, shard))
+        for i, text in shards:
+            done(i, convert_shard(job, i, text))
         return [results[i] for i in sorted(results)]
     # fork: workers start in milliseconds and never import TensorFlow or kfp themselves.
     ctx = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
     with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
         pending: dict = {}
         try:
-            for i, shard in shards:
-                pending[pool.submit(convert_shard, job, i, shard)] = (i, job.file(shard))
+            for i, text in shards:
+                pending[pool.submit(convert_shard, job, i, text)] = i
                 if len(pending) >= 2 * workers:
                     _collect(pending, done, FIRST_COMPLETED)
             while pending:
                 _collect(pending, done, FIRST_COMPLETED)
         except BrokenProcessPool:
             unfinished = sorted(pending.values())
+            first = job.file(plan.shards[unfinished[0]])
             raise WorkerDied(
                 "a worker process died abruptly (killed by a signal, e.g. by the out-of-memory killer) before "
-                f"{len(unfinished)} queued shards were done (first: {unfinished[0][1]}); finished shards "
+                f"{len(unfinished)} queued shards were done (first: {first}); finished shards "
                 "are kept: run the same command again to resume"
             ) from None
         except BaseException:  # an error or Ctrl-C: stop now rather than after every queued shard
@@ -336,7 +343,7 @@ def _collect(pending: dict, done: Callable[[int, dict], None], when: str) -> Non
     """Wait for some of the pending futures and hand over their results (raising a worker's error)."""
     finished, _ = wait(pending, return_when=when)
     for fut in sorted(finished, key=lambda f: pending[f]):
-        i, _ = pending[fut]
+        i = pending[fut]
         stats = fut.result()
         del pending[fut]
         done(i, stats)

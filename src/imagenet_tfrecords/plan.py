@@ -26,6 +26,7 @@ import io
 import itertools
 import json
 import multiprocessing
+import os
 import pickle
 import re
 import shutil
@@ -34,7 +35,7 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 from .fs import Entry, Location, publish
 
@@ -51,7 +52,8 @@ MIXED, PER_CLASS = "mixed", "per-class"
 TRAIN_ORDERS = (MIXED, PER_CLASS)
 TRAIN_RECORDS_PER_SHARD = 1000  # mixed train shards' default size: 100 shards for TinyImageNet, 1,281 for ImageNet
 HASH_BUCKETS = 256  # spill files of a mixed train listing, by the first byte of the path hash
-SPILL_ROWS = 16384  # sources of a mixed train listing held before they are written to the buckets
+HELD_ROWS = 1 << 17  # sources of a mixed train listing held in memory before any is spilled to the buckets
+SPILL_ROWS = 16384  # sources held, once spilling, before they are written to the buckets again
 SLICES_DIR = "_work/plan"  # under the output: each conversion task's shards (write_slices)
 
 
@@ -164,12 +166,18 @@ class Plan:
     # the train shards' sources, spilled while listing (not in plan.json: see write_slices)
     train: TrainShards | None = field(default=None, compare=False, repr=False)
 
-    def all_shards(self) -> Iterator[Shard]:
-        """Every shard with its sources, in shard id order: the train shards streamed from their
-        spill, then the others (val, test) as planned. For a plan as built, before write_slices."""
-        spilled = self.train.shards() if self.train else iter(())
+    def shard_texts(self) -> Iterator[tuple[Shard, str]]:
+        """Every shard, light (Shard.light) and with its sources as JSON (shard_text), in shard id
+        order: the train shards streamed from their spill, then the others (val, test) as planned.
+        For a plan as built, before write_slices."""
+        spilled = self.train.texts() if self.train else iter(())
         for shard in self.shards:
-            yield next(spilled) if shard.sources is None else shard
+            yield next(spilled) if shard.sources is None else (shard.light(), shard_text(shard))
+
+    def all_shards(self) -> Iterator[Shard]:
+        """shard_texts as Shard objects with their sources."""
+        for _, text in self.shard_texts():
+            yield Shard.from_json(json.loads(text))
 
     @property
     def train_shard_count(self) -> int:
@@ -334,11 +342,30 @@ def default_train_shards(files: int) -> int:
 
 
 Listed = tuple[Source, Entry]  # a train source and the listing entry of its file (or other entry)
+# A train source as planning handles it: plain values, quick to pickle and to sort:
+# (key, name, label, reason, span, boxes, kind, size, stamp). ``key`` orders the train shards: the
+# source's hash (mixed) or its class number (per class); then the Source, then its Entry's fields.
+Row = tuple
+
+
+def hash_key(path: str) -> int:
+    """source_hash as a number: what mixed train shards are cut by."""
+    return int.from_bytes(hashlib.blake2b(path.encode(), digest_size=8).digest(), "big")
+
+
+def listed_rows(folder: str, listing: list[Listed], order: str, number: int) -> list[Row]:
+    """The rows of one class's listing (sources named relative to ``folder``), keyed for ``order``:
+    each source's hash_key of ``folder/<name>`` (mixed), or the class's ``number`` (per class)."""
+    if order == MIXED:
+        prefix = f"{folder}/"
+        return [(hash_key(prefix + s.name), *s, e.kind, e.size, e.stamp) for s, e in listing]
+    return [(number, *s, e.kind, e.size, e.stamp) for s, e in listing]
 
 
 # Class folders of an object store listed at once while planning: each listing waits on a round
-# trip. Local folders are listed by one forked process, ahead of the one that spills them (with
-# more than one CPU): there the work is Python's, and threads only contend.
+# trip. Local folders are listed by a pool of forked processes, one per CPU, a few folders ahead of
+# the process that spills what they list: there the work (listing, parsing the boxes, hashing) is
+# Python's, and threads would only contend.
 LISTING_THREADS = 8
 
 
@@ -348,74 +375,84 @@ def class_listings(
     classes: list[tuple[str, int]],
     problems: list[dict],
     order: str,
-    boxes_of: Callable[[str], dict[str, tuple[Box, ...]]] | None = None,
-) -> Iterator[list[Listed]]:
+    boxes_of: Callable[[str], Parsed | None] | None = None,
+    box_notes: list | None = None,
+) -> Iterator[list[Row]]:
     """The train sources of each class folder ``folder/<sub>`` of ``classes`` ((sub, label) in
-    label order), one list a class, in that order, named ``sub/<name>``: its files labelled
-    ``label`` (in natural order for per-class shards), then its other entries (folders, links
-    leaving the root...) with their reasons; ``boxes_of(sub)`` gives the boxes of a class's files by
-    file name, where the layout has boxes. On object stores a few threads list the next folders
-    ahead, at most LISTING_THREADS listings held; local folders are listed by a second process.
-    A folder without files is appended to ``problems``."""
+    label order), one list of rows (listed_rows) a class, in that order, named ``sub/<name>``: its
+    files labelled ``label`` (in natural order for per-class shards), then its other entries
+    (folders, links leaving the root...) with their reasons. ``boxes_of(sub)`` gives the boxes of a
+    class's files by file name where the layout has boxes (None: the class has none); each class's
+    outcome, (sub, the boxes dropped for naming an unknown class by file, or None), is appended to
+    ``box_notes``. A folder without files is appended to ``problems``.
 
+    boxes_of need not be picklable: the listing processes are forked with it."""
     natural = order == PER_CLASS
-    if root.is_local and len(classes) > 1 and _cpus() > 1:  # a second process lists the next folders
-        listed = _ahead_in_process(_entry_rows, [(root.child(folder, sub), root, natural) for sub, _ in classes])
-        listed = (
-            (*_from_rows(*rows), boxes_of(sub) if boxes_of else {})
-            for (sub, _), rows in zip(classes, listed, strict=True)
-        )
+
+    def rows_of(number: int) -> tuple[list[Row], int, dict | None]:
+        sub, label = classes[number]
+        files, others = list_images(root.child(folder, sub), root, natural=natural)
+        parsed = boxes_of(sub) if boxes_of else None
+        found = parsed.boxes if parsed else {}
+        listing = [(Source(f"{sub}/{n}", label, boxes=found.get(n, ())), e) for n, e in files.items()]
+        listing += [(Source(f"{sub}/{e.name}", None, e.reason), e) for e in others]
+        return listed_rows(folder, listing, order, number), len(files), parsed.unknown if parsed else None
+
+    numbers = range(len(classes))
+    if root.is_local and len(classes) > 1 and (cpus := _cpus()) > 1:
+        listed = _ahead_in_processes(rows_of, numbers, cpus)
     else:
-
-        def listing(item: tuple[str, int]) -> tuple[dict[str, Entry], list[Entry], dict]:
-            files, others = list_images(root.child(folder, item[0]), root, natural=natural)
-            return files, others, boxes_of(item[0]) if boxes_of else {}
-
-        listed = _ahead(listing, classes, 1 if root.is_local else LISTING_THREADS)
+        listed = _ahead(rows_of, numbers, 1 if root.is_local else LISTING_THREADS)
     outcome = "class gets an empty shard" if order == PER_CLASS else "class has no train records"
-    for (sub, label), (files, others, boxes) in zip(classes, listed, strict=True):
+    for (sub, _), (rows, files, unknown) in zip(classes, listed, strict=True):
         if not files:
             problems.append({"path": f"{folder}/{sub}", "reason": f"class directory has no images ({outcome})"})
-        yield [(Source(f"{sub}/{n}", label, boxes=boxes.get(n, ())), e) for n, e in files.items()] + [
-            (Source(f"{sub}/{e.name}", None, e.reason), e) for e in others
-        ]
+        if boxes_of and box_notes is not None:
+            box_notes.append((sub, unknown))
+        yield rows
+
+
+class Parsed(Protocol):
+    """What a layout's boxes_of returns for a class: its boxes by file name, and the boxes dropped
+    for naming a class that is not one of the dataset's, counted by file (boxes.Parsed)."""
+
+    boxes: dict[str, tuple[Box, ...]]
+    unknown: dict[str, int]
 
 
 def _cpus() -> int:
-    """CPUs this process may use for a listing process of its own (1: none; a daemon has no children)."""
+    """CPUs this process may use for listing processes of its own (1: none; a daemon has no children)."""
     from .convert import available_cpus  # (convert imports this module)
 
     return 1 if multiprocessing.current_process().daemon else available_cpus()
 
 
-def _entry_rows(directory: Location, root: Location, natural: bool) -> tuple[list[tuple], list[tuple]]:
-    """list_images as plain tuples, quick to pickle: (file rows, other rows), each (name, kind, size, stamp)."""
-    files, others = list_images(directory, root, natural)
-    return [(e.name, e.kind, e.size, e.stamp) for e in files.values()], [
-        (e.name, e.kind, e.size, e.stamp) for e in others
-    ]
+_HELD: list = []  # the function a forked listing process calls (_ahead_in_processes)
 
 
-def _from_rows(files: list[tuple], others: list[tuple]) -> tuple[dict[str, Entry], list[Entry]]:
-    """list_images' result back from _entry_rows'."""
-    return {row[0]: Entry(*row) for row in files}, [Entry(*row) for row in others]
+def _hold(fn) -> None:
+    _HELD[:] = [fn]
 
 
-def _ahead_in_process(fn, calls: list[tuple]) -> Iterator:
-    """fn(*args) for each args of ``calls`` in order, computed in one forked process at most
-    LISTING_THREADS calls ahead: it lists while this process spills what it listed."""
+def _call_held(arg):
+    return _HELD[0](arg)
+
+
+def _ahead_in_processes(fn, args: Iterable, processes: int) -> Iterator:
+    """fn(arg) for each of ``args`` in order, computed by ``processes`` forked processes, at most
+    LISTING_THREADS calls per process ahead. ``fn`` reaches them by the fork, not by pickling."""
     ctx = multiprocessing.get_context("fork")
-    with ProcessPoolExecutor(1, mp_context=ctx) as pool:
+    with ProcessPoolExecutor(processes, mp_context=ctx, initializer=_hold, initargs=(fn,)) as pool:
         pending: collections.deque = collections.deque()
-        for args in calls:
-            pending.append(pool.submit(fn, *args))
-            if len(pending) >= LISTING_THREADS:
+        for arg in args:
+            pending.append(pool.submit(_call_held, arg))
+            if len(pending) >= LISTING_THREADS * processes:
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
 
 
-def _ahead(fn, items: list, threads: int) -> Iterator:
+def _ahead(fn, items: Iterable, threads: int) -> Iterator:
     """fn(item) for each item in order, computed by ``threads`` threads at most ``threads`` items ahead."""
     if threads == 1:
         yield from map(fn, items)
@@ -430,17 +467,17 @@ def _ahead(fn, items: list, threads: int) -> Iterator:
             yield pending.popleft().result()
 
 
-def train_shards(folder: str, classes: Iterable[list[Listed]], order: str = MIXED, count: int = 0) -> TrainShards:
-    """Plan the train shards of the sources under ``folder`` (``classes``: each class's sources,
-    named relative to ``folder``, in label order, one class at a time).
+def train_shards(folder: str, classes: Iterable[list[Row]], order: str = MIXED, count: int = 0) -> TrainShards:
+    """Plan the train shards of the sources under ``folder`` (``classes``: each class's rows,
+    listed_rows keyed for ``order``, in label order, one class at a time).
 
     "mixed": ``count`` shards (0: default_train_shards); each source goes to the shard that its
     path's ``source_hash`` falls in (shard i holds the i-th of ``count`` equal hash ranges), in
     hash order. A source's shard depends on its own path only, so adding or removing one file
     changes one shard, and shard sizes are even up to chance (1,000 +- 32 for 1,000 a shard).
-    "per-class": one shard per class, in the order given. The sources are spilled to local files
-    as they come (one file per hash bucket), so memory holds one class here and one bucket when
-    the shards are read back.
+    "per-class": one shard per class, in the order given. Beyond HELD_ROWS sources, the rows are
+    spilled to local files as they come (one file per hash bucket), so memory then holds one class
+    here and one bucket when the shards are read back.
     """
     if order not in TRAIN_ORDERS:
         raise ValueError(f"train order must be one of {', '.join(TRAIN_ORDERS)}, got {order!r}")
@@ -449,53 +486,47 @@ def train_shards(folder: str, classes: Iterable[list[Listed]], order: str = MIXE
     spill = tempfile.mkdtemp(prefix="imagenet-tfrecords-plan-")
     try:
         if order == PER_CLASS:
-            count = _spill_per_class(classes, spill)
+            count, held = _spill_per_class(classes, spill), {}
         else:
-            total = _spill_mixed(folder, classes, spill)
+            total, held = _spill_mixed(classes, spill)
             count = count or default_train_shards(total)
     except BaseException:
         shutil.rmtree(spill, ignore_errors=True)
         raise
-    return TrainShards(folder, order, count, spill)
+    return TrainShards(folder, order, count, spill, held)
 
 
-def _row(key: int, source: Source, entry: Entry) -> tuple:
-    """A spilled source: a flat tuple of plain values (quick to pickle), read back by _unrow."""
-    return (key, *source, entry.kind, entry.size, entry.stamp)
-
-
-def _unrow(row: tuple) -> tuple[int, Source, list]:
-    """(key, source, the entry's identity under the source's name, for inputs_digest)."""
-    return row[0], Source(*row[1:6]), [row[1], *row[6:]]
-
-
-def _spill_per_class(classes: Iterable[list[Listed]], spill: str) -> int:
-    """Write each class's sources in order, keyed by class number, one pickled batch a class (the
-    spill is this process's own, read back by TrainShards); return the number of classes."""
+def _spill_per_class(classes: Iterable[list[Row]], spill: str) -> int:
+    """Write each class's rows in order, one pickled batch a class (the spill is this process's
+    own, read back by TrainShards); return the number of classes."""
     n = 0
     with open(f"{spill}/all", "wb") as f:
-        for n, listing in enumerate(classes, 1):
-            pickle.dump([_row(n - 1, s, e) for s, e in listing], f, pickle.HIGHEST_PROTOCOL)
+        for rows in classes:
+            pickle.dump(rows, f, pickle.HIGHEST_PROTOCOL)
+            n += 1
     return n
 
 
-def _spill_mixed(folder: str, classes: Iterable[list[Listed]], spill: str) -> int:
-    """Write every source, keyed by its source_hash (as a number), to the bucket of its first byte (one pickled
-    batch per bucket for every SPILL_ROWS sources or so); return how many."""
-    total = 0
+def _spill_mixed(classes: Iterable[list[Row]], spill: str) -> tuple[int, dict[int, list]]:
+    """Put every row in the bucket of its key's first byte; once more than HELD_ROWS are held,
+    write each bucket's rows as one pickled batch to its file, and again every SPILL_ROWS rows.
+    Return how many rows, and the rows still held, by bucket."""
+    total = held = 0  # held: rows in ``parts``
+    parts: dict[int, list] = {}
     with contextlib.ExitStack() as stack:
-        buckets = [stack.enter_context(open(f"{spill}/{b:02x}", "wb")) for b in range(HASH_BUCKETS)]
-        prefix, parts, held = f"{folder}/", {}, 0  # held: sources written when the buckets were last written
-        for listing in classes:
-            for source, entry in listing:
-                key = int.from_bytes(hashlib.blake2b((prefix + source.name).encode(), digest_size=8).digest(), "big")
-                parts.setdefault(key >> 56, []).append((key, *source, entry.kind, entry.size, entry.stamp))  # _row
-            total += len(listing)
-            if total - held >= SPILL_ROWS:
+        buckets: list = []
+        for rows in classes:
+            for row in rows:
+                parts.setdefault(row[0] >> 56, []).append(row)
+            total += len(rows)
+            held += len(rows)
+            if held >= (SPILL_ROWS if buckets else HELD_ROWS):
+                buckets = buckets or [stack.enter_context(open(f"{spill}/{b:02x}", "wb")) for b in range(HASH_BUCKETS)]
                 _dump_parts(parts, buckets)
-                held = total
-        _dump_parts(parts, buckets)
-    return total
+                held = 0
+        if buckets:
+            _dump_parts(parts, buckets)
+    return total, parts
 
 
 def _dump_parts(parts: dict[int, list], buckets: list) -> None:
@@ -506,7 +537,9 @@ def _dump_parts(parts: dict[int, list], buckets: list) -> None:
 
 
 def pickled_batches(path: str) -> Iterator[list]:
-    """The objects pickled one after another into the file at ``path``."""
+    """The objects pickled one after another into the file at ``path`` (none if it does not exist)."""
+    if not os.path.exists(path):
+        return
     with open(path, "rb") as f:
         while True:
             try:
@@ -515,42 +548,57 @@ def pickled_batches(path: str) -> Iterator[list]:
                 return
 
 
+def shard_text(shard: Shard) -> str:
+    """A shard with its sources as JSON (Shard.to_json): a slice line's shard, and what a
+    conversion worker is handed."""
+    return json.dumps(shard.to_json())
+
+
+def _source_json(row: Row) -> tuple:
+    """Source.to_json of a row's source."""
+    return row[1:4] if row[4] is None and not row[5] else row[1:5] if not row[5] else row[1:6]
+
+
 class TrainShards:
     """Train shards planned by ``train_shards``: their number now, their sources streamed from the
-    spill files (removed when this object goes, or by ``close``)."""
+    rows held and the spill files (removed when this object goes, or by ``close``)."""
 
-    def __init__(self, folder: str, order: str, count: int, spill: str):
-        self.folder, self.order, self.count, self.spill = folder, order, count, spill
+    def __init__(self, folder: str, order: str, count: int, spill: str, held: dict[int, list]):
+        self.folder, self.order, self.count, self.spill, self.held = folder, order, count, spill, held
         self.close = weakref.finalize(self, shutil.rmtree, spill, ignore_errors=True)
 
     def light(self) -> list[Shard]:
         """The shards without their sources (their sizes are known once streamed: write_slices)."""
         return [Shard("train", i, self.count, self.folder) for i in range(self.count)]
 
-    def shards(self) -> Iterator[Shard]:
-        """Every shard with its sources, in shard order (empty ones included)."""
-        groups = itertools.groupby(self._listed(), key=lambda row: row[0])
+    def texts(self) -> Iterator[tuple[Shard, str]]:
+        """Every shard, light (Shard.light) and as JSON with its sources (shard_text), in shard
+        order (empty ones included); made from the rows without a Source object."""
+        groups = itertools.groupby(self._listed(), key=lambda pair: pair[0])
         group = next(groups, None)
         for i in range(self.count):
-            chunk = []
+            rows = []
             if group is not None and group[0] == i:
-                chunk = list(group[1])
+                rows = [row for _, row in group[1]]
                 group = next(groups, None)
-            sources = tuple(s for _, s, _ in chunk)
-            digest = identities_digest([e for _, _, e in chunk])
-            yield Shard("train", i, self.count, self.folder, sources, digest, len(sources))
+            digest = identities_digest([[r[1], *r[6:]] for r in rows])
+            d = {"split": "train", "index": i, "count": self.count, "dir": self.folder}
+            text = json.dumps(d | {"files": [_source_json(r) for r in rows], "inputs": digest})
+            yield Shard("train", i, self.count, self.folder, found=len(rows)), text
 
-    def _listed(self) -> Iterator[tuple[int, Source, list]]:
-        """(shard number, source, entry identity) in shard order, each shard's in its order: per
-        class, the spill one class at a time; mixed, one bucket at a time, sorted."""
+    def _listed(self) -> Iterator[tuple[int, Row]]:
+        """(shard number, row) in shard order, each shard's in its order: per class, the spill one
+        class at a time; mixed, one bucket at a time, sorted."""
         if self.order == PER_CLASS:
-            for batch in pickled_batches(f"{self.spill}/all"):
-                yield from map(_unrow, batch)
+            for rows in pickled_batches(f"{self.spill}/all"):
+                for row in rows:
+                    yield row[0], row
             return
         for b in range(HASH_BUCKETS):
-            rows = itertools.chain.from_iterable(pickled_batches(f"{self.spill}/{b:02x}"))
-            for key, source, identity in map(_unrow, sorted(rows, key=lambda r: r[:2])):  # by hash, then name
-                yield key * self.count >> 64, source, identity
+            rows = [*itertools.chain.from_iterable(pickled_batches(f"{self.spill}/{b:02x}")), *self.held.pop(b, ())]
+            rows.sort(key=lambda r: r[:2])  # by hash, then name
+            for row in rows:
+                yield row[0] * self.count >> 64, row
 
 
 def slice_location(plan: Plan, task: int) -> Location:
@@ -567,8 +615,8 @@ def write_slices(plan: Plan, out_url: str, max_tasks: int = DEFAULT_MAX_TASKS) -
         pass
 
 
-def stream_slices(plan: Plan, out_url: str, max_tasks: int = DEFAULT_MAX_TASKS) -> Iterator[tuple[int, Shard]]:
-    """write_slices, yielding each (shard id, shard with its sources) as it is written, so that a
+def stream_slices(plan: Plan, out_url: str, max_tasks: int = DEFAULT_MAX_TASKS) -> Iterator[tuple[int, str]]:
+    """write_slices, yielding each (shard id, shard_text) as it is written, so that a
     caller converting every task itself (tasks.convert_dataset) starts before the last slice is
     written and need not read the slices back. ``plan.tasks`` and ``plan.slices`` are set at once."""
     plan.tasks = group_tasks(len(plan.shards), max_tasks)
@@ -576,15 +624,15 @@ def stream_slices(plan: Plan, out_url: str, max_tasks: int = DEFAULT_MAX_TASKS) 
     return _stream_slices(plan)
 
 
-def _stream_slices(plan: Plan) -> Iterator[tuple[int, Shard]]:
-    shards, light = plan.all_shards(), []
+def _stream_slices(plan: Plan) -> Iterator[tuple[int, str]]:
+    shards, light = plan.shard_texts(), []
     for task, ids in enumerate(plan.tasks):
         with publish(slice_location(plan, task)) as tmp, open(tmp, "w") as f:
             for i in ids:
-                shard = next(shards)
-                light.append(shard.light())
-                f.write(json.dumps({"id": i, "shard": shard.to_json()}) + "\n")
-                yield i, shard
+                shard, text = next(shards)
+                light.append(shard)
+                f.write(f'{{"id": {i}, "shard": {text}}}\n')
+                yield i, text
     plan.shards = light
     folder = Location.of(plan.slices)
     for e in folder.list_dir():  # an earlier plan's slices beyond this plan's tasks
@@ -595,9 +643,9 @@ def _stream_slices(plan: Plan) -> Iterator[tuple[int, Shard]]:
         plan.train = None
 
 
-def read_slice(plan: Plan, task: int) -> Iterator[tuple[int, Shard]]:
-    """(shard id, shard with its sources) of one task, streamed from its slice; a slice that does
-    not match plan.json (another plan's) is refused, naming the file and line."""
+def read_slice(plan: Plan, task: int) -> Iterator[tuple[int, str]]:
+    """(shard id, shard with its sources as JSON: shard_text) of one task, streamed from its slice;
+    a slice that does not match plan.json (another plan's) is refused, naming the file and line."""
     loc = slice_location(plan, task)
     ids = plan.tasks[task]
     with loc.fs.open(loc.path, "rt") as f:
@@ -607,6 +655,6 @@ def read_slice(plan: Plan, task: int) -> Iterator[tuple[int, Shard]]:
             shard = Shard.from_json(d["shard"])
             if n > len(ids) or d["id"] != ids[n - 1] or shard.light() != plan.shards[d["id"]]:
                 raise PlanError(f"{loc.url}:{n}: shard {d['id']} is not the one plan.json plans: plan again")
-            yield d["id"], shard
+            yield d["id"], json.dumps(d["shard"])  # (the text written: JSON of json.dumps reads back the same)
     if n != len(ids):
         raise PlanError(f"{loc.url}: {n} shards, plan.json plans {len(ids)} for task {task}: plan again")

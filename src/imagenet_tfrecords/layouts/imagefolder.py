@@ -22,7 +22,18 @@ from __future__ import annotations
 import os
 
 from ..fs import Entry, Location
-from ..plan import MIXED, ClassInfo, MetadataError, Plan, Shard, Source, fixed_shards, list_images, train_shards
+from ..plan import (
+    MIXED,
+    ClassInfo,
+    MetadataError,
+    Plan,
+    Shard,
+    Source,
+    fixed_shards,
+    list_images,
+    listed_rows,
+    train_shards,
+)
 
 NAME = "imagefolder"
 REQUIRED = ()
@@ -80,7 +91,10 @@ def plan(root: Location, shard_size: int, train_order: str = MIXED, train_count:
             if e.kind != "dir"
         ]
         if split == "train":
-            per_class = (_class_listing(root, folder, name, label, warnings) for name, label in labels.items())
+            per_class = (
+                listed_rows(folder, _class_listing(root, folder, name, label, warnings), train_order, label)
+                for name, label in labels.items()
+            )
             train_plan = train_shards(folder, per_class, train_order, train_count)
             shards += train_plan.light()
             continue

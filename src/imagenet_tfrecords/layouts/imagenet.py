@@ -137,10 +137,12 @@ def plan(root: Location, shard_size: int, train_order: str = MIXED, train_count:
     rel = f"{DATA}/train"
     solution = _train_solution(root, labels, warnings)
     boxes_of = solution.of if solution else None
-    listings = class_listings(root, rel, sorted(labels.items()), problems, train_order, boxes_of)
+    notes: list[tuple[str, dict | None]] = []
+    listings = class_listings(root, rel, sorted(labels.items()), problems, train_order, boxes_of, notes)
     train = train_shards(rel, listings, train_order, train_count)
     if solution:
-        warnings += boxes.unknown_warnings(solution.loc, boxes.Parsed({}, dict(solution.unknown)))
+        unknown = {file: n for _, dropped in notes for file, n in (dropped or {}).items()}
+        warnings += boxes.unknown_warnings(solution.loc, boxes.Parsed({}, unknown))
         solution.close()
     shards = train.light()
     shards += _val_shards(root, labels, shard_size, rejects, warnings)

@@ -40,6 +40,7 @@ from ..plan import (
     Source,
     TrainShards,
     fixed_shards,
+    listed_rows,
     natural_key,
 )
 from ..plan import train_shards as plan_train_shards
@@ -180,10 +181,10 @@ def train_shards(
     outcome = "class gets an empty shard" if order == PER_CLASS else "class has no train records"
 
     def listings():
-        for wnid, sources in per_class:
+        for n, (wnid, sources) in enumerate(per_class):
             if not any(s.reason is None for s in sources):
                 problems.append({"path": f"{TRAIN_TAR}/{wnid}.tar", "reason": f"class tar has no images ({outcome})"})
-            yield [(s, _member_entry(s, archive)) for s in sources]
+            yield listed_rows(TRAIN_TAR, [(s, _member_entry(s, archive)) for s in sources], order, n)
 
     return plan_train_shards(TRAIN_TAR, listings(), order, count)
 

@@ -113,9 +113,10 @@ def plan(root: Location, shard_size: int, train_order: str = MIXED, train_count:
     problems: list[dict] = []
     _check_train(root, wnid_lines, labels, rejects)
     classes = [(f"{w}/images", i) for w, i in sorted(labels.items())]
-    no_boxes: list[str] = []
-    listings = class_listings(root, "train", classes, problems, train_order, _train_boxes(root, labels, no_boxes))
+    notes: list[tuple[str, dict | None]] = []
+    listings = class_listings(root, "train", classes, problems, train_order, _train_boxes(root, labels), notes)
     train = train_shards("train", listings, train_order, train_count)
+    no_boxes = [_boxes_file(root, sub.split("/", 1)[0]).url for sub, parsed in notes if parsed is None]
     if no_boxes:
         more = f" and {len(no_boxes) - 1} more classes" if len(no_boxes) > 1 else ""
         warnings.append(f"{min(no_boxes)}: not found{more} (their images get no boxes)")
@@ -150,17 +151,18 @@ def _words(root: Location, wnid_lines: list[tuple[str, int]]) -> dict[str, str]:
     return words
 
 
-def _train_boxes(root: Location, labels: dict[str, int], missing: list[str]):
-    """boxes_of for class_listings: a class's boxes from ``train/<wnid>/<wnid>_boxes.txt``, by file
-    name (a class without that file: its images get no boxes; the file is appended to ``missing``)."""
+def _boxes_file(root: Location, wnid: str) -> Location:
+    return root.child("train", wnid, f"{wnid}_boxes.txt")
 
-    def boxes_of(sub: str) -> dict:
+
+def _train_boxes(root: Location, labels: dict[str, int]):
+    """boxes_of for class_listings: the boxes of a class folder ``<wnid>/images`` from
+    ``train/<wnid>/<wnid>_boxes.txt`` (None when the class has no such file: its images get no boxes)."""
+
+    def boxes_of(sub: str) -> boxes.Parsed | None:
         wnid = sub.split("/", 1)[0]
-        loc = root.child("train", wnid, f"{wnid}_boxes.txt")
-        if not loc.exists():
-            missing.append(loc.url)
-            return {}
-        return boxes.parse_tinyimagenet_train(loc, wnid, labels).boxes
+        loc = _boxes_file(root, wnid)
+        return boxes.parse_tinyimagenet_train(loc, wnid, labels) if loc.exists() else None
 
     return boxes_of
 
