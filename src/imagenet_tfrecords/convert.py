@@ -210,6 +210,11 @@ def _write_shard(job: Job, shard: Shard, directory: Location, sources, target: L
         Counter(given=given, clipped=clipped_boxes, dropped=dropped_boxes) if with_boxes and kept else Counter()
     )
     index.write_bytes(index_data)  # after the shard: an index never describes a shard not yet in place
+    labels: Counter = Counter()
+    shapes: Counter = Counter()
+    for (label, h, w), n in Counter(kept).items():
+        labels[str(label)] += n
+        shapes[f"{h}x{w}"] += n
     return {
         "found": len(sources),
         "records": len(kept),
@@ -220,8 +225,8 @@ def _write_shard(job: Job, shard: Shard, directory: Location, sources, target: L
         "converted": converted,
         "reencoded": reencoded,
         "boxes": box_counts,
-        "labels": Counter(str(label) for label, _, _ in kept),
-        "shapes": Counter(f"{h}x{w}" for _, h, w in kept),
+        "labels": labels,
+        "shapes": shapes,
     }
 
 

@@ -25,7 +25,6 @@ them, in seed and tf-models (tfds records hold only what its features.json decla
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
@@ -105,8 +104,7 @@ def shard_file(shard, fmt: str, data_url: str) -> str:
     return shard_path(fmt, shard, tfds_name(data_url))
 
 
-@dataclass(frozen=True)
-class Stored:
+class Stored(NamedTuple):
     """One image as a record will hold it: pixels (seed) or JPEG bytes, and what became of it."""
 
     payload: np.ndarray | bytes
@@ -169,9 +167,11 @@ class JpegEncoder:
     def record(self, stored: Stored, label: int, path: str, extra: bytes = b"") -> list[bytes]:
         """The record as one piece: a few KB joined cost less than framing many pieces."""
         key = (label, stored.height, stored.width)
-        if key not in self.fixed:
-            self.fixed[key] = self.fixed_entries(*key)
-        return [b"".join(records.example_of([self.fixed[key], *self.entries(stored, path), extra]))]
+        fixed = self.fixed.get(key)
+        if fixed is None:
+            fixed = self.fixed[key] = self.fixed_entries(*key)
+        pieces = [fixed, *self.entries(stored, path), extra]
+        return [b"".join(records.example_of(pieces))]
 
 
 class TfModelsEncoder(JpegEncoder):

@@ -16,6 +16,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import fsspec
 from fsspec.core import url_to_fs
@@ -85,7 +86,7 @@ class Location:
                 entries.append(Entry(name, "dir"))
             else:
                 entries.append(Entry(name, "file", int(info.get("size") or 0), _stamp(info)))
-        return sorted(entries, key=lambda e: e.name)
+        return sorted(entries)  # by name (names are unique)
 
     def read_many(self, names: list[str]) -> Iterator[tuple[str, bytes | Exception]]:
         """Yield (name, content or the error reading it) for files under this directory.
@@ -141,11 +142,11 @@ def _within(a: Location, b: Location) -> bool:
     return pa == pb or pa.startswith(pb.rstrip("/") + "/")
 
 
-@dataclass(frozen=True)
-class Entry:
+class Entry(NamedTuple):
     """One directory entry. ``size`` and ``stamp`` identify a file's content without reading it:
     modification and change times (ns) on local disks, the object generation or ETag on object
-    stores. Together with the name they make a shard's input fingerprint (see convert.py)."""
+    stores. Together with the name they make a shard's input fingerprint (see convert.py). (A
+    tuple: planning makes one per input file.)"""
 
     name: str
     kind: str  # "file", "dir", "outside" (a symlink leaving the dataset root) or "special"
@@ -216,6 +217,11 @@ def _list_local(path: str, root: str) -> list[Entry]:
     root = os.path.realpath(root)
     with os.scandir(path) as it:
         for e in it:
+            if e.is_file(follow_symlinks=False):  # (the common case first: no link to resolve)
+                st = e.stat(follow_symlinks=False)
+                # ctime too: a copy that keeps the old modification time (cp -p, rsync -t) still changes it
+                entries.append(Entry(e.name, "file", st.st_size, f"{st.st_mtime_ns}.{st.st_ctime_ns}"))
+                continue
             if e.is_symlink():
                 target = os.path.realpath(e.path)
                 if not target.startswith(root + os.sep):
@@ -225,13 +231,13 @@ def _list_local(path: str, root: str) -> list[Entry]:
                 entries.append(Entry(e.name, "dir"))
             elif e.is_file():
                 st = e.stat()
-                # ctime too: a copy that keeps the old modification time (cp -p, rsync -t) still changes it
                 entries.append(Entry(e.name, "file", st.st_size, f"{st.st_mtime_ns}.{st.st_ctime_ns}"))
             elif e.is_symlink() and not os.path.exists(e.path):
                 entries.append(Entry(e.name, "file"))  # a broken link fails to read, with the reason
             else:
                 entries.append(Entry(e.name, "special"))
-    return sorted(entries, key=lambda e: e.name)
+    entries.sort()  # by name (names are unique)
+    return entries
 
 
 def _remove_stale_temporaries(path: str) -> None:

@@ -256,9 +256,12 @@ def stream_lines(loc: Location) -> Iterator[tuple[int, str]]:
             raise MetadataError(f"{loc.url}: not UTF-8 text ({e})") from None
 
 
+_DIGITS = re.compile(r"(\d+)")
+
+
 def natural_key(name: str) -> list:
     """Sort key that orders val_2 before val_10."""
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
+    return [int(t) if t.isdigit() else t for t in _DIGITS.split(name)]
 
 
 def inputs_digest(entries: list[Entry]) -> str:
@@ -288,8 +291,7 @@ def fixed_shards(split: str, folder: str, sources: list[Source], files: dict[str
     chunks = [sources[i : i + size] for i in range(0, len(sources), size)]
     shards = []
     for i, chunk in enumerate(chunks):
-        entries = [dataclasses.replace(files[s.name], name=s.name) for s in chunk if s.name in files]
-        digest = inputs_digest(entries)
+        digest = identities_digest([[s.name, *files[s.name].identity[1:]] for s in chunk if s.name in files])
         shards.append(Shard(split, i, len(chunks), folder, sources=tuple(chunk), inputs=digest, found=len(chunk)))
     return shards
 

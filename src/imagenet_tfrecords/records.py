@@ -182,14 +182,28 @@ def frame(record: bytes) -> bytes:
 JOINED_RECORD = 1 << 20  # records up to this size are written in one call: copying them costs less than calls
 
 
+@lru_cache(maxsize=65536)  # record lengths repeat: every 64x64 seed record has the same
+def _length_framing(length: int) -> bytes:
+    """The first 12 bytes of a record's framing: its length and the length's masked CRC32C."""
+    header = struct.pack("<Q", length)
+    return header + struct.pack("<I", masked_crc(header))
+
+
+_CRC = struct.Struct("<I")
+
+
 def write_framed(write, parts: list[bytes]) -> int:
     """Write the record made of ``parts`` in TFRecord framing with ``write``; return the bytes written."""
+    if len(parts) == 1:  # (a record already joined: one CRC call, one copy)
+        record = parts[0]
+        length = len(record)
+        write(b"".join((_length_framing(length), record, _CRC.pack(_mask(google_crc32c.value(record))))))
+        return length + 16
     length = sum(map(len, parts))
-    header = struct.pack("<Q", length)
     crc = 0
     for part in parts:
         crc = google_crc32c.extend(crc, part)
-    framing = [header, struct.pack("<I", masked_crc(header)), *parts, struct.pack("<I", _mask(crc))]
+    framing = [_length_framing(length), *parts, _CRC.pack(_mask(crc))]
     if length <= JOINED_RECORD:
         write(b"".join(framing))
     else:  # a large image's pixels are not copied once more
