@@ -52,8 +52,7 @@ MIXED, PER_CLASS = "mixed", "per-class"
 TRAIN_ORDERS = (MIXED, PER_CLASS)
 TRAIN_RECORDS_PER_SHARD = 1000  # mixed train shards' default size: 100 shards for TinyImageNet, 1,281 for ImageNet
 HASH_BUCKETS = 256  # spill files of a mixed train listing, by the first byte of the path hash
-HELD_ROWS = 1 << 17  # sources of a mixed train listing held in memory before any is spilled to the buckets
-SPILL_ROWS = 16384  # sources held, once spilling, before they are written to the buckets again
+SPILL_ROWS = 16384  # sources of a mixed train listing held before they are written to the buckets
 SLICES_DIR = "_work/plan"  # under the output: each conversion task's shards (write_slices)
 
 
@@ -477,9 +476,9 @@ def train_shards(folder: str, classes: Iterable[list[Row]], order: str = MIXED, 
     path's ``source_hash`` falls in (shard i holds the i-th of ``count`` equal hash ranges), in
     hash order. A source's shard depends on its own path only, so adding or removing one file
     changes one shard, and shard sizes are even up to chance (1,000 +- 32 for 1,000 a shard).
-    "per-class": one shard per class, in the order given. Beyond HELD_ROWS sources, the rows are
-    spilled to local files as they come (one file per hash bucket), so memory then holds one class
-    here and one bucket when the shards are read back.
+    "per-class": one shard per class, in the order given. The rows are spilled to local files as
+    they come (one file per hash bucket), so memory holds one class here and one bucket when the
+    shards are read back.
     """
     if order not in TRAIN_ORDERS:
         raise ValueError(f"train order must be one of {', '.join(TRAIN_ORDERS)}, got {order!r}")
@@ -488,14 +487,13 @@ def train_shards(folder: str, classes: Iterable[list[Row]], order: str = MIXED, 
     spill = tempfile.mkdtemp(prefix="imagenet-tfrecords-plan-")
     try:
         if order == PER_CLASS:
-            count, held = _spill_per_class(classes, spill), {}
+            count = _spill_per_class(classes, spill)
         else:
-            total, held = _spill_mixed(classes, spill)
-            count = count or default_train_shards(total)
+            count = count or default_train_shards(_spill_mixed(classes, spill))
     except BaseException:
         shutil.rmtree(spill, ignore_errors=True)
         raise
-    return TrainShards(folder, order, count, spill, held)
+    return TrainShards(folder, order, count, spill)
 
 
 def _spill_per_class(classes: Iterable[list[Row]], spill: str) -> int:
@@ -509,26 +507,22 @@ def _spill_per_class(classes: Iterable[list[Row]], spill: str) -> int:
     return n
 
 
-def _spill_mixed(classes: Iterable[list[Row]], spill: str) -> tuple[int, dict[int, list]]:
-    """Put every row in the bucket of its key's first byte; once more than HELD_ROWS are held,
-    write each bucket's rows as one pickled batch to its file, and again every SPILL_ROWS rows.
-    Return how many rows, and the rows still held, by bucket."""
-    total = held = 0  # held: rows in ``parts``
-    parts: dict[int, list] = {}
+def _spill_mixed(classes: Iterable[list[Row]], spill: str) -> int:
+    """Write every row to the bucket of its key's first byte (one pickled batch per bucket for
+    every SPILL_ROWS rows or so); return how many."""
+    total = 0
     with contextlib.ExitStack() as stack:
-        buckets: list = []
+        buckets = [stack.enter_context(open(f"{spill}/{b:02x}", "wb")) for b in range(HASH_BUCKETS)]
+        parts, held = {}, 0  # held: rows written when the buckets were last written
         for rows in classes:
             for row in rows:
                 parts.setdefault(row[0] >> 56, []).append(row)
             total += len(rows)
-            held += len(rows)
-            if held >= (SPILL_ROWS if buckets else HELD_ROWS):
-                buckets = buckets or [stack.enter_context(open(f"{spill}/{b:02x}", "wb")) for b in range(HASH_BUCKETS)]
+            if total - held >= SPILL_ROWS:
                 _dump_parts(parts, buckets)
-                held = 0
-        if buckets:
-            _dump_parts(parts, buckets)
-    return total, parts
+                held = total
+        _dump_parts(parts, buckets)
+    return total
 
 
 def _dump_parts(parts: dict[int, list], buckets: list) -> None:
@@ -563,10 +557,10 @@ def _source_json(row: Row) -> tuple:
 
 class TrainShards:
     """Train shards planned by ``train_shards``: their number now, their sources streamed from the
-    rows held and the spill files (removed when this object goes, or by ``close``)."""
+    spill files (removed when this object goes, or by ``close``)."""
 
-    def __init__(self, folder: str, order: str, count: int, spill: str, held: dict[int, list]):
-        self.folder, self.order, self.count, self.spill, self.held = folder, order, count, spill, held
+    def __init__(self, folder: str, order: str, count: int, spill: str):
+        self.folder, self.order, self.count, self.spill = folder, order, count, spill
         self.close = weakref.finalize(self, shutil.rmtree, spill, ignore_errors=True)
 
     def light(self) -> list[Shard]:
@@ -597,8 +591,7 @@ class TrainShards:
                     yield row[0], row
             return
         for b in range(HASH_BUCKETS):
-            rows = [*itertools.chain.from_iterable(pickled_batches(f"{self.spill}/{b:02x}")), *self.held.pop(b, ())]
-            rows.sort(key=lambda r: r[:2])  # by hash, then name
+            rows = sorted(itertools.chain.from_iterable(pickled_batches(f"{self.spill}/{b:02x}")), key=lambda r: r[:2])
             for row in rows:
                 yield row[0] * self.count >> 64, row
 
