@@ -14,9 +14,11 @@ import scipy.io
 from PIL import Image
 
 from imagenet_tfrecords.archive import RangeReader, list_nested, list_tar
+from imagenet_tfrecords.boxes import BOX_SCHEMA
 from imagenet_tfrecords.fs import Location
 from imagenet_tfrecords.layouts import build_plan, detect, imagenet_archive
 from imagenet_tfrecords.plan import MetadataError
+from imagenet_tfrecords.records import SCHEMA
 
 from .conftest import convert_small_shards, read_split, run_cli
 
@@ -163,6 +165,25 @@ def test_archive_and_extracted_forms_give_the_same_records(both):
     }
     decoded = np.asarray(Image.open(io.BytesIO(_images()[0]["n04000000"]["n04000000_2.JPEG"])).convert("RGB"))
     assert train["n04000000_2.JPEG"][2:] == (decoded.shape, decoded.tobytes())  # CMYK, converted to RGB
+
+
+def test_both_forms_records_have_the_same_keys_and_the_archives_no_boxes(both):
+    _, out_a, out_e, stdout = both
+    assert "the archive form holds no bounding boxes" in stdout
+    for split in ("train", "val"):
+        a, e = (_examples(out / split) for out in (out_a, out_e))
+        assert {frozenset(x.features.feature) for x in a} == {frozenset(x.features.feature) for x in e}, split
+        assert {frozenset(x.features.feature) for x in a} == {frozenset({*SCHEMA, *BOX_SCHEMA})}, split
+        assert all(not x.features.feature["image/object/bbox/xmin"].float_list.value for x in a), split
+    assert any(x.features.feature["image/object/bbox/xmin"].float_list.value for x in _examples(out_e / "val"))
+
+
+def _examples(folder) -> list:
+    """Every record of a split folder as a tf.train.Example (TensorFlow's own parser)."""
+    import tensorflow as tf
+
+    files = sorted(str(f) for f in folder.glob("*.tfrecord"))
+    return [tf.train.Example.FromString(raw.numpy()) for raw in tf.data.TFRecordDataset(files)]
 
 
 def test_rejects_name_the_archive_members_and_counts_reconcile(both):

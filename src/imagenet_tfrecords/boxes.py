@@ -140,20 +140,27 @@ def parse_tinyimagenet_train(loc: Location, wnid: str, labels: dict[str, int]) -
     return table.parsed()
 
 
-def parse_tinyimagenet_val(loc: Location, labels: dict[str, int]) -> Parsed:
-    """``val/val_annotations.txt``: 'file<TAB>wnid<TAB>x0<TAB>y0<TAB>x1<TAB>y1' per line; a line of
-    two fields (file and wnid, as ``parse_val_annotations`` also takes) gives its file no box."""
-    table = _Table(labels)
+def tinyimagenet_val_lines(loc: Location) -> Iterator[tuple[int, str, str, tuple[float, ...] | None]]:
+    """(line number, file, wnid, box coordinates or None) of each line of ``val/val_annotations.txt``:
+    'file<TAB>wnid[<TAB>x0<TAB>y0<TAB>x1<TAB>y1]' (the grammar the layout's labels and the boxes share)."""
     for n, line in read_lines(loc):
         fields = line.split("\t")
         if len(fields) not in (2, 6) or not fields[0] or not fields[1]:
             raise MetadataError(
                 f"{loc.url}:{n}: expected 'file<TAB>wnid[<TAB>x0<TAB>y0<TAB>x1<TAB>y1]', got {line[:80]!r}"
             )
-        if len(fields) == 2:
-            table.boxes.setdefault(fields[0], {})
+        yield n, fields[0], fields[1], _coords(fields[2:], loc, n) if len(fields) == 6 else None
+
+
+def parse_tinyimagenet_val(loc: Location, labels: dict[str, int]) -> Parsed:
+    """``val/val_annotations.txt`` (tinyimagenet_val_lines): a line without coordinates gives its
+    file no box."""
+    table = _Table(labels)
+    for _, file, wnid, coords in tinyimagenet_val_lines(loc):
+        if coords is None:
+            table.boxes.setdefault(file, {})
         else:
-            table.add(fields[0], fields[1], _coords(fields[2:], loc, n))
+            table.add(file, wnid, coords)
     return table.parsed()
 
 
@@ -171,7 +178,7 @@ def parse_imagenet_val(loc: Location, labels: dict[str, int]) -> Parsed:
 def _parse_solution(loc: Location, labels: dict[str, int], *, train: bool) -> Parsed:
     """'ImageId,PredictionString' lines, the string repeating 'wnid x0 y0 x1 y1', after the header."""
     table = _Table(labels)
-    for folder, file, boxes in _solution_rows(loc, iter(read_lines(loc)), train=train):
+    for _, folder, file, boxes in solution_rows(loc, iter(read_lines(loc)), train=train):
         if not train or folder in labels:
             for wnid, coords in boxes:
                 table.add(file, wnid, coords)
@@ -192,7 +199,7 @@ class TrainSolution:
         self.spill = tempfile.mkdtemp(prefix="imagenet-tfrecords-boxes-")
         self.close = weakref.finalize(self, shutil.rmtree, self.spill, ignore_errors=True)
         held: dict[str, list] = {}
-        for n, (folder, file, boxes) in enumerate(_solution_rows(loc, stream_lines(loc), train=True)):
+        for n, (_, folder, file, boxes) in enumerate(solution_rows(loc, stream_lines(loc), train=True)):
             if folder in labels:
                 held.setdefault(folder, []).append((file, boxes))
             if n % self.BATCH == self.BATCH - 1:
@@ -217,9 +224,10 @@ class TrainSolution:
         return table.parsed()
 
 
-def _solution_rows(loc: Location, lines: Iterator[tuple[int, str]], *, train: bool) -> Iterator[tuple]:
-    """(class folder, file name, [(wnid, coords)...]) of each line after the header (the folder:
-    a train ImageId's '<wnid>' prefix, else "")."""
+def solution_rows(loc: Location, lines: Iterator[tuple[int, str]], *, train: bool) -> Iterator[tuple]:
+    """(line number, class folder, file name, [(wnid, coords)...]) of each line after the header
+    (the folder: a train ImageId's '<wnid>' prefix, else ""): the grammar of ``LOC_*_solution.csv``,
+    which the layout's val labels and the boxes share."""
     from .layouts.imagenet import CSV_HEADER, EXTENSION  # (the layouts read boxes through this module)
 
     n, got = next(lines, (1, ""))
@@ -236,7 +244,7 @@ def _solution_rows(loc: Location, lines: Iterator[tuple[int, str]], *, train: bo
         if train and not (folder and underscore):
             raise MetadataError(f"{loc.url}:{n}: expected a train ImageId '<wnid>_<number>', got {image_id!r}")
         boxes = [(tokens[i], _coords(tokens[i + 1 : i + 5], loc, n)) for i in range(0, len(tokens), 5)]
-        yield folder if train else "", image_id + EXTENSION, boxes
+        yield n, folder if train else "", image_id + EXTENSION, boxes
 
 
 def normalise(boxes: Iterable[Box], height: int, width: int, *, inclusive: bool) -> tuple[tuple[Box, ...], int, int]:

@@ -2,9 +2,8 @@
 
 ``TFRecordImages(source, split)`` is a ``torch.utils.data.IterableDataset`` of ``(image, label)``:
 ``image`` a uint8 tensor [H, W, 3], ``label`` an int as stored (-1 for test), in every format. Records
-are unframed by ``records.iter_records`` (both CRC32C checksums checked) and parsed by
-``records.parse_example``; the JPEG of tf-models and tfds records is decoded by libjpeg-turbo
-(``formats.decode_record``). Files are read through fsspec, so local paths, gs:// and s3:// all work.
+are unframed by ``records.iter_records`` (both CRC32C checksums checked) and decoded by
+``formats.decode_record`` (the JPEG of tf-models and tfds records by libjpeg-turbo). Files are read through fsspec, so local paths, gs:// and s3:// all work.
 
 Splitting: the split's records, numbered globally in the order of dataset_info.json's shard list,
 are cut into ``world_size * num_workers`` contiguous, near-equal parts; part ``rank * num_workers +
@@ -27,7 +26,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from . import formats
 from .fs import Location
 from .reader import dataset_info
-from .records import CorruptShard, iter_records, parse_example, parse_index
+from .records import CorruptShard, iter_records, parse_index
 
 _BLOCK = 256  # records: with shuffle, a part's ranges are cut into blocks of this size read in a random order
 
@@ -160,22 +159,13 @@ class TFRecordImages(IterableDataset):
 
 
 def _decode(record: bytes, file: str, n: int, fmt: str = formats.SEED) -> tuple[torch.Tensor, int]:
-    if fmt != formats.SEED:  # JPEG bytes, decoded by libjpeg-turbo
-        try:
-            pixels, label, _ = formats.decode_record(fmt, record)
-        except (KeyError, IndexError) as e:
-            raise CorruptShard(f"{file}: record {n} has no {e} feature") from None
-        except ValueError as e:
-            raise CorruptShard(f"{file}: record {n}: {e}") from None
-        return torch.from_numpy(pixels), int(label)
-    ex = parse_example(record)
+    """A record of any format as (uint8 pixels [H, W, C], label) (formats.decode_record); a record
+    that does not decode is a CorruptShard naming the file and the record."""
     try:
-        h, w, c = ex["height"][0], ex["width"][0], ex["channel"][0]
-        pixels, label = ex["image_raw"][0], ex["label"][0]
+        pixels, label, _ = formats.decode_record(fmt, record)
     except (KeyError, IndexError) as e:
         raise CorruptShard(f"{file}: record {n} has no {e} feature") from None
-    if len(pixels) != h * w * c:
-        raise CorruptShard(f"{file}: record {n}: image_raw is {len(pixels)} bytes, not {h}*{w}*{c}")
-    if not pixels:  # (torch.frombuffer refuses an empty buffer)
-        return torch.empty((h, w, c), dtype=torch.uint8), int(label)
-    return torch.frombuffer(bytearray(pixels), dtype=torch.uint8).reshape(h, w, c), int(label)
+    except ValueError as e:
+        raise CorruptShard(f"{file}: record {n}: {e}") from None
+    # (seed's pixels are a read-only view of the record; torch wants memory of its own)
+    return torch.from_numpy(pixels if pixels.flags.writeable else pixels.copy()), int(label)

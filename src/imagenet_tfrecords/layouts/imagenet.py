@@ -76,23 +76,12 @@ def parse_val_solution(
     loc: Location, labels: dict[str, int]
 ) -> tuple[dict[str, tuple[int | None, str | None]], list[str]]:
     """file name -> (label, reject reason), and warnings for harmless oddities (a repeated line)."""
-    lines = read_lines(loc)
-    if not lines or lines[0][1].replace(" ", "") != CSV_HEADER:
-        n, got = lines[0] if lines else (1, "")
-        raise MetadataError(f"{loc.url}:{n}: expected the header {CSV_HEADER!r}, got {got[:80]!r}")
     out: dict[str, tuple[int | None, str | None]] = {}
     first: dict[str, tuple[int, str | None]] = {}
     warnings: list[str] = []
-    for n, line in lines[1:]:
-        image_id, comma, prediction = line.partition(",")
-        image_id = image_id.strip()
-        tokens = prediction.split()
-        if not comma or not _ID.fullmatch(image_id) or not tokens or len(tokens) % 5:
-            raise MetadataError(
-                f"{loc.url}:{n}: expected 'ImageId,wnid x0 y0 x1 y1[ wnid x0 y0 x1 y1...]', got {line[:80]!r}"
-            )
-        file = image_id + EXTENSION
-        wnids = sorted(set(tokens[::5]))
+    for n, _, file, found in boxes.solution_rows(loc, iter(read_lines(loc)), train=False):
+        image_id = file.removesuffix(EXTENSION)
+        wnids = sorted({w for w, _ in found})
         wnid = wnids[0] if len(wnids) == 1 else None  # None: the boxes name several classes
         if file in first:
             prev_n, prev_wnid = first[file]

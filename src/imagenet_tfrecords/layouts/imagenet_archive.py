@@ -28,6 +28,7 @@ from collections.abc import Iterable, Iterator
 
 import numpy as np
 
+from .. import boxes
 from ..archive import Member, iter_inner, list_tar
 from ..fs import Entry, Location, file_entry
 from ..plan import (
@@ -86,6 +87,9 @@ def plan(root: Location, shard_size: int, layout: str, train_order: str = MIXED,
     else:
         warnings.append(f"{root.child(TEST_TAR).url}: no test split (file not found)")
     classes = [ClassInfo(w, by_wnid[w].words) for w in labels]
+    # The archives hold no boxes; the records still carry the box keys, empty, as the extracted
+    # form's do for an image without boxes: both forms' records have the same keys.
+    warnings.append(f"{root.url}: the archive form holds no bounding boxes (the records' box lists are empty)")
     return Plan(
         data=root.url,
         classes=classes,
@@ -96,6 +100,7 @@ def plan(root: Location, shard_size: int, layout: str, train_order: str = MIXED,
         problems=problems,
         train_order=train_order,
         train=train,
+        boxes=boxes.CONVENTIONS[layout],
     )
 
 

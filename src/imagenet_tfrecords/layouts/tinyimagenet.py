@@ -76,13 +76,7 @@ def parse_val_annotations(
     first: dict[str, tuple[int, str]] = {}
     warnings: list[str] = []
     name = loc.url.rsplit("/", 1)[-1]
-    for n, line in read_lines(loc):
-        fields = line.split("\t")
-        if len(fields) not in (2, 6) or not fields[0] or not fields[1]:
-            raise MetadataError(
-                f"{loc.url}:{n}: expected 'file<TAB>wnid[<TAB>x0<TAB>y0<TAB>x1<TAB>y1]', got {line[:80]!r}"
-            )
-        file, wnid = fields[0], fields[1]
+    for n, file, wnid, _ in boxes.tinyimagenet_val_lines(loc):
         if file in first:
             prev_n, prev_wnid = first[file]
             if prev_wnid == wnid:
