@@ -93,6 +93,15 @@ def test_default_mixed_train_shards_hold_about_a_thousand_files(meta_dir, tmp_pa
         assert keys == sorted(keys) and {int(k, 16) * 2 >> 64 for k in keys} == {i}
 
 
+def test_an_explicit_train_shard_count_still_plans_every_train_image(sample_dir):
+    default = build_plan(str(sample_dir))
+    explicit = build_plan(str(sample_dir), train_shards=5)
+    train = [s for s in explicit.all_shards() if s.split == "train"]
+    names = sorted(f.name for s in train for f in s.sources)
+    assert len(train) == 5 and len(names) == 72
+    assert names == sorted(f.name for s in default.all_shards() if s.split == "train" for f in s.sources)
+
+
 @pytest.mark.parametrize("missing", ["wnids.txt", "words.txt", "val/val_annotations.txt"])
 def test_missing_metadata_fails_fast_naming_the_file(sample_copy, missing):
     (sample_copy / missing).unlink()

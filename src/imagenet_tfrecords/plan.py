@@ -489,7 +489,8 @@ def train_shards(folder: str, classes: Iterable[list[Row]], order: str = MIXED, 
         if order == PER_CLASS:
             count = _spill_per_class(classes, spill)
         else:
-            count = count or default_train_shards(_spill_mixed(classes, spill))
+            total = _spill_mixed(classes, spill)  # (always: it lists the classes)
+            count = count or default_train_shards(total)
     except BaseException:
         shutil.rmtree(spill, ignore_errors=True)
         raise

@@ -3,7 +3,8 @@
 ``TFRecordImages(source, split)`` is a ``torch.utils.data.IterableDataset`` of ``(image, label)``:
 ``image`` a uint8 tensor [H, W, 3], ``label`` an int as stored (-1 for test), in every format. Records
 are unframed by ``records.iter_records`` (both CRC32C checksums checked) and decoded by
-``formats.decode_record`` (the JPEG of tf-models and tfds records by libjpeg-turbo). Files are read through fsspec, so local paths, gs:// and s3:// all work.
+``formats.decode_record`` (the JPEG of tf-models and tfds records by libjpeg-turbo). Files are read
+through fsspec, so local paths, gs:// and s3:// all work.
 
 Splitting: the split's records, numbered globally in the order of dataset_info.json's shard list,
 are cut into ``world_size * num_workers`` contiguous, near-equal parts; part ``rank * num_workers +
