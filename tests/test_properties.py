@@ -6,6 +6,7 @@ framed with records.frame, then read back with TensorFlow's own TFRecordDataset 
 parse_single_example(feature_spec()), and compared with tf.train.Example built by TensorFlow.
 """
 
+import json
 import re
 import tempfile
 from pathlib import Path
@@ -15,8 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from imagenet_tfrecords import records
-from imagenet_tfrecords.fs import Location
+from imagenet_tfrecords.fs import Entry, Location
 from imagenet_tfrecords.layouts.tinyimagenet import parse_val_annotations, parse_wnids, parse_words
+from imagenet_tfrecords.plan import MIXED, PER_CLASS, Source, listed_rows, train_shards
 
 SETTINGS = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 INT64 = st.integers(-(2**63), 2**63 - 1)
@@ -192,3 +194,27 @@ def test_one_hot(label, num_classes):
     assert v.sum() == (0 if label == -1 else 1)
     if label >= 0:
         assert v[label] == 1
+
+
+box = st.tuples(*[st.floats(0, 500, allow_nan=False)] * 4, st.integers(0, 999))
+source = st.builds(
+    Source,
+    name=file_name,
+    label=st.none() | st.integers(-1, 999),
+    reason=st.none() | st.text(max_size=20),
+    span=st.none() | st.tuples(st.integers(0, 2**40), st.integers(0, 2**30)),
+    boxes=st.lists(box, max_size=3).map(tuple),
+)
+
+
+@SETTINGS
+@given(st.lists(source, max_size=20, unique_by=lambda s: s.name), st.sampled_from([MIXED, PER_CLASS]))
+def test_train_shards_made_from_rows_hold_the_sources_as_listed(sources, order):
+    """plan.train_shards writes each shard's JSON from plain rows, not from Source objects: every
+    kind of source (rejected, archive member, with boxes) reads back as it was listed."""
+    entries = [Entry(s.name, "file", len(s.name), 7) for s in sources]
+    rows = listed_rows("train", list(zip(sources, entries, strict=True)), order, 0)
+    train = train_shards("train", [rows], order, 3 if order == MIXED else 0)
+    read = [Source.from_json(f) for _, text in train.texts() for f in json.loads(text)["files"]]
+    train.close()
+    assert sorted(read) == sorted(sources) and len(read) == len(sources)
