@@ -73,6 +73,22 @@ def _files(root):
     }
 
 
+@pytest.mark.parametrize("order", ["mixed", "per-class"])
+def test_a_train_class_without_images_is_a_problem_listed_with_its_reason(folder_dir, tmp_path, order):
+    import shutil
+
+    root = tmp_path / "data"
+    shutil.copytree(folder_dir, root)
+    (root / "train" / "empty").mkdir()
+    (root / "train" / "empty" / "notes.txt").write_text("no pixels\n")  # a file, but not an image
+    plan = build_plan(str(root), train_order=order)
+    outcome = "class has no train records" if order == "mixed" else "class gets an empty shard"
+    assert plan.problems == [{"path": "train/empty", "reason": f"class directory has no images ({outcome})"}]
+    train = [f for s in plan.all_shards() if s.split == "train" for f in s.sources]
+    assert ("empty/notes.txt", None, "not an image file (extension .txt)") in [f[:3] for f in train]
+    assert plan.problems == Plan.from_json(plan.to_json()).problems
+
+
 @pytest.fixture(scope="module")
 def converted(folder_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("out")

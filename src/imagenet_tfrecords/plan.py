@@ -378,16 +378,19 @@ def class_listings(
     order: str,
     boxes_of: Callable[[str], Parsed | None] | None = None,
     box_notes: list | None = None,
+    reason_of: Callable[[str], str | None] | None = None,
 ) -> Iterator[list[Row]]:
     """The train sources of each class folder ``folder/<sub>`` of ``classes`` ((sub, label) in
     label order), one list of rows (listed_rows) a class, in that order, named ``sub/<name>``: its
     files labelled ``label`` (in natural order for per-class shards), then its other entries
-    (folders, links leaving the root...) with their reasons. ``boxes_of(sub)`` gives the boxes of a
-    class's files by file name where the layout has boxes (None: the class has none); each class's
-    outcome, (sub, the boxes dropped for naming an unknown class by file, or None), is appended to
-    ``box_notes``. A folder without files is appended to ``problems``.
+    (folders, links leaving the root...) with their reasons. ``reason_of(name)``, where given, says
+    why a file is not taken as an image by its name alone (None: it is): such a file is a reject
+    with that reason. ``boxes_of(sub)`` gives the boxes of a class's files by file name where the
+    layout has boxes (None: the class has none); each class's outcome, (sub, the boxes dropped for
+    naming an unknown class by file, or None), is appended to ``box_notes``. A folder without
+    images is appended to ``problems``.
 
-    boxes_of need not be picklable: the listing processes are forked with it."""
+    boxes_of and reason_of need not be picklable: the listing processes are forked with them."""
     natural = order == PER_CLASS
 
     def rows_of(number: int) -> tuple[list[Row], int, dict | None]:
@@ -396,8 +399,12 @@ def class_listings(
         parsed = boxes_of(sub) if boxes_of else None
         found = parsed.boxes if parsed else {}
         listing = [(Source(f"{sub}/{n}", label, boxes=found.get(n, ())), e) for n, e in files.items()]
+        images = len(listing)
+        if reason_of:
+            listing = [(s._replace(label=None, reason=why) if (why := reason_of(e.name)) else s, e) for s, e in listing]
+            images = sum(s.reason is None for s, _ in listing)
         listing += [(Source(f"{sub}/{e.name}", None, e.reason), e) for e in others]
-        return listed_rows(folder, listing, order, number), len(files), parsed.unknown if parsed else None
+        return listed_rows(folder, listing, order, number), images, parsed.unknown if parsed else None
 
     numbers = range(len(classes))
     if root.is_local and len(classes) > 1 and (cpus := _cpus()) > 1:
@@ -405,8 +412,8 @@ def class_listings(
     else:
         listed = _ahead(rows_of, numbers, 1 if root.is_local else LISTING_THREADS)
     outcome = "class gets an empty shard" if order == PER_CLASS else "class has no train records"
-    for (sub, _), (rows, files, unknown) in zip(classes, listed, strict=True):
-        if not files:
+    for (sub, _), (rows, images, unknown) in zip(classes, listed, strict=True):
+        if not images:
             problems.append({"path": f"{folder}/{sub}", "reason": f"class directory has no images ({outcome})"})
         if boxes_of and box_notes is not None:
             box_notes.append((sub, unknown))

@@ -29,9 +29,9 @@ from ..plan import (
     Plan,
     Shard,
     Source,
+    class_listings,
     fixed_shards,
     list_images,
-    listed_rows,
     train_shards,
 )
 
@@ -75,6 +75,7 @@ def plan(root: Location, shard_size: int, train_order: str = MIXED, train_count:
     labels = {name: i for i, name in enumerate(classes)}
     rejects: list[dict] = []
     warnings: list[str] = []
+    problems: list[dict] = []
     shards: list[Shard] = []
     train_plan = None
     for split, folder in present:
@@ -91,10 +92,8 @@ def plan(root: Location, shard_size: int, train_order: str = MIXED, train_count:
             if e.kind != "dir"
         ]
         if split == "train":
-            per_class = (
-                listed_rows(folder, _class_listing(root, folder, name, label, warnings), train_order, label)
-                for name, label in labels.items()
-            )
+            class_labels = list(labels.items())
+            per_class = class_listings(root, folder, class_labels, problems, train_order, reason_of=not_an_image)
             train_plan = train_shards(folder, per_class, train_order, train_count)
             shards += train_plan.light()
             continue
@@ -116,18 +115,10 @@ def plan(root: Location, shard_size: int, train_order: str = MIXED, train_count:
         rejects=rejects,
         warnings=warnings,
         layout=NAME,
+        problems=problems,
         train_order=train_order,
         train=train_plan,
     )
-
-
-def _class_listing(root: Location, folder: str, name: str, label: int, warnings: list[str]) -> list:
-    """A train class folder's sources (named ``name/<file>``) with their entries, for train_shards."""
-    files, others = list_images(root.child(folder, name), root)
-    sources = _sources(files, others, f"{name}/", label)
-    if not any(s.reason is None for s in sources):
-        warnings.append(f"{folder}/{name}: class folder has no images")
-    return list(zip(sources, [*files.values(), *others], strict=True))
 
 
 def _sources(
