@@ -248,7 +248,7 @@ def decode_record(fmt: str, record: bytes) -> Record:
         h, w, c = ex["height"][0], ex["width"][0], ex["channel"][0]
         pixels = ex[image_key][0]
         if len(pixels) != h * w * c:
-            raise ValueError(f"image_raw is {len(pixels)} bytes, not {h}*{w}*{c}")
+            raise ValueError(f"image_raw holds {len(pixels)} bytes, not height*width*channel = {h}*{w}*{c}")
         return Record(np.frombuffer(pixels, dtype=np.uint8).reshape(h, w, c), label, name)
     try:
         return Record(simplejpeg.decode_jpeg(ex[image_key][0], colorspace="RGB"), label, name)

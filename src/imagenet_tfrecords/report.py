@@ -25,7 +25,7 @@ from PIL import Image
 from . import formats
 from .fs import Location
 from .plan import SPLITS
-from .records import CorruptShard, iter_records, parse_example
+from .records import CorruptShard, iter_records
 from .stats import read_info
 
 SAMPLES_PER_SPLIT = 8
@@ -39,42 +39,17 @@ class Sample:
     split: str
     filename: str
     label: int
-    wnid: str
     pixels: np.ndarray  # H x W x C uint8
 
 
-def decode_record(data: bytes, split: str) -> Sample:
-    """A record of the schema back to its pixels, label and file name."""
-    f = parse_example(data)
-    try:
-        h, w, c = (int(f[k][0]) for k in ("height", "width", "channel"))
-        raw = f["image_raw"][0]
-    except (KeyError, IndexError) as e:
-        raise ValueError(f"record lacks feature {e}") from None
-    if len(raw) != h * w * c or c not in (1, 3, 4):
-        raise ValueError(f"image_raw holds {len(raw)} bytes, not height*width*channel = {h}*{w}*{c}")
-
-    def first(key, default):
-        return f[key][0] if f.get(key) else default
-
-    return Sample(
-        split=split,
-        filename=first("filename", b"").decode(errors="replace"),
-        label=int(first("label", -1)),
-        wnid=first("wnid", b"").decode(errors="replace"),
-        pixels=np.frombuffer(raw, np.uint8).reshape(h, w, c),
-    )
-
-
 def decode_any(data: bytes, split: str, fmt: str = formats.SEED, label_offset: int = 0) -> Sample:
-    """A record of any format back to a Sample; its label is the class index (``label_offset`` taken off)."""
-    if fmt == formats.SEED:
-        return decode_record(data, split)
+    """A record of any format back to a Sample (formats.decode_record); its label is the class
+    index (``label_offset`` taken off). A record that does not decode raises ValueError."""
     try:
         pixels, label, filename = formats.decode_record(fmt, data)
     except (KeyError, IndexError) as e:
         raise ValueError(f"record lacks feature {e}") from None
-    return Sample(split, filename, label - label_offset if label >= 0 else -1, "", pixels)
+    return Sample(split, filename, label - label_offset if label >= 0 else -1, pixels)
 
 
 def read_samples(
@@ -221,9 +196,8 @@ def _labels(root: Location) -> list[tuple[str, str]]:
 def _figure(s: Sample, labels: list[tuple[str, str]]) -> str:
     uri, w, h = _png_uri(s.pixels)
     if s.label >= 0:
-        words = labels[s.label][1] if s.label < len(labels) else s.wnid
+        wnid, words = labels[s.label] if s.label < len(labels) else ("", "")
         caption = f"<b>{s.label}</b> {_e(_short(words))}"
-        wnid = s.wnid or (labels[s.label][0] if s.label < len(labels) else "")
         title = f"{s.filename}\nlabel {s.label} {wnid}: {words}"
     else:
         caption = _e(s.filename.rsplit("/", 1)[-1])
