@@ -228,6 +228,23 @@ def test_output_is_byte_identical_and_resumes_until_an_archive_changes(both, tmp
     assert all(p.read_bytes() == (out_a / rel).read_bytes() for rel, p in written.items())
 
 
+@pytest.mark.slow
+def test_the_kubeflow_pipeline_over_the_archives_writes_what_convert_writes(both, tmp_path):
+    """`run` (kfp.local, three conversion tasks) on the archive form: the same shards, byte for
+    byte, and the same split sizes as `convert`; verify passes."""
+    archives, out_a, _, _ = both
+    out = tmp_path / "run"
+    small = ["--shard-size", "2", "--max-reject-fraction", "1"]  # as convert_small_shards
+    p = run_cli("run", "--data", archives, "--output", out, *small, "--max-tasks", "3")
+    assert "layout: imagenet (detected)" in p.stdout.splitlines()
+    shards = {q.relative_to(out).as_posix(): q.read_bytes() for q in out.rglob("*.tfrecord")}
+    assert len(shards) == len(list(out_a.rglob("*.tfrecord"))) > 3
+    assert all(data == (out_a / rel).read_bytes() for rel, data in shards.items())
+    assert (out / "sizes.txt").read_text() == (out_a / "sizes.txt").read_text() == "train,7\nval,5\ntest,3"
+    assert (out / "rejects.tsv").read_text() == (out_a / "rejects.tsv").read_text()
+    run_cli("verify", out)
+
+
 def test_plan_of_the_archive_form(tmp_path):
     data = write_archives(tmp_path / "data", test=False)
     assert detect(str(data)) == "imagenet"
