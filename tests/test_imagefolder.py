@@ -5,6 +5,7 @@ import hashlib
 import io
 import json
 import re
+import shutil
 
 import numpy as np
 import pytest
@@ -75,8 +76,6 @@ def _files(root):
 
 @pytest.mark.parametrize("order", ["mixed", "per-class"])
 def test_a_train_class_without_images_is_a_problem_listed_with_its_reason(folder_dir, tmp_path, order):
-    import shutil
-
     root = tmp_path / "data"
     shutil.copytree(folder_dir, root)
     (root / "train" / "empty").mkdir()

@@ -398,11 +398,11 @@ def class_listings(
         files, others = list_images(root.child(folder, sub), root, natural=natural)
         parsed = boxes_of(sub) if boxes_of else None
         found = parsed.boxes if parsed else {}
-        listing = [(Source(f"{sub}/{n}", label, boxes=found.get(n, ())), e) for n, e in files.items()]
-        images = len(listing)
-        if reason_of:
-            listing = [(s._replace(label=None, reason=why) if (why := reason_of(e.name)) else s, e) for s, e in listing]
-            images = sum(s.reason is None for s, _ in listing)
+        listing = []
+        for n, e in files.items():
+            why = reason_of(n) if reason_of else None
+            listing.append((Source(f"{sub}/{n}", None if why else label, why, boxes=found.get(n, ())), e))
+        images = sum(s.reason is None for s, _ in listing)
         listing += [(Source(f"{sub}/{e.name}", None, e.reason), e) for e in others]
         return listed_rows(folder, listing, order, number), images, parsed.unknown if parsed else None
 
@@ -496,7 +496,7 @@ def train_shards(folder: str, classes: Iterable[list[Row]], order: str = MIXED, 
         if order == PER_CLASS:
             count = _spill_per_class(classes, spill)
         else:
-            total = _spill_mixed(classes, spill)  # (always: it lists the classes)
+            total = _spill_mixed(classes, spill)  # (whether or not count is given: this is the listing)
             count = count or default_train_shards(total)
     except BaseException:
         shutil.rmtree(spill, ignore_errors=True)
