@@ -16,7 +16,9 @@ largest process of its tree, polled from /proc):
 - kfp.local per-task overhead: ``run`` with as many tasks as allowed against one task;
 - peak RSS of the conversion workers on classes of two sizes (flat in the class size);
 - for the cost model: per-image cost of ``convert_shard`` (and of the decode alone) on ~110 KB
-  400x350 JPEGs, in this process, and import times.
+  400x350 JPEGs, in this process, and import times; on those JPEGs too, ``convert`` with 1 and every
+  worker, and the decode-only bound against ``convert --format tf-models`` (the tf-models target where
+  images are the size of ImageNet's).
 
 Writes benchmarks/results/<small|full>.json and <small|full>-workers.png, prints a table.
 Datasets are generated once under build/bench-data/<name> and reused.
@@ -34,7 +36,7 @@ from pathlib import Path
 from cost_model import ASSUMED, IMAGENET, cost_model, import_times, per_image_costs
 from data import HERE, LARGE, OUT, SIZES, count_images, dataset, large_dataset, num_tasks
 from measure import CLI, NPROC, PY, Bench, machine
-from report import BASELINE, PER_CLASS, TF_MODELS, checks, plot, ratios, report
+from report import BASELINE, DECODE_LARGE, PER_CLASS, TF_MODELS, TF_MODELS_LARGE, checks, plot, ratios, report
 
 RESULTS = HERE / "results"
 
@@ -108,8 +110,9 @@ def measure_worker_rss(bench: Bench, class_sizes: str) -> list[dict]:
     return rss
 
 
-def measure_cost_inputs(bench: Bench) -> dict:
-    """Per-image cost of large images, convert on them with 1 and every worker, import times; the model."""
+def measure_cost_inputs(bench: Bench, repeat: int) -> dict:
+    """Per-image cost of large images, convert on them with 1 and every worker (and, ``repeat`` times
+    in turn, in tf-models against their decode bound), import times; the model."""
     print("cost model: 400x350 JPEGs, import times", flush=True)
     large = large_dataset()
     costs = per_image_costs(large)
@@ -118,6 +121,11 @@ def measure_cost_inputs(bench: Bench) -> dict:
         name = f"convert 400x350, {w} worker{'s' if w > 1 else ''}"
         cmd = convert_cmd(large, OUT / "large", w)
         rows.append(bench.measure(name, cmd, kind="convert", out=OUT / "large", images=LARGE["images"]))
+    bound = [PY, HERE / "decode_bound.py", large, str(NPROC)]
+    tf_models = [*convert_cmd(large, OUT / "large", NPROC), "--format", "tf-models"]
+    for _ in range(repeat):
+        bench.measure(DECODE_LARGE, bound, kind="decode", images=LARGE["images"])
+        bench.measure(TF_MODELS_LARGE, tf_models, kind="convert", out=OUT / "large", images=LARGE["images"])
     imports = import_times(3)
     # A pod's CPUs are its own (request = limit): what parallel work costs is the extra CPU time per image,
     # which other work on this shared machine disturbs less than it disturbs wall time.
@@ -163,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         measure_round(bench, data, OUT / size, workers, baseline=not args.skip_baseline)
     per_task = measure_task_overhead(bench)
     rss = measure_worker_rss(bench, args.rss_classes)
-    cost = measure_cost_inputs(bench)
+    cost = measure_cost_inputs(bench, repeat)
 
     rows = bench.rows
     rows["decode-only bound"]["workers"] = NPROC
