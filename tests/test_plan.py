@@ -6,10 +6,12 @@ from collections import Counter
 
 import pytest
 
+from imagenet_tfrecords import plan as planning
 from imagenet_tfrecords.fs import Location
 from imagenet_tfrecords.layouts import build_plan
 from imagenet_tfrecords.layouts.tinyimagenet import parse_val_annotations, parse_wnids, parse_words
 from imagenet_tfrecords.plan import (
+    CLASSES_PER_TASK,
     MetadataError,
     Plan,
     PlanError,
@@ -20,6 +22,7 @@ from imagenet_tfrecords.plan import (
     source_hash,
     write_slices,
 )
+from imagenet_tfrecords.sample import write_sample
 
 
 def test_real_metadata(meta_dir):
@@ -100,6 +103,31 @@ def test_an_explicit_train_shard_count_still_plans_every_train_image(sample_dir)
     names = sorted(f.name for s in train for f in s.sources)
     assert len(train) == 5 and len(names) == 72
     assert names == sorted(f.name for s in default.all_shards() if s.split == "train" for f in s.sources)
+
+
+@pytest.mark.parametrize("order", ["mixed", "per-class"])
+def test_listing_processes_plan_what_one_process_plans_across_their_tasks(tmp_path, monkeypatch, order):
+    """Class folders listed by forked processes, CLASSES_PER_TASK a task, give the same shards as a
+    listing in this process, and each problem and missing boxes file is named for its own class."""
+    if planning._cpus() < 2:
+        pytest.skip("one CPU: planning lists every class folder in this process")
+    root = tmp_path / "data"
+    write_sample(str(root), classes=2 * CLASSES_PER_TASK + 3, train_per_class=3, val=4, test=2)
+    wnids = sorted((root / "wnids.txt").read_text().split())
+    empty, unboxed = wnids[CLASSES_PER_TASK + 1], wnids[2 * CLASSES_PER_TASK + 1]
+    for f in (root / "train" / empty / "images").iterdir():
+        f.unlink()
+    (root / "train" / unboxed / f"{unboxed}_boxes.txt").unlink()
+    forked = build_plan(str(root), train_order=order)
+    monkeypatch.setattr(planning, "_cpus", lambda: 1)
+    alone = build_plan(str(root), train_order=order)
+    assert list(forked.shard_texts()) == list(alone.shard_texts())
+    outcome = "class has no train records" if order == "mixed" else "class gets an empty shard"
+    problem = {"path": f"train/{empty}/images", "reason": f"class directory has no images ({outcome})"}
+    assert forked.problems == alone.problems == [problem]
+    boxes_file = Location.of(str(root)).child("train", unboxed, f"{unboxed}_boxes.txt").url
+    assert forked.warnings == alone.warnings
+    assert [w for w in forked.warnings if "boxes" in w] == [f"{boxes_file}: not found (their images get no boxes)"]
 
 
 @pytest.mark.parametrize("missing", ["wnids.txt", "words.txt", "val/val_annotations.txt"])

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from imagenet_tfrecords import records
 from imagenet_tfrecords.fs import Entry, Location
 from imagenet_tfrecords.layouts.tinyimagenet import parse_val_annotations, parse_wnids, parse_words
-from imagenet_tfrecords.plan import MIXED, PER_CLASS, Source, listed_rows, train_shards
+from imagenet_tfrecords.plan import MIXED, PER_CLASS, Source, listed_rows, pack, train_shards
 
 SETTINGS = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 INT64 = st.integers(-(2**63), 2**63 - 1)
@@ -214,7 +214,7 @@ def test_train_shards_made_from_rows_hold_the_sources_as_listed(sources, order):
     kind of source (rejected, archive member, with boxes) reads back as it was listed."""
     entries = [Entry(s.name, "file", len(s.name), 7) for s in sources]
     rows = listed_rows("train", list(zip(sources, entries, strict=True)), order, 0)
-    train = train_shards("train", [rows], order, 3 if order == MIXED else 0)
+    train = train_shards("train", [pack([rows], order)], order, 3 if order == MIXED else 0)
     read = [Source.from_json(f) for _, text in train.texts() for f in json.loads(text)["files"]]
     train.close()
     assert sorted(read) == sorted(sources) and len(read) == len(sources)

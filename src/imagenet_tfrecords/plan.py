@@ -6,9 +6,10 @@ metadata, and warnings. Every shard's sources (files, labels and reject reasons)
 time. Train shards are cut by ``train_shards``: "mixed" (default) puts every train file in the
 shard its path's stable hash falls in, in hash order, so each shard mixes the classes (as TFDS
 does); "per-class" makes one shard per class folder in file order. The listing is spilled to
-local disk while it is made, so planning holds one class folder or one hash bucket at a time,
-never the whole train split. Shard names depend only on the dataset, never on how
-shards are grouped into tasks, so output is the same however the work is spread.
+local disk while it is made (packed for the spill files where it is listed), so planning holds a
+few class folders or one hash bucket at a time, never the whole train split. Shard names depend
+only on the dataset, never on how shards are grouped into tasks, so output is the same however
+the work is spread.
 
 The Plan round-trips through JSON (plan.json, the pipeline's first artifact) without the shards'
 sources: ``write_slices`` writes each conversion task's shards, sources included, to a slice file
@@ -52,7 +53,7 @@ MIXED, PER_CLASS = "mixed", "per-class"
 TRAIN_ORDERS = (MIXED, PER_CLASS)
 TRAIN_RECORDS_PER_SHARD = 1000  # mixed train shards' default size: 100 shards for TinyImageNet, 1,281 for ImageNet
 HASH_BUCKETS = 256  # spill files of a mixed train listing, by the first byte of the path hash
-SPILL_ROWS = 16384  # sources of a mixed train listing held before they are written to the buckets
+SPILL_ROWS = 16384  # train sources packed together when listed by the planning process (packed_classes)
 SLICES_DIR = "_work/plan"  # under the output: each conversion task's shards (write_slices)
 
 
@@ -363,11 +364,51 @@ def listed_rows(folder: str, listing: list[Listed], order: str, number: int) -> 
     return [(number, *s, e.kind, e.size, e.stamp) for s, e in listing]
 
 
+class Packed(NamedTuple):
+    """The rows of one or more classes (listed_rows) as train_shards spills them: ``parts`` maps a
+    spill file's name to one pickled list of rows for it. Packed where the rows are listed (in a
+    listing process), so the process that spills them only appends bytes."""
+
+    classes: int
+    rows: int
+    parts: dict[str, bytes]
+
+
+def pack(row_lists: list[list[Row]], order: str) -> Packed:
+    """The rows of the classes of ``row_lists`` (one list a class, in label order) by spill file:
+    per class, all in one file in order; mixed, each in the bucket of its key's first byte."""
+    rows = list(itertools.chain.from_iterable(row_lists))
+    if order == PER_CLASS:
+        parts = {"all": rows}
+    else:
+        parts = {}
+        for row in rows:
+            parts.setdefault(f"{row[0] >> 56:02x}", []).append(row)
+    blobs = {name: pickle.dumps(part, pickle.HIGHEST_PROTOCOL) for name, part in parts.items()}
+    return Packed(len(row_lists), len(rows), blobs)
+
+
+def packed_classes(row_lists: Iterable[list[Row]], order: str) -> Iterator[Packed]:
+    """pack() of each class's rows, gathered up to SPILL_ROWS rows a Packed (fewer, larger batches
+    in the spill files)."""
+    held: list[list[Row]] = []
+    count = 0
+    for rows in row_lists:
+        held.append(rows)
+        count += len(rows)
+        if count >= SPILL_ROWS:
+            yield pack(held, order)
+            held, count = [], 0
+    if held:
+        yield pack(held, order)
+
+
 # Class folders of an object store listed at once while planning: each listing waits on a round
-# trip. Local folders are listed by a pool of forked processes, one per CPU, a few folders ahead of
-# the process that spills what they list: there the work (listing, parsing the boxes, hashing) is
-# Python's, and threads would only contend.
+# trip. Local folders are listed by a pool of forked processes, one per CPU, a few tasks ahead of
+# the process that spills what they list, CLASSES_PER_TASK folders a task: there the work
+# (listing, parsing the boxes, hashing, pickling) is Python's, and threads would only contend.
 LISTING_THREADS = 8
+CLASSES_PER_TASK = 8
 
 
 def class_listings(
@@ -379,16 +420,16 @@ def class_listings(
     boxes_of: Callable[[str], Parsed | None] | None = None,
     box_notes: list | None = None,
     reason_of: Callable[[str], str | None] | None = None,
-) -> Iterator[list[Row]]:
+) -> Iterator[Packed]:
     """The train sources of each class folder ``folder/<sub>`` of ``classes`` ((sub, label) in
-    label order), one list of rows (listed_rows) a class, in that order, named ``sub/<name>``: its
-    files labelled ``label`` (in natural order for per-class shards), then its other entries
-    (folders, links leaving the root...) with their reasons. ``reason_of(name)``, where given, says
-    why a file is not taken as an image by its name alone (None: it is): such a file is a reject
-    with that reason. ``boxes_of(sub)`` gives the boxes of a class's files by file name where the
-    layout has boxes (None: the class has none); each class's outcome, (sub, the boxes dropped for
-    naming an unknown class by file, or None), is appended to ``box_notes``. A folder without
-    images is appended to ``problems``.
+    label order), as rows (listed_rows) packed for train_shards a few classes at a time, in that
+    order, named ``sub/<name>``: its files labelled ``label`` (in natural order for per-class
+    shards), then its other entries (folders, links leaving the root...) with their reasons.
+    ``reason_of(name)``, where given, says why a file is not taken as an image by its name alone
+    (None: it is): such a file is a reject with that reason. ``boxes_of(sub)`` gives the boxes of a
+    class's files by file name where the layout has them (None: the class has none); each class's
+    outcome, (sub, the boxes dropped for naming an unknown class by file, or None), is appended to
+    ``box_notes``. A folder without images is appended to ``problems``.
 
     boxes_of and reason_of need not be picklable: the listing processes are forked with them."""
     natural = order == PER_CLASS
@@ -406,18 +447,26 @@ def class_listings(
         listing += [(Source(f"{sub}/{e.name}", None, e.reason), e) for e in others]
         return listed_rows(folder, listing, order, number), images, parsed.unknown if parsed else None
 
-    numbers = range(len(classes))
-    if root.is_local and len(classes) > 1 and (cpus := _cpus()) > 1:
-        listed = _ahead_in_processes(rows_of, numbers, cpus)
+    def task(numbers: range) -> tuple[Packed, list[tuple[int, dict | None]]]:
+        listed = [rows_of(n) for n in numbers]
+        return pack([rows for rows, _, _ in listed], order), [(images, unknown) for _, images, unknown in listed]
+
+    in_processes = root.is_local and len(classes) > 1 and (cpus := _cpus()) > 1
+    per_task = CLASSES_PER_TASK if in_processes else 1
+    tasks = [range(i, min(i + per_task, len(classes))) for i in range(0, len(classes), per_task)]
+    if in_processes:
+        done = _ahead_in_processes(task, tasks, cpus)
     else:
-        listed = _ahead(rows_of, numbers, 1 if root.is_local else LISTING_THREADS)
+        done = _ahead(task, tasks, 1 if root.is_local else LISTING_THREADS)
     outcome = "class gets an empty shard" if order == PER_CLASS else "class has no train records"
-    for (sub, _), (rows, images, unknown) in zip(classes, listed, strict=True):
-        if not images:
-            problems.append({"path": f"{folder}/{sub}", "reason": f"class directory has no images ({outcome})"})
-        if boxes_of and box_notes is not None:
-            box_notes.append((sub, unknown))
-        yield rows
+    for numbers, (packed, outcomes) in zip(tasks, done, strict=True):
+        for n, (images, unknown) in zip(numbers, outcomes, strict=True):
+            sub = classes[n][0]
+            if not images:
+                problems.append({"path": f"{folder}/{sub}", "reason": f"class directory has no images ({outcome})"})
+            if boxes_of and box_notes is not None:
+                box_notes.append((sub, unknown))
+        yield packed
 
 
 class Parsed(Protocol):
@@ -475,17 +524,17 @@ def _ahead(fn, items: Iterable, threads: int) -> Iterator:
             yield pending.popleft().result()
 
 
-def train_shards(folder: str, classes: Iterable[list[Row]], order: str = MIXED, count: int = 0) -> TrainShards:
-    """Plan the train shards of the sources under ``folder`` (``classes``: each class's rows,
-    listed_rows keyed for ``order``, in label order, one class at a time).
+def train_shards(folder: str, classes: Iterable[Packed], order: str = MIXED, count: int = 0) -> TrainShards:
+    """Plan the train shards of the sources under ``folder`` (``classes``: the rows of every class,
+    listed_rows keyed for ``order``, packed (pack) a few classes at a time, in label order).
 
     "mixed": ``count`` shards (0: default_train_shards); each source goes to the shard that its
     path's ``source_hash`` falls in (shard i holds the i-th of ``count`` equal hash ranges), in
     hash order. A source's shard depends on its own path only, so adding or removing one file
     changes one shard, and shard sizes are even up to chance (1,000 +- 32 for 1,000 a shard).
-    "per-class": one shard per class, in the order given. The rows are spilled to local files as
-    they come (one file per hash bucket), so memory holds one class here and one bucket when the
-    shards are read back.
+    "per-class": one shard per class, in the order given. The packed rows are appended to local
+    spill files as they come (one file per hash bucket), so memory holds a few classes here and
+    one bucket when the shards are read back.
     """
     if order not in TRAIN_ORDERS:
         raise ValueError(f"train order must be one of {', '.join(TRAIN_ORDERS)}, got {order!r}")
@@ -493,51 +542,27 @@ def train_shards(folder: str, classes: Iterable[list[Row]], order: str = MIXED, 
         raise ValueError(f"train shards must be 0 (default) or more, got {count}")
     spill = tempfile.mkdtemp(prefix="imagenet-tfrecords-plan-")
     try:
-        if order == PER_CLASS:
-            count = _spill_per_class(classes, spill)
-        else:
-            total = _spill_mixed(classes, spill)  # (whether or not count is given: this is the listing)
-            count = count or default_train_shards(total)
+        classes_seen, total = _spill(classes, spill)  # (whether or not count is given: this is the listing)
     except BaseException:
         shutil.rmtree(spill, ignore_errors=True)
         raise
+    count = classes_seen if order == PER_CLASS else count or default_train_shards(total)
     return TrainShards(folder, order, count, spill)
 
 
-def _spill_per_class(classes: Iterable[list[Row]], spill: str) -> int:
-    """Write each class's rows in order, one pickled batch a class (the spill is this process's
-    own, read back by TrainShards); return the number of classes."""
-    n = 0
-    with open(f"{spill}/all", "wb") as f:
-        for rows in classes:
-            pickle.dump(rows, f, pickle.HIGHEST_PROTOCOL)
-            n += 1
-    return n
-
-
-def _spill_mixed(classes: Iterable[list[Row]], spill: str) -> int:
-    """Write every row to the bucket of its key's first byte (one pickled batch per bucket for
-    every SPILL_ROWS rows or so); return how many."""
-    total = 0
+def _spill(classes: Iterable[Packed], spill: str) -> tuple[int, int]:
+    """Append each Packed's parts to their spill files; return the number of classes and of rows."""
+    seen = total = 0
     with contextlib.ExitStack() as stack:
-        buckets = [stack.enter_context(open(f"{spill}/{b:02x}", "wb")) for b in range(HASH_BUCKETS)]
-        parts, held = {}, 0  # held: rows written when the buckets were last written
-        for rows in classes:
-            for row in rows:
-                parts.setdefault(row[0] >> 56, []).append(row)
-            total += len(rows)
-            if total - held >= SPILL_ROWS:
-                _dump_parts(parts, buckets)
-                held = total
-        _dump_parts(parts, buckets)
-    return total
-
-
-def _dump_parts(parts: dict[int, list], buckets: list) -> None:
-    """Write each bucket's rows as one pickled batch to its file, and forget them."""
-    for b, part in parts.items():
-        pickle.dump(part, buckets[b], pickle.HIGHEST_PROTOCOL)
-    parts.clear()
+        files: dict[str, io.BufferedWriter] = {}
+        for packed in classes:
+            for name, blob in packed.parts.items():
+                if name not in files:
+                    files[name] = stack.enter_context(open(f"{spill}/{name}", "wb"))
+                files[name].write(blob)
+            seen += packed.classes
+            total += packed.rows
+    return seen, total
 
 
 def pickled_batches(path: str) -> Iterator[list]:

@@ -43,6 +43,7 @@ from ..plan import (
     fixed_shards,
     listed_rows,
     natural_key,
+    packed_classes,
 )
 from ..plan import train_shards as plan_train_shards
 
@@ -191,7 +192,7 @@ def train_shards(
                 problems.append({"path": f"{TRAIN_TAR}/{wnid}.tar", "reason": f"class tar has no images ({outcome})"})
             yield listed_rows(TRAIN_TAR, [(s, _member_entry(s, archive)) for s in sources], order, n)
 
-    return plan_train_shards(TRAIN_TAR, listings(), order, count)
+    return plan_train_shards(TRAIN_TAR, packed_classes(listings(), order), order, count)
 
 
 def train_sources(
