@@ -403,10 +403,11 @@ def packed_classes(row_lists: Iterable[list[Row]], order: str) -> Iterator[Packe
         yield pack(held, order)
 
 
-# Class folders of an object store listed at once while planning: each listing waits on a round
-# trip. Local folders are listed by a pool of forked processes, one per CPU, a few tasks ahead of
-# the process that spills what they list, CLASSES_PER_TASK folders a task: there the work
-# (listing, parsing the boxes, hashing, pickling) is Python's, and threads would only contend.
+# Class folders are listed CLASSES_PER_TASK a task, one after another, and each task's rows packed
+# together (fewer, larger batches in the spill files). Tasks of an object store run LISTING_THREADS
+# at once: each listing waits on a round trip. Local folders are listed by a pool of forked
+# processes, one per CPU, a few tasks ahead of the process that spills what they list: there the
+# work (listing, parsing the boxes, hashing, pickling) is Python's, and threads would only contend.
 LISTING_THREADS = 8
 CLASSES_PER_TASK = 8
 
@@ -451,10 +452,8 @@ def class_listings(
         listed = [rows_of(n) for n in numbers]
         return pack([rows for rows, _, _ in listed], order), [(images, unknown) for _, images, unknown in listed]
 
-    in_processes = root.is_local and len(classes) > 1 and (cpus := _cpus()) > 1
-    per_task = CLASSES_PER_TASK if in_processes else 1
-    tasks = [range(i, min(i + per_task, len(classes))) for i in range(0, len(classes), per_task)]
-    if in_processes:
+    tasks = [range(i, min(i + CLASSES_PER_TASK, len(classes))) for i in range(0, len(classes), CLASSES_PER_TASK)]
+    if root.is_local and len(tasks) > 1 and (cpus := _cpus()) > 1:
         done = _ahead_in_processes(task, tasks, cpus)
     else:
         done = _ahead(task, tasks, 1 if root.is_local else LISTING_THREADS)
