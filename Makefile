@@ -38,7 +38,7 @@ test-fast: install-dev
 	$(BIN)/pytest -q -m "not slow"
 
 run: install
-	$(BIN)/imagenet-tfrecords sample --output $(SAMPLE)
+	[ -e $(SAMPLE) ] || $(BIN)/imagenet-tfrecords sample --output $(SAMPLE)  # (sample writes only into a new folder)
 	$(BIN)/imagenet-tfrecords run --data $(SAMPLE) --output $(OUTPUT)
 	$(BIN)/imagenet-tfrecords verify $(OUTPUT)
 

@@ -106,10 +106,10 @@ def test_cmyk_and_png_named_jpeg_become_rgb_records(sample_copy, tmp_path):
     buf = io.BytesIO()
     Image.fromarray(rgb).save(buf, "PNG")
     first[1].write_bytes(buf.getvalue())
-    _, info = _convert(sample_copy, tmp_path)
+    _, info = _convert(sample_copy, tmp_path / "out")  # (not tmp_path itself: it holds the data, not ours)
     assert info["splits"]["train"]["converted"]["cmyk"] == 1
     assert info["splits"]["train"]["converted"]["png-rgb"] == 1
-    records = {r["filename"].decode(): r for r in read_split(tmp_path, "train")}
+    records = {r["filename"].decode(): r for r in read_split(tmp_path / "out", "train")}
     png = records[first[1].relative_to(sample_copy).as_posix()]
     np.testing.assert_array_equal(np.frombuffer(png["image_raw"], np.uint8).reshape(64, 64, 3), rgb)
     assert records[first[0].relative_to(sample_copy).as_posix()]["channel"] == 3

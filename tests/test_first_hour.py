@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from imagenet_tfrecords.cli import parser
+from imagenet_tfrecords.output import claim
 
 from .conftest import run_cli
 
@@ -104,7 +105,7 @@ def test_local_runs_have_no_retries_and_the_cluster_pipeline_has(tmp_path):
 
 def test_a_conversion_task_that_fails_fails_the_run_at_once(sample_dir, tmp_path):
     out = tmp_path / "out"
-    out.mkdir()
+    claim(str(out))  # a new output of this project, then a file in the way of the train shards
     (out / "train").write_text("a file where the train shards go")
     p = run_cli("run", "--data", sample_dir, "--output", out, "--workers", "1", check=False)
     assert p.returncode == 1

@@ -366,11 +366,12 @@ TOO_MANY = "error: 3 of 123 inputs rejected (2.4%), above the allowed 1.0%; see 
 
 def test_convert_fails_loudly_on_too_many_rejects_after_writing_the_reports(sample_copy, tmp_path):
     broken = _break_three(sample_copy)
-    p = run_cli("convert", "--data", sample_copy, "--output", tmp_path, "--workers", "2", check=False)
+    out = tmp_path / "out"
+    p = run_cli("convert", "--data", sample_copy, "--output", out, "--workers", "2", check=False)
     assert p.returncode == 3, p.stderr
     assert TOO_MANY in p.stderr
-    _check_reports_after_too_many_rejects(tmp_path, broken)
-    p = run_cli("convert", "--data", sample_copy, "--output", tmp_path, "--max-reject-fraction", "0.03")
+    _check_reports_after_too_many_rejects(out, broken)
+    p = run_cli("convert", "--data", sample_copy, "--output", out, "--max-reject-fraction", "0.03")
     assert "3 rejects listed in rejects.tsv" in p.stdout
 
 

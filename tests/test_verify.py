@@ -113,7 +113,9 @@ def test_record_of_the_wrong_size_is_reported_with_tf(output):
     shard.write_bytes(b"".join(map(frame, records)))
     offsets = [sum(len(r) + 16 for r in records[:i]) for i in range(len(records))]  # and its index to match
     (output / (VAL + ".idx")).write_text("".join(f"{o} {len(records[i]) + 16}\n" for i, o in enumerate(offsets)))
-    assert _verify(output).returncode == 0  # framing, checksums and index are intact
+    p = _verify(output)  # framing, checksums and index are intact: only the shard's size tells
+    size = sum(len(r) + 16 for r in records)
+    assert p.stderr.splitlines()[1:] == [f"{VAL}: {size} bytes, dataset_info.json says {len(data)}"], p.stderr
     p = _verify(output, "--tf")
     assert p.returncode == 4
     assert p.stderr.splitlines()[1:] == [

@@ -269,9 +269,15 @@ class CommandError(Exception):
 
 
 def cmd_verify(args) -> int:
+    from .output import IncompleteOutput, check_complete
     from .reader import dataset_info, verify
 
     out = Location.of(args.output)
+    try:
+        check_complete(args.output)
+    except IncompleteOutput as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_VERIFY
     for name in ("dataset_info.json", "sizes.txt"):
         if not out.child(name).exists():
             print(f"error: {out.child(name).url} not found: {args.output} is not a converted output", file=sys.stderr)

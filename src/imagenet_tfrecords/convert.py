@@ -17,7 +17,6 @@ import json
 import math
 import multiprocessing
 import os
-import re
 import sys
 import time
 from collections import Counter
@@ -31,7 +30,7 @@ from . import boxes, formats, records
 from .archive import read_sources
 from .fs import Location, publish
 from .image import DEFAULT_MAX_PIXELS, BadImage
-from .plan import SPLITS, Plan, PlanError, Shard
+from .plan import Plan, PlanError, Shard
 
 GRAYSCALE_POLICIES = ("rgb", "skip")
 WORK_DIR = "_work"
@@ -164,6 +163,7 @@ def _write_shard(job: Job, shard: Shard, directory: Location, sources, target: L
     reencoded: Counter = Counter()
     kept: list[tuple[int, int, int]] = []  # (label, height, width) of each record written
     written = 0
+    read_errors = 0  # inputs that could not be read (I/O), as against inputs whose content is bad
     index_lines: list[str] = []  # "offset length" of each record's framing, as written
     data_iter = read_sources(directory, [s for s in sources if s.reason is None])
     with publish(target) as tmp, open(tmp, "wb", buffering=1 << 16) as f:
@@ -176,6 +176,7 @@ def _write_shard(job: Job, shard: Shard, directory: Location, sources, target: L
             _, data = next(data_iter)
             if isinstance(data, Exception):
                 rejected.append({"path": path, "reason": f"cannot read: {data}"})
+                read_errors += 1
                 continue
             try:
                 img = encoder.image(data)
@@ -227,6 +228,7 @@ def _write_shard(job: Job, shard: Shard, directory: Location, sources, target: L
         "boxes": box_counts,
         "labels": labels,
         "shapes": shapes,
+        "read_errors": read_errors,
     }
 
 
@@ -239,7 +241,8 @@ def _fingerprint(job: Job, text: str) -> str:
 def _finished(out: Location, file: str, fingerprint: str) -> dict | None:
     """The recorded statistics of a complete shard from an earlier run, or None.
 
-    The shard is kept when it was made from the same plan entry and options, has the recorded
+    The shard is kept when it was made from the same plan entry and options, read every input it
+    was to read (a shard with read errors, which may pass, is converted again), has the recorded
     size, every record's framing and CRC32C checksums are intact (a torn or bit-flipped file is
     converted again) and its index exists with the recorded size (else the shard is converted
     again, index and all).
@@ -249,7 +252,7 @@ def _finished(out: Location, file: str, fingerprint: str) -> dict | None:
         return None
     try:
         stats = json.loads(recorded.read_text())
-        if stats.get("fingerprint") != fingerprint or target.size() != stats["bytes"]:
+        if stats.get("fingerprint") != fingerprint or stats.get("read_errors") or target.size() != stats["bytes"]:
             return None
         if index.size() != stats["index_bytes"]:
             return None
@@ -352,28 +355,6 @@ def _collect(pending: dict, done: Callable[[int, dict], None], when: str) -> Non
         stats = fut.result()
         del pending[fut]
         done(i, stats)
-
-
-# The converter's own shard file names, in split folders (seed, tf-models) or in the root (tfds).
-SHARD_FILE = re.compile(r"([\w.-]+-)?(train|val|test)(-\d{5}-of-\d{5}\.tfrecord|\.tfrecord-\d{5}-of-\d{5})(\.idx)?")
-
-
-def remove_unplanned(plan: Plan, out_url: str, fmt: str = formats.SEED) -> list[str]:
-    """Remove shard files (and their indexes) of an earlier run that this plan does not make, e.g.
-    ``train-00003-of-00004.tfrecord`` once train has 5 shards: a reader globbing ``*.tfrecord``
-    would read them too. Only names of the converter's own patterns are touched. Returns them."""
-    out = Location.of(out_url)
-    files = [formats.shard_file(s, fmt, plan.data) for s in plan.shards]
-    planned = set(files) | {index_file(f) for f in files}
-    stale = []
-    for folder in ("", *SPLITS):
-        where = out.child(folder) if folder else out
-        for e in where.list_dir() if where.isdir() else []:
-            rel = f"{folder}/{e.name}" if folder else e.name
-            if e.kind == "file" and SHARD_FILE.fullmatch(e.name) and rel not in planned:
-                out.fs.rm_file(out.child(rel).path)
-                stale.append(rel)
-    return stale
 
 
 def recorded_stats(plan: Plan, out_url: str, fmt: str = formats.SEED) -> list[dict]:

@@ -49,6 +49,10 @@ class ChecksumMismatch(ValueError):
     """The downloaded file does not have the expected SHA-256 (it is deleted)."""
 
 
+class ExtractedDiffers(FileExistsError):
+    """What the archive holds is in the output folder already, but differs from it (left as it is)."""
+
+
 class UnsafeArchive(ValueError):
     """The archive is not a readable zip, or an entry would land outside the target folder."""
 
@@ -254,6 +258,39 @@ def check_archive(path: str, target: str) -> list[zipfile.ZipInfo]:
     return infos
 
 
+def _top_level(infos: list[zipfile.ZipInfo]) -> list[str]:
+    return sorted({i.filename.replace("\\", "/").split("/", 1)[0] for i in infos} - {""})
+
+
+def tree_difference(target: str, infos: list[zipfile.ZipInfo]) -> str | None:
+    """How the files under ``target`` differ from the zip entries ``infos`` (names and sizes), or None.
+
+    Checks every entry's file and, within the archive's top-level folders, files the archive does not hold.
+    """
+    expected = {i.filename.replace("\\", "/").rstrip("/"): i for i in infos}
+    folders = {name.rsplit("/", k)[0] for name in expected for k in range(1, name.count("/") + 1)}
+    problems = []
+    for name, info in sorted(expected.items()):
+        path = os.path.join(target, *name.split("/"))
+        if info.is_dir():
+            if not os.path.isdir(path):
+                problems.append(f"{name}/: missing")
+        elif not os.path.isfile(path):
+            problems.append(f"{name}: missing")
+        elif os.path.getsize(path) != info.file_size:
+            problems.append(f"{name}: {os.path.getsize(path)} bytes, the archive's {info.file_size}")
+    for top in _top_level(infos):
+        for folder, dirs, files in os.walk(os.path.join(target, top)):
+            for name in sorted(dirs + files):
+                rel = os.path.relpath(os.path.join(folder, name), target).replace(os.sep, "/")
+                if rel not in expected and rel not in folders:
+                    problems.append(f"{rel}: not in the archive")
+    if not problems:
+        return None
+    more = f", and {len(problems) - 1} more difference{'s' if len(problems) > 2 else ''}" if len(problems) > 1 else ""
+    return problems[0] + more
+
+
 def extract(path: str, target: str, *, show_progress: bool | None = None) -> tuple[list[str], int]:
     """Extract the zip at ``path`` into ``target`` after check_archive; return (top-level names, files).
 
@@ -263,7 +300,7 @@ def extract(path: str, target: str, *, show_progress: bool | None = None) -> tup
     """
     target = os.path.realpath(target)
     infos = check_archive(path, target)
-    top = sorted({i.filename.replace("\\", "/").split("/", 1)[0] for i in infos} - {""})
+    top = _top_level(infos)
     clash = [t for t in top if os.path.lexists(os.path.join(target, t))]
     if clash:
         raise FileExistsError(
@@ -321,19 +358,26 @@ def download(
         fetched, resumed_from = fetch(url, dest, retries=retries, show_progress=show_progress, timeout=timeout)
     actual = file_sha256(dest)
     if expected and actual != expected:
-        os.remove(dest)
+        if fetched or resumed_from:  # downloaded by this command: a bad download
+            os.remove(dest)
+            raise ChecksumMismatch(
+                f"{dest}: SHA-256 is {actual}, expected {expected}; the file was deleted and nothing was extracted"
+            )
         raise ChecksumMismatch(
-            f"{dest}: SHA-256 is {actual}, expected {expected}; the file was deleted and nothing was extracted"
+            f"{dest}: SHA-256 is {actual}, expected {expected}; the file was there before and is left as it is: "
+            "move it away and run the command again to download the archive; nothing was extracted"
         )
-    # A marker records a finished extraction, so running the command again is a no-op.
-    marker = os.path.join(output, f".{os.path.basename(dest)}.extracted")
-    if os.path.exists(marker):
-        with open(marker) as f:
-            done_sha, *top = f.read().splitlines()
-        if done_sha == actual and all(os.path.exists(os.path.join(output, t)) for t in top):
-            log.info("%s was already extracted into %s", dest, output)
-            return Result(dest, actual, bool(expected), fetched, resumed_from, top, 0)
+    # What the archive holds may be there already: kept when it is the same, never overwritten.
+    infos = check_archive(dest, output)
+    top = _top_level(infos)
+    if any(os.path.lexists(os.path.join(output, t)) for t in top):
+        difference = tree_difference(output, infos)
+        if difference:
+            raise ExtractedDiffers(
+                f"{os.path.join(output, top[0])} exists and differs from {dest} ({difference}); it was left as it "
+                f"is: move it away (or choose another --output) and run the command again to extract the archive"
+            )
+        log.info("%s was already extracted into %s", dest, output)
+        return Result(dest, actual, bool(expected), fetched, resumed_from, top, 0)
     top, files = extract(dest, output, show_progress=show_progress)
-    with open(marker, "w") as f:
-        f.write("\n".join([actual, *top]) + "\n")
     return Result(dest, actual, bool(expected), fetched, resumed_from, top, files)

@@ -7,6 +7,7 @@ import os
 
 from . import formats
 from .fs import Location
+from .output import check_complete
 from .plan import SPLITS
 from .records import CorruptShard, feature_spec, iter_records, parse_index
 from .stats import INFO_FILE, read_info
@@ -47,13 +48,17 @@ def dataset_info(source) -> tuple[dict, Location]:
     An output URL is its own root, so a converted folder that was moved or copied still reads.
     An artifact holds only the reports; the shards are under the "root" its dataset_info.json
     records (the pipeline's output_url), or the "root" in the artifact's metadata.
+
+    Raises output.IncompleteOutput when a conversion started changing the root and did not finish.
     """
     artifact = _artifact_dir(source)
     if artifact is not None:
         info = read_info(artifact)
         root = info.get("root") or (getattr(source, "metadata", None) or {}).get("root") or artifact.url
+        check_complete(root)
         return info, Location.of(root)
     loc = Location.of(str(source))
+    check_complete(loc.url)
     info = read_info(loc)
     if info is None:
         info_file = loc.child("dataset_info.json")
@@ -316,6 +321,24 @@ def _tfds_problems(out: Location, info: dict) -> list[str]:
     return problems
 
 
+def _unlisted_files(root: Location, info: dict) -> list[str]:
+    """Shard-like files present that dataset_info.json does not list: every file in the split
+    folders, and files named ``*.tfrecord*`` in the root (hidden files aside: no glob reads them)."""
+    listed = {f for s in info["splits"].values() for shard in s["shards"] for f in (shard["file"], shard.get("index"))}
+    present = [e.name for e in root.list_dir() if e.kind == "file" and ".tfrecord" in e.name]
+    for split in SPLITS:
+        folder = root.child(split)
+        present += [f"{split}/{name}" for name in _files_below(folder)] if folder.isdir() else []
+    return sorted(f for f in present if f not in listed and not f.rsplit("/", 1)[-1].startswith("."))
+
+
+def _files_below(folder: Location) -> list[str]:
+    out = []
+    for e in folder.list_dir():
+        out += [f"{e.name}/{name}" for name in _files_below(folder.child(e.name))] if e.kind == "dir" else [e.name]
+    return out
+
+
 def verify(output_url: str, *, use_tf: bool = False) -> dict:
     """Check every shard of a conversion against sizes.txt and dataset_info.json.
 
@@ -323,13 +346,14 @@ def verify(output_url: str, *, use_tf: bool = False) -> dict:
     each shard's index (``<shard file>.idx``: one line per record with its offset and framed size)
     and the record counts, per shard against dataset_info.json and per split against sizes.txt and
     dataset_info.json (conversion_info.json in the tfds format, whose TFDS dataset_info.json must list
-    the same shard lengths). With ``use_tf`` TensorFlow reads and parses every record (tf.data,
-    tf.io.parse_example) and checks the image and one-hot sizes (seed) or decodes every JPEG
-    (tf-models, tfds).
+    the same shard lengths); each shard's size in bytes, and that no file is present that
+    dataset_info.json does not list (a ``*.tfrecord`` glob would read it). With ``use_tf``
+    TensorFlow reads and parses every record (tf.data, tf.io.parse_example) and checks the image
+    and one-hot sizes (seed) or decodes every JPEG (tf-models, tfds).
 
     Returns records per split; raises VerificationError listing every mismatch, each naming the
     shard and, where known, the record (numbered from 0); FileNotFoundError when ``output_url`` is
-    not a converted output.
+    not a converted output; output.IncompleteOutput when a conversion did not finish it.
     """
     out = Location.of(output_url)
     info, root = dataset_info(output_url)
@@ -338,6 +362,7 @@ def verify(output_url: str, *, use_tf: bool = False) -> dict:
     sizes = dict(line.split(",", 1) for line in out.child("sizes.txt").read_text().splitlines() if line.strip())
     fmt = formats.of_info(info)
     problems = _tfds_problems(out, info) if fmt == formats.TFDS else []
+    problems += [f"{f}: a file dataset_info.json does not list" for f in _unlisted_files(root, info)]
     counted = {}
     for split in SPLITS:
         total = 0
@@ -355,6 +380,8 @@ def verify(output_url: str, *, use_tf: bool = False) -> dict:
             problems += [f"{shard['file']}: {p}" for p in found]
             if n != shard["records"] and not found:
                 problems.append(f"{shard['file']}: {n} records, dataset_info.json says {shard['records']}")
+            elif not found and "bytes" in shard and (size := loc.size()) != shard["bytes"]:
+                problems.append(f"{shard['file']}: {size} bytes, dataset_info.json says {shard['bytes']}")
             total += n
         counted[split] = total
         if int(sizes.get(split, -1)) != total:

@@ -14,7 +14,7 @@ import os
 import numpy as np
 import simplejpeg
 
-from .fs import Location
+from .fs import BadOutput, Location
 
 
 def _class_base(rng: np.random.Generator, size: int) -> np.ndarray:
@@ -46,11 +46,21 @@ def write_sample(
     gray_every: int = 25,
     seed: int = 0,
 ) -> dict:
-    """Write the dataset under ``output`` (a local directory); return the counts written."""
+    """Write the dataset under ``output`` (a local directory, new or empty); return the counts written.
+
+    An existing file or a folder that is not empty is refused (BadOutput) before anything is written.
+    """
     rng = np.random.default_rng(seed)
     root = Location.of(output)
     if not root.is_local:
         raise ValueError("sample writes to a local directory")
+    if os.path.lexists(root.path) and not os.path.isdir(root.path):
+        raise BadOutput(f"{root.path}: a file, not a folder; sample writes a new dataset folder")
+    if os.path.isdir(root.path) and (names := sorted(os.listdir(root.path))):
+        raise BadOutput(
+            f"{root.path}: not empty (it holds {names[0]}); nothing was changed: sample writes only into a new "
+            "or empty folder"
+        )
     os.makedirs(root.path, exist_ok=True)
     wnids = [f"n{90000000 + i * 7919:08d}" for i in range(classes)]
     bases = [_class_base(rng, size) for _ in wnids]

@@ -114,6 +114,12 @@ def info_file(fmt: str) -> str:
     return TFDS_INFO_FILE if fmt == formats.TFDS else INFO_FILE
 
 
+def report_files(fmt: str) -> list[str]:
+    """The files besides shards that a conversion in format ``fmt`` writes in the output root."""
+    tfds = ["features.json", "label.labels.txt", INFO_FILE] if fmt == formats.TFDS else []
+    return ["labels.txt", "rejects.tsv", info_file(fmt), "sizes.txt", "report.html", *tfds]
+
+
 def read_info(out: Location) -> dict | None:
     """The accounting of the conversion under ``out``, or None: ``dataset_info.json`` when it is
     this project's (TFDS's has a list of splits), else ``conversion_info.json`` when it exists."""

@@ -11,10 +11,10 @@ import json
 import os
 import time
 
-from . import formats, stats
-from .convert import Options, convert, recorded_stats, remove_unplanned
+from . import formats, output, stats
+from .convert import Options, convert, index_file, recorded_stats
 from .fs import Location
-from .layouts import AUTO, build_plan
+from .layouts import AUTO, build_plan, check_locations
 from .plan import DEFAULT_SHARD_SIZE, MIXED, Plan, read_slice, stream_slices, write_slices
 from .report import build_report
 
@@ -30,6 +30,22 @@ def _read_plan(path: str) -> Plan:
         return Plan.from_json(f.read())
 
 
+def claim_and_plan(data_url: str, output_url: str, layout: str = AUTO, **plan_args) -> Plan:
+    """Check both URLs, then claim the output (output.claim: refused unless new, empty or ours),
+    then plan: nothing is written to the output before its ownership is checked, nor before the
+    dataset's metadata files are found."""
+    name = check_locations(data_url, output_url, layout)
+    output.claim(output_url)
+    return build_plan(data_url, layout=name, **plan_args)
+
+
+def begin_writing(plan: Plan, output_url: str, fmt: str) -> None:
+    """Mark the output incomplete and remove what earlier runs wrote there that this plan does not
+    make (another plan's or format's shards and reports): a ``*.tfrecord`` glob never mixes them."""
+    shards = [formats.shard_file(s, fmt, plan.data) for s in plan.shards]
+    output.mark_writing(output_url, shards + [index_file(f) for f in shards] + stats.report_files(fmt), fmt)
+
+
 def plan_step(
     data_url: str,
     output_url: str,
@@ -40,9 +56,11 @@ def plan_step(
     layout: str = AUTO,
     train_order: str = MIXED,
     train_shards: int = 0,
+    fmt: str = formats.SEED,
 ) -> tuple[list, dict]:
-    """Check both URLs, plan the conversion; write plan.json, labels.txt and each task's slice
-    (``<output_url>/_work/plan/``); return (task numbers, summary).
+    """Check both URLs, claim the output, plan the conversion, mark the output incomplete (removing
+    what earlier runs wrote and this plan does not make, see begin_writing); write plan.json,
+    labels.txt and each task's slice (``<output_url>/_work/plan/``); return (task numbers, summary).
 
     ``layout`` names the dataset's layout (layouts.LAYOUTS) or is "auto": detect it (the summary
     says which). ``train_order`` "mixed" (``train_shards`` shards, 0: about 1,000 records each)
@@ -52,14 +70,15 @@ def plan_step(
     task writes; the shards' sources are in the tasks' slices. The fan-out passes only a task's
     number, so no step's input grows with the dataset.
     """
-    plan = build_plan(
+    plan = claim_and_plan(
         data_url,
-        layout=layout,
+        output_url,
+        layout,
         shard_size=int(shard_size),
-        output_url=output_url,
         train_order=train_order,
         train_shards=int(train_shards),
     )
+    begin_writing(plan, output_url, fmt)
     write_slices(plan, output_url, int(max_tasks))
     _write(plan_path, plan.to_json())
     _write(labels_path, plan.labels_text())
@@ -110,15 +129,14 @@ def task_summary(results: list[dict], started: float, finished: float) -> dict:
 
 
 def finish(plan: Plan, output_url: str, options: Options, tasks: list[dict]) -> tuple[dict, str]:
-    """Remove shard files of an earlier run that this plan does not make; merge the shards'
-    statistics; write sizes.txt, labels.txt, dataset_info.json, rejects.tsv and report.html under
-    ``output_url`` (and TFDS's metadata in the tfds format); return (dataset_info, report HTML).
+    """Merge the shards' statistics; write sizes.txt, labels.txt, dataset_info.json, rejects.tsv and
+    report.html under ``output_url`` (and TFDS's metadata in the tfds format), then mark the output
+    complete; return (dataset_info, report HTML).
 
     ``tasks`` are the conversion tasks' summaries (task_summary): dataset_info's "run" says what
     this run converted and kept, and its wall time, first task start to last task end (pods'
     clocks, so roughly).
     """
-    remove_unplanned(plan, output_url, options.format)
     info = stats.summarize(plan, recorded_stats(plan, output_url, options.format), vars(options))
     info["root"] = Location.of(output_url).url
     if tasks:
@@ -133,6 +151,7 @@ def finish(plan: Plan, output_url: str, options: Options, tasks: list[dict]) -> 
     stats.write_reports(plan, info, output_url)
     html = build_report(output_url, info=info)
     Location.of(output_url).child("report.html").write_text(html)
+    output.mark_complete(output_url)  # last
     return info, html
 
 
@@ -150,9 +169,10 @@ def convert_dataset(
     on_plan=None,
     on_done=None,
 ) -> tuple[dict, dict]:
-    """The whole conversion in this process, through the same steps as the pipeline: check, plan
-    (slices included, ``max_tasks`` of them), convert every task's shards with one process pool,
-    write the reports. Returns (plan, dataset_info).
+    """The whole conversion in this process, through the same steps as the pipeline: check and claim
+    the output, plan (slices included, ``max_tasks`` of them), mark the output incomplete, convert
+    every task's shards with one process pool, write the reports, mark it complete. Returns (plan,
+    dataset_info).
 
     ``layout``: a name of layouts.LAYOUTS, or "auto" to detect it (``plan.layout`` says which).
     ``train_order``, ``train_shards``: as in plan_step.
@@ -160,14 +180,10 @@ def convert_dataset(
     ``on_plan(plan)`` is called once the plan is made, ``on_done(shard statistics)`` as each shard ends.
     """
     options = options or Options()
-    plan = build_plan(
-        data_url,
-        layout=layout,
-        shard_size=shard_size,
-        output_url=output_url,
-        train_order=train_order,
-        train_shards=train_shards,
+    plan = claim_and_plan(
+        data_url, output_url, layout, shard_size=shard_size, train_order=train_order, train_shards=train_shards
     )
+    begin_writing(plan, output_url, options.format)
     # One slice by default, as `imagenet-tfrecords run` plans; each shard is converted as its
     # slice line is written, rather than after every slice is written and read back.
     shards = stream_slices(plan, output_url, max_tasks)

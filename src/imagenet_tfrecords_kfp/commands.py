@@ -30,6 +30,7 @@ from imagenet_tfrecords.cli import (
 )
 from imagenet_tfrecords.fs import BadOutput, Location
 from imagenet_tfrecords.layouts import check_locations, check_output_for
+from imagenet_tfrecords.output import NotOurs, claim
 from imagenet_tfrecords.plan import DEFAULT_MAX_TASKS, DEFAULT_PARALLELISM, MAX_TASKS
 from imagenet_tfrecords.stats import read_info
 
@@ -148,6 +149,7 @@ def cmd_run(args) -> int:
     # before kfp.local starts: no task for what is known now
     options_of(args)
     layout = check_locations(args.data, args.output, args.layout)
+    claim(args.output)  # before kfp.local writes its log there
     started = time.perf_counter()
     log_file = Location.of(args.output).child("_work", "kfp-local.log")
     failure = None
@@ -238,8 +240,16 @@ def cmd_submit(args) -> int:
 
 def check_locations_of_submit(data_url: str, output_url: str, layout: str = "auto") -> None:
     """What can be checked here of URLs that the cluster reads: local ones fully, object-store ones
-    only for an output inside the dataset (this machine may have no credentials for them)."""
+    for an output inside the dataset, and for an output that is not ours when this machine can list
+    it (it may have no credentials for them). Nothing is written: the plan step claims the output."""
     if "://" in data_url:
         check_output_for(data_url, output_url)
     else:
         check_locations(data_url, output_url, layout)
+    try:
+        claim(output_url, write=False)
+    except NotOurs:
+        raise
+    except Exception:  # noqa: BLE001 (no credentials or no connection here: the plan step checks it)
+        if "://" not in output_url:
+            raise

@@ -15,17 +15,22 @@ def parse_metadata(
     layout: str = "auto",
     train_order: str = "mixed",
     train_shards: int = 0,
+    format: str = "seed",
 ) -> list[int]:
     """Read the dataset's metadata and plan the conversion.
 
     Fails before anything is fanned out when the layout's metadata (TinyImageNet: wnids.txt,
     words.txt, val/val_annotations.txt) is missing or malformed (the message names the file and
-    line), when no layout is recognised, or when output_url cannot be used.
+    line), when no layout is recognised, or when output_url cannot be used: among others a folder
+    that is not empty and was not written by imagenet-tfrecords (its marker file,
+    imagenet-tfrecords.json, says which are). Then it marks the output incomplete until the
+    aggregation ends, and removes the files earlier runs wrote there that this plan does not make.
 
     Args:
         data_url: Root of the dataset (local path, gs://, s3://).
         output_url: Where the conversion writes; checked here, before any work: not the dataset
-            folder nor inside its split folders, and (local paths) a folder that can be written.
+            folder nor inside its split folders, new, empty or an earlier output of this project,
+            and (local paths) a folder that can be written.
         shard_size: Images per val/test shard.
         max_tasks: At most this many conversion tasks (1 to 100); shards are grouped evenly.
         layout: "tinyimagenet" (wnids.txt, words.txt, train/<wnid>/images/, val/val_annotations.txt),
@@ -36,6 +41,8 @@ def parse_metadata(
         train_order: "mixed": every train shard mixes the classes (files ordered by a stable hash
             of their path, as TFDS does); "per-class": one shard per class, in file order.
         train_shards: Mixed train shards; 0: about 1,000 images each.
+        format: The record format the conversion writes ("seed", "tf-models" or "tfds"): which
+            files the output will hold.
 
     Returns:
         plan: plan.json: the classes, every shard to write, the shards of each task, and rejects
@@ -47,7 +54,7 @@ def parse_metadata(
     from imagenet_tfrecords.tasks import plan_step
 
     items, summary = plan_step(
-        data_url, output_url, shard_size, max_tasks, plan.path, labels.path, layout, train_order, train_shards
+        data_url, output_url, shard_size, max_tasks, plan.path, labels.path, layout, train_order, train_shards, format
     )
     plan.metadata.update(summary)
     labels.metadata["num_classes"] = summary["classes"]

@@ -105,6 +105,7 @@ def build_pipeline(parallelism: int = DEFAULT_PARALLELISM, retries: bool = True)
             layout=layout,
             train_order=train_order,
             train_shards=train_shards,
+            format=format,
         )
         # No step is served from the KFP cache: the cache is keyed on the URL strings, not on the
         # data behind them. A re-run resumes instead: shards whose inputs are unchanged are kept.
