@@ -253,3 +253,44 @@ def test_not_a_zip_exits_3(server, tmp_path):
     server.files["/fake.zip"] = b"<html>not found</html>"
     p = run_cli("download", "--output", tmp_path / "d", "--url", f"{server.url}/fake.zip", check=False)
     assert p.returncode == 3 and "not a readable zip archive" in p.stderr
+
+
+def _sha256s(root):
+    return {k: hashlib.sha256(v).hexdigest() for k, v in _tree(root).items()}
+
+
+def test_an_extracted_folder_that_differs_is_refused_and_left_as_it_is(server, tmp_path):
+    """The extracted dataset was changed since (by hand, or by ``sample --output`` into it): a second
+    download neither says "already extracted" nor overwrites it, and says how to proceed."""
+    out = tmp_path / "data"
+    url = f"{server.url}/tiny-imagenet-200.zip"
+    run_cli("download", "--output", out, "--url", url, "--sha256", SHA)
+    (out / "tiny-imagenet-200" / "wnids.txt").write_bytes(b"n01443537\n")
+    (out / "tiny-imagenet-200" / "train" / "n99999999").mkdir()
+    (out / "tiny-imagenet-200" / "train" / "n99999999" / "x.JPEG").write_bytes(b"mine")
+    before = _sha256s(out)
+    p = run_cli("download", "--output", out, "--url", url, "--sha256", SHA, check=False)
+    assert p.returncode == 3, p.stderr
+    error = [line for line in p.stderr.splitlines() if line.startswith("error: ")]
+    assert error == [
+        f"error: {out / 'tiny-imagenet-200'} exists and differs from {out / 'tiny-imagenet-200.zip'} "
+        "(tiny-imagenet-200/wnids.txt: 10 bytes, the archive's 20, and 2 more differences); it was left as it is: "
+        "move it away (or choose another --output) and run the command again to extract the archive"
+    ], p.stderr
+    assert _sha256s(out) == before
+    # moved away, the same command extracts a fresh copy
+    (out / "tiny-imagenet-200").rename(tmp_path / "mine")
+    run_cli("download", "--output", out, "--url", url, "--sha256", SHA)
+    assert _extracted(out) == FILES
+
+
+def test_an_archive_that_was_there_before_is_never_deleted(server, tmp_path):
+    out = tmp_path / "data"
+    out.mkdir()
+    (out / "tiny-imagenet-200.zip").write_bytes(b"my own file of that name")
+    p = run_cli(
+        "download", "--output", out, "--url", f"{server.url}/tiny-imagenet-200.zip", "--sha256", SHA, check=False
+    )
+    assert p.returncode == 3 and "the file was there before and is left as it is" in p.stderr, p.stderr
+    assert _tree(out) == {"tiny-imagenet-200.zip": b"my own file of that name"}
+    assert server.requests == []

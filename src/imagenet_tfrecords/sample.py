@@ -57,9 +57,10 @@ def write_sample(
     if os.path.lexists(root.path) and not os.path.isdir(root.path):
         raise BadOutput(f"{root.path}: a file, not a folder; sample writes a new dataset folder")
     if os.path.isdir(root.path) and (names := sorted(os.listdir(root.path))):
+        files = [n for n in names if not os.path.isdir(os.path.join(root.path, n))]
         raise BadOutput(
-            f"{root.path}: not empty (it holds {names[0]}); nothing was changed: sample writes only into a new "
-            "or empty folder"
+            f"{root.path}: not empty (it holds {(files or names)[0]}); nothing was changed: sample writes only "
+            "into a new or empty folder"
         )
     os.makedirs(root.path, exist_ok=True)
     wnids = [f"n{90000000 + i * 7919:08d}" for i in range(classes)]
