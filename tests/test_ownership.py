@@ -102,7 +102,7 @@ def test_convert_refuses_a_folder_of_foreign_files(store, sample_dir):
     assert any(f"it holds {name}," in p.stderr for name in FOREIGN), p.stderr
     assert checksums(store, "out") == before  # nothing changed, nothing added
     # the pipeline's plan step refuses it too, before any work
-    with pytest.raises(output.NotOurs):
+    with pytest.raises(output.ForeignOutput):
         tasks.plan_step(str(sample_dir), out, 500, 1, "/nonexistent/plan.json", "/nonexistent/labels.txt")
     assert checksums(store, "out") == before
 
@@ -326,3 +326,15 @@ def test_a_shard_with_read_errors_is_converted_again(store, sample_copy, sample_
     ref = LocalStore(tmp_path / "ref")
     run_cli("convert", "--data", sample_copy, "--output", ref.url("out"), "--shard-size", "16", "--workers", "1")
     assert _comparable(store, "out") == _comparable(ref, "out")
+
+
+def test_a_plan_step_refusing_a_foreign_output_is_bad_input_for_run():
+    """In the local pipeline the plan step's ForeignOutput is the step's one-line cause, exit 3."""
+    from imagenet_tfrecords_kfp.commands import step_failure
+
+    log = (
+        "Task 'parse-metadata' finished with status FAILURE\n"
+        "imagenet_tfrecords.output.ForeignOutput: /x: not empty and not an output of imagenet-tfrecords (it holds a)\n"
+    )
+    failure = step_failure(log)
+    assert failure.code == 3 and str(failure).startswith("/x: not empty and not an output of imagenet-tfrecords")

@@ -2,9 +2,10 @@
 on Kubeflow.
 
 Exit codes: 0 success, 1 internal error, 2 bad command line (a bad option value, named), 3 bad
-input (metadata, an output that cannot be used, too many rejects, a host that cannot be reached),
-4 verification found a mismatch, 5 a worker process died or the run was interrupted (finished
-shards are kept: run the same command again to resume).
+input (metadata, an output that cannot be used or holds files this project did not write, too many
+rejects, a host that cannot be reached), 4 verification found a mismatch or an incomplete output,
+5 a worker process died or the run was interrupted (finished shards are kept: run the same command
+again to resume).
 """
 
 from __future__ import annotations
@@ -403,7 +404,7 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--html", type=new_file, help="where to write it (default: OUTPUT/report.html)")
 
     sp = add("sample", cmd_sample, "write a small TinyImageNet-layout dataset of real JPEGs")
-    sp.add_argument("--output", required=True, help="the dataset's folder (created)")
+    sp.add_argument("--output", required=True, help="the dataset's folder (new or empty)")
     sp.add_argument("--classes", type=whole_number(1), default=10, help="classes (wnids)")
     sp.add_argument("--train-per-class", type=whole_number(0), default=20, help="train images per class")
     sp.add_argument("--val", type=whole_number(0), default=50, help="val images")

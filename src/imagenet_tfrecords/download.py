@@ -4,7 +4,9 @@ The archive is fetched into ``<output>/<name>.part``; an interrupted download (o
 connection, retried here) resumes with an HTTP Range request from the bytes already on disk.
 When complete it is renamed to ``<output>/<name>``, its SHA-256 is checked, and the zip is
 extracted into ``<output>`` only if every entry stays inside it: absolute paths, ``..``
-components, symlinks and other special files are refused before anything is written.
+components, symlinks and other special files are refused before anything is written. What the
+archive holds is never extracted over: when it is there already it is kept if it is the same (names
+and sizes), else refused (ExtractedDiffers), left as it is.
 """
 
 from __future__ import annotations

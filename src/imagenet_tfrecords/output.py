@@ -12,7 +12,7 @@ write there: the only files a later run removes. ``_work/`` (statistics, plan sl
 A run goes through four calls, each a single atomic write of the marker:
 
 - ``claim(out)`` before any work: an output that is missing, empty, or ours (the marker, or an
-  older output's own ``dataset_info.json``) is accepted; anything else is refused with NotOurs,
+  older output's own ``dataset_info.json``) is accepted; anything else is refused with ForeignOutput,
   naming one of its files, and nothing in it changes. A new output gets its marker ("writing") at
   once, before anything else (a run lock, the plan's slices) is written there.
 - ``mark_writing(out, files, fmt)`` before the first change: the state becomes "writing" and the files of
@@ -38,7 +38,7 @@ WORK_DIR = "_work"
 SYSTEM_FILES = frozenset({".DS_Store", "Thumbs.db", "desktop.ini"})
 
 
-class NotOurs(BadOutput):
+class ForeignOutput(BadOutput):
     """The output folder holds files that this project did not write; nothing was changed."""
 
 
@@ -100,7 +100,7 @@ def claim(out_url: str, *, write: bool = True) -> list[str]:
     """Accept ``out_url`` as this run's output, before any work; return the files earlier runs recorded there.
 
     A missing or empty folder gets a marker at once (unless ``write`` is false: a check only);
-    a folder that is not ours raises NotOurs naming one of its files, and is left as it is.
+    a folder that is not ours raises ForeignOutput naming one of its files, and is left as it is.
     """
     out = Location.of(out_url)
     out.fs.invalidate_cache(out.path)  # (object stores: the listing as it is now)
@@ -110,7 +110,7 @@ def claim(out_url: str, *, write: bool = True) -> list[str]:
     if not _is_empty(out):
         legacy = _legacy_files(out)
         if legacy is None:
-            raise NotOurs(
+            raise ForeignOutput(
                 f"{out.url}: not empty and not an output of imagenet-tfrecords (it holds {_first_file(out)}, and no "
                 f"{MARKER}); nothing was changed: choose a new or empty folder"
             )

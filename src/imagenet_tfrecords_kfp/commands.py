@@ -30,7 +30,7 @@ from imagenet_tfrecords.cli import (
 )
 from imagenet_tfrecords.fs import BadOutput, Location
 from imagenet_tfrecords.layouts import check_locations, check_output_for
-from imagenet_tfrecords.output import NotOurs, claim
+from imagenet_tfrecords.output import ForeignOutput, claim
 from imagenet_tfrecords.plan import DEFAULT_MAX_TASKS, DEFAULT_PARALLELISM, MAX_TASKS
 from imagenet_tfrecords.stats import read_info
 
@@ -85,7 +85,14 @@ def register(add) -> None:
 
 
 # The exceptions a step raises on bad input, by name, as they appear in its traceback.
-_BAD_INPUT = {"MetadataError", "BadOutput", "TooManyRejects", "IncompleteConversion", "PermissionError"}
+_BAD_INPUT = {
+    "MetadataError",
+    "BadOutput",
+    "ForeignOutput",
+    "TooManyRejects",
+    "IncompleteConversion",
+    "PermissionError",
+}
 _EXCEPTION_LINE = re.compile(
     r"^\s*((?:[A-Za-z_]\w*\.)*([A-Za-z_]\w*(?:Error|Exception|Rejects|Died|Output|Conversion))): (.*)$"
 )
@@ -248,8 +255,8 @@ def check_locations_of_submit(data_url: str, output_url: str, layout: str = "aut
         check_locations(data_url, output_url, layout)
     try:
         claim(output_url, write=False)
-    except NotOurs:
+    except ForeignOutput:
         raise
-    except Exception:  # noqa: BLE001 (no credentials or no connection here: the plan step checks it)
+    except Exception:  # no credentials or no connection here: the plan step checks it
         if "://" not in output_url:
             raise
