@@ -30,10 +30,10 @@ from . import boxes, formats, records
 from .archive import read_sources
 from .fs import Location, publish
 from .image import DEFAULT_MAX_PIXELS, BadImage
+from .output import WORK_DIR
 from .plan import Plan, PlanError, Shard
 
 GRAYSCALE_POLICIES = ("rgb", "skip")
-WORK_DIR = "_work"
 
 
 class WorkerDied(RuntimeError):

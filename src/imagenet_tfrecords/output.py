@@ -33,7 +33,7 @@ from .fs import BadOutput, Location, _remove_stale_temporaries
 MARKER = "imagenet-tfrecords.json"
 PROJECT = "imagenet-tfrecords"
 WRITING, COMPLETE = "writing", "complete"
-WORK_DIR = "_work"
+WORK_DIR = "_work"  # the run's own files: shard statistics, plan slices, logs
 # What operating systems leave in a folder a user just made: such a folder is still empty.
 SYSTEM_FILES = frozenset({".DS_Store", "Thumbs.db", "desktop.ini"})
 
@@ -54,7 +54,7 @@ def read_marker(out: Location) -> dict | None:
     except (FileNotFoundError, NotADirectoryError):
         return None
     except ValueError:  # a damaged marker: ours, state unknown, files unknown
-        return {"project": PROJECT, "state": "damaged", "files": []}
+        return {"project": PROJECT, "state": "damaged"}
     return marker if isinstance(marker, dict) and marker.get("project") == PROJECT else None
 
 
@@ -106,7 +106,8 @@ def claim(out_url: str, *, write: bool = True) -> list[str]:
     out.fs.invalidate_cache(out.path)  # (object stores: the listing as it is now)
     marker = read_marker(out)
     if marker is not None:
-        return list(marker.get("files", []))
+        files = marker.get("files")
+        return list(files) if isinstance(files, list) else _legacy_files(out) or []
     if not _is_empty(out):
         legacy = _legacy_files(out)
         if legacy is None:
