@@ -339,3 +339,16 @@ def test_a_plan_step_refusing_a_foreign_output_is_bad_input_for_run():
     )
     failure = step_failure(log)
     assert failure.code == 3 and str(failure).startswith("/x: not empty and not an output of imagenet-tfrecords")
+
+
+def test_a_damaged_marker_is_ours_incomplete_and_mended_by_a_rerun(sample_dir, tmp_path):
+    out = tmp_path / "out"
+    _convert(sample_dir, out, "--train-shards", "6")
+    (out / output.MARKER).write_text('{"project": "imagenet-tfr')  # torn
+    p = run_cli("verify", out, check=False)
+    assert p.returncode == 4 and "state 'damaged'" in _error_line(p)
+    _convert(sample_dir, out, "--train-shards", "3")  # the files of the earlier run come from its dataset_info.json
+    assert sorted(p.name for p in (out / "train").glob("*.tfrecord")) == [
+        f"train-0000{i}-of-00003.tfrecord" for i in range(3)
+    ]
+    run_cli("verify", out)
