@@ -249,6 +249,8 @@ def _finished(out: Location, file: str, fingerprint: str) -> dict | None:
         return None
     try:
         stats = json.loads(recorded.read_text())
+        if not isinstance(stats, dict):  # a damaged statistics file: convert the shard again
+            return None
         if stats.get("fingerprint") != fingerprint or target.size() != stats["bytes"]:
             return None
         if index.size() != stats["index_bytes"]:
@@ -256,7 +258,7 @@ def _finished(out: Location, file: str, fingerprint: str) -> dict | None:
         with target.fs.open(target.path, "rb") as f:
             if records.count_records(f) != stats["records"]:
                 return None
-    except (ValueError, KeyError, records.CorruptShard):
+    except (ValueError, KeyError, TypeError, records.CorruptShard):
         return None
     stats["resumed"] = True
     return stats
@@ -379,8 +381,16 @@ def remove_unplanned(plan: Plan, out_url: str, fmt: str = formats.SEED) -> list[
 def recorded_stats(plan: Plan, out_url: str, fmt: str = formats.SEED) -> list[dict]:
     """The statistics every planned shard left under ``_work/`` (batched reads on object stores).
 
-    A shard without statistics is left out; stats.summarize names it.
+    A shard without statistics (or with a damaged statistics file) is left out; stats.summarize names it.
     """
     work = Location.of(out_url).child(WORK_DIR)
     names = [formats.shard_file(s, fmt, plan.data).rsplit("/", 1)[-1] + ".json" for s in plan.shards]
-    return [json.loads(data) for _, data in work.read_many(names) if not isinstance(data, Exception)]
+    found = []
+    for _, data in work.read_many(names):
+        try:
+            stats = json.loads(data) if not isinstance(data, Exception) else None
+        except ValueError:
+            stats = None
+        if isinstance(stats, dict) and "file" in stats:
+            found.append(stats)
+    return found

@@ -14,7 +14,7 @@ import os
 import numpy as np
 import simplejpeg
 
-from .fs import Location
+from .fs import BadOutput, Location
 
 
 def _class_base(rng: np.random.Generator, size: int) -> np.ndarray:
@@ -51,6 +51,8 @@ def write_sample(
     root = Location.of(output)
     if not root.is_local:
         raise ValueError("sample writes to a local directory")
+    if os.path.exists(root.path) and not os.path.isdir(root.path):
+        raise BadOutput(f"{root.path}: the output is a file, not a folder")
     os.makedirs(root.path, exist_ok=True)
     wnids = [f"n{90000000 + i * 7919:08d}" for i in range(classes)]
     bases = [_class_base(rng, size) for _ in wnids]
