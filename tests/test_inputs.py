@@ -310,7 +310,7 @@ def test_an_unreadable_folder_is_an_error_naming_it(sample_copy, tmp_path, where
         folder.chmod(0o755)
     assert p.returncode == 3, p.stdout + p.stderr
     line = _one_line(p)
-    assert line.startswith(f"error: {folder}") and "permission denied" in line, line
+    assert line == f"error: {folder}: cannot be read (permission denied)", line
     assert not (tmp_path / "out" / "sizes.txt").exists()
 
 
@@ -365,8 +365,11 @@ def test_links_leaving_the_dataset_are_refused_for_folders_and_metadata(sample_c
     shutil.copytree(sample_copy / "test" / "images", elsewhere)
     secret = tmp_path / "secret.txt"
     secret.write_text("root:x:0:0:root:/root:/bin/bash\n" * 3)
+    wnid = sorted((sample_copy / "train").iterdir())[0].name
+    shutil.copytree(sample_copy / "train" / wnid, tmp_path / "class-elsewhere")
     cases = {
         "test/images": elsewhere,  # a folder of images elsewhere
+        f"train/{wnid}": tmp_path / "class-elsewhere",  # a class folder
         "wnids.txt": secret,  # metadata
         "val/val_annotations.txt": secret,
     }

@@ -350,17 +350,26 @@ def _protocols(fs: fsspec.AbstractFileSystem) -> tuple[str, ...]:
 
 def _local_stat(path: str) -> os.stat_result | None:
     """os.stat of a local path, None when there is nothing there (or a dangling or looping link);
-    MetadataError naming it when it cannot be looked at."""
+    MetadataError naming the folder that cannot be searched when it cannot be looked at."""
     try:
         return os.stat(path)
     except (FileNotFoundError, NotADirectoryError):
         return None
     except PermissionError:
-        raise MetadataError(f"{path}: cannot be read (permission denied)") from None
+        pass
     except OSError as e:
         if e.errno == errno.ELOOP:
             return None
         raise
+    # the folder that cannot be searched: the nearest parent that can be looked at
+    folder = os.path.dirname(path)
+    while folder != os.path.dirname(folder):
+        try:
+            os.stat(folder)
+            break
+        except PermissionError:
+            folder = os.path.dirname(folder)
+    raise MetadataError(f"{folder}: cannot be read (permission denied)")
 
 
 def outside_root(path: str, root: str) -> str | None:
@@ -383,7 +392,7 @@ def _list_local(path: str, root: str) -> list[Entry]:
     try:
         return _scan_local(path, os.path.realpath(root))
     except PermissionError:
-        raise MetadataError(f"{path}: cannot list this folder (permission denied)") from None
+        raise MetadataError(f"{path}: cannot be read (permission denied)") from None
 
 
 def _scan_local(path: str, root: str) -> list[Entry]:
@@ -391,7 +400,7 @@ def _scan_local(path: str, root: str) -> list[Entry]:
     with os.scandir(path) as it:
         for e in it:
             name = e.name
-            if name[0] == "." or name.lower() in IGNORED_NAMES:
+            if name[0] == "." or (name[0] in "TtDd" and name.lower() in IGNORED_NAMES):
                 entries.append(Entry(printable_name(name), "ignored"))
                 continue
             if not name.isascii() and printable_name(name) != name:

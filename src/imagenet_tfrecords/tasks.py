@@ -160,6 +160,7 @@ def convert_dataset(
     ``on_plan(plan)`` is called once the plan is made, ``on_done(shard statistics)`` as each shard ends.
     """
     options = options or Options()
+    formats.check_file_names(options.format, data_url)  # (before any work)
     plan = build_plan(
         data_url,
         layout=layout,

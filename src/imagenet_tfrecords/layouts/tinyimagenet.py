@@ -175,6 +175,8 @@ def _check_train(root: Location, wnid_lines: list, labels: dict[str, int], rejec
     ignored["train"] += sum(e.kind == "ignored" for e in listed)
     class_dirs = {e.name: e.kind for e in listed if e.kind != "ignored"}
     for w, n in wnid_lines:
+        if class_dirs.get(w) == "outside":
+            check_inside(train.child(w), root)
         if class_dirs.get(w) != "dir":
             raise MetadataError(
                 f"{train.url}/{w}: class directory not found (class id from {root.child('wnids.txt').url}:{n})"
