@@ -7,7 +7,6 @@ here); the full-disk case mounts a 2 MiB tmpfs (root only).
 """
 
 import hashlib
-import io
 import json
 import os
 import shutil
@@ -25,7 +24,7 @@ from imagenet_tfrecords.report import _size
 
 from .conftest import CLI, ROOT, run_cli
 from .test_hostile import _jpeg
-from .test_imagenet_archive import VAL_TAR, write_archives
+from .test_imagenet_archive import VAL_TAR, _tar, write_archives
 from .test_imagenet_layout import write_imagenet
 from .test_object_stores import bucket, upload  # noqa: F401 (bucket: a fixture)
 
@@ -131,13 +130,7 @@ def test_ignored_names_in_the_imagenet_layout_extracted_and_as_archives(tmp_path
     with tarfile.open(archives / VAL_TAR) as tar:
         members = {m.name: tar.extractfile(m).read() for m in tar.getmembers()}
     members["._ILSVRC2012_val_00000001.JPEG"] = b"AppleDouble"
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for name, body in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(body)
-            tar.addfile(info, io.BytesIO(body))
-    (archives / VAL_TAR).write_bytes(buf.getvalue())
+    (archives / VAL_TAR).write_bytes(_tar(members, fmt=tarfile.PAX_FORMAT))
     out = tmp_path / "out-archives"
     run_cli("convert", "--data", archives, "--output", out, "--max-reject-fraction", "1")
     info = _info(out)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import functools
 import glob
 import os
 import stat
@@ -184,13 +183,19 @@ def check_access(url: str) -> None:
     protocol, _, rest = str(url).partition("://")
     if not rest:
         return
+    if protocol.lower() in _CREDENTIALS_FOUND:
+        return
     problem = _credentials_problem(protocol.lower())
-    if problem:
+    if not problem:
+        _CREDENTIALS_FOUND.add(protocol.lower())
+    else:
         bucket = rest.split("/", 1)[0]
         raise NoCredentialsError(f"no credentials for {protocol}://{bucket}: {problem}")
 
 
-@functools.cache
+_CREDENTIALS_FOUND: set[str] = set()  # protocols checked once in this process (a missing one: every time)
+
+
 def _credentials_problem(protocol: str) -> str | None:
     """What is missing for ``protocol`` (gs, gcs, s3, s3a), or None: credentials were found (or the
     filesystem is configured anonymous, or an emulator is named)."""
