@@ -11,6 +11,9 @@ OUTPUT := build/tfrecords
 COMPILED := pipelines/tinyimagenet_to_tfrecords.yaml  # and components/*.yaml
 # The one kfp pin: the image's (images/Dockerfile); the venv and the compiled YAML follow it.
 KFP_PIN := $(shell grep -o 'kfp==[0-9][0-9.]*' images/Dockerfile | cut -d= -f3)
+# The [torch] extra accepts a range; the tests need no GPU, so torch comes from PyTorch's CPU-only index
+# (a CPU build's wheel is ~200 MB, a CUDA build's several GB).
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 
 .PHONY: install install-dev test test-fast run demo compile compile-check image image-check lint bench bench-small clean
 
@@ -27,7 +30,7 @@ $(STAMP): pyproject.toml images/Dockerfile
 install-dev: $(DEV_STAMP)
 
 $(DEV_STAMP): $(STAMP)
-	$(BIN)/pip install --quiet -e '.[gcs,s3,tf,torch,dev]' 'kfp==$(KFP_PIN)'
+	$(BIN)/pip install --quiet --extra-index-url $(TORCH_INDEX) -e '.[gcs,s3,tf,torch,dev]' 'kfp==$(KFP_PIN)'
 	touch $(DEV_STAMP)
 
 test: install-dev

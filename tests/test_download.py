@@ -5,6 +5,7 @@ import io
 import re
 import stat
 import threading
+import time
 import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -13,6 +14,7 @@ import pytest
 from imagenet_tfrecords.download import check_archive
 
 from .conftest import run_cli
+from .servers import free_port
 
 FILES = {
     "tiny-imagenet-200/wnids.txt": b"n01443537\nn01629819\n",
@@ -243,7 +245,8 @@ def test_entry_through_an_existing_symlink_is_refused(tmp_path):
 
 def test_http_error_and_bad_arguments(server, tmp_path):
     p = run_cli("download", "--output", tmp_path / "d", "--url", f"{server.url}/missing.zip", check=False)
-    assert p.returncode == 1 and "HTTP 404" in p.stderr
+    assert p.returncode == 3, p.stderr  # the environment's problem, not an internal error
+    assert p.stderr.splitlines() == [f"error: {server.url}/missing.zip: HTTP 404 Not Found"]
     assert len(server.requests) == 1  # a 404 is not retried
     p = run_cli("download", "--output", tmp_path / "d", "--sha256", "abc", check=False)
     assert p.returncode == 2 and "64 hexadecimal digits" in p.stderr
@@ -294,3 +297,13 @@ def test_an_archive_that_was_there_before_is_never_deleted(server, tmp_path):
     assert p.returncode == 3 and "the file was there before and is left as it is" in p.stderr, p.stderr
     assert _tree(out) == {"tiny-imagenet-200.zip": b"my own file of that name"}
     assert server.requests == []
+
+
+def test_a_host_that_cannot_be_reached_is_one_line_exit_3_at_once(tmp_path):
+    port = free_port()  # nothing listens there: the connection is refused
+    url = f"http://127.0.0.1:{port}/tiny-imagenet-200.zip"
+    started = time.monotonic()
+    p = run_cli("download", "--output", tmp_path / "d", "--url", url, check=False)
+    assert p.returncode == 3, p.stderr
+    assert p.stderr.splitlines() == [f"error: {url}: cannot connect to 127.0.0.1:{port}: Connection refused"]
+    assert time.monotonic() - started < 10  # not retried with back-off

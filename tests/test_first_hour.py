@@ -108,9 +108,10 @@ def test_a_conversion_task_that_fails_fails_the_run_at_once(sample_dir, tmp_path
     claim(str(out))  # a new output of this project, then a file in the way of the train shards
     (out / "train").write_text("a file where the train shards go")
     p = run_cli("run", "--data", sample_dir, "--output", out, "--workers", "1", check=False)
-    assert p.returncode == 1
+    assert p.returncode == 3  # an output that cannot be written: named, not an internal error
     line = _error_line(p)
-    assert line.startswith("error: internal error in step convert-shards: ") and "kfp.local's log" in line, line
+    assert line.startswith(f"error: {out / 'train'}/train-") and "cannot be written (" in line, line
+    assert "kfp.local's log" in line, line
     log = (out / "_work" / "kfp-local.log").read_text()
     assert log.count("Task 'convert-shards' finished with status FAILURE") == 1  # once: no retry
 
@@ -126,7 +127,11 @@ def test_run_is_quiet_and_says_where_things_are(sample_dir, tmp_path):
         "val: 30 records in 2 shards; 1 grayscale image converted to RGB",
         "test: 20 records in 2 shards",
     ] or lines[0].startswith("train: 72 records in 6 shards"), lines
-    assert re.fullmatch(r"122 records converted in [\d.]+ s \(\d+ images/s\)", lines[-2]), lines
+    whole, phase = (
+        r"wall time of the whole run [\d.]+ s \(\d+ images/s\)",
+        r"conversion phase [\d.]+ s \(\d+ images/s\)",
+    )
+    assert re.fullmatch(rf"122 records converted; {whole}, {phase}", lines[-2]), lines
     assert lines[-1] == f"no rejects; report: {out / 'report.html'}"
     assert "{" not in p.stdout and " 1 shards" not in p.stdout
 
@@ -141,11 +146,16 @@ def test_a_resumed_run_says_what_it_kept_and_rates_only_what_it_converted(sample
     out = tmp_path / "out"
     run_cli("convert", "--data", sample_dir, "--output", out, "--train-shards", "6")
     p = run_cli("convert", "--data", sample_dir, "--output", out, "--train-shards", "6")
-    assert re.search(r"^nothing to convert: all 8 shards kept from an earlier run \([\d.]+ s\)$", p.stdout, re.M)
+    assert re.search(
+        r"^nothing to convert: all 8 shards kept from an earlier run \(wall time of the whole run [\d.]+ s\)$",
+        p.stdout,
+        re.M,
+    )
     (out / "train" / "train-00001-of-00006.tfrecord").unlink()
     p = run_cli("run", "--data", sample_dir, "--output", out, "--train-shards", "6")
     assert re.search(
-        r"^\d+ records converted in [\d.]+ s \(\d+ images/s\); 1 shard converted, 7 kept from an earlier run",
+        r"^\d+ records converted; wall time of the whole run [\d.]+ s \(\d+ images/s\), "
+        r"conversion phase [\d.]+ s \(\d+ images/s\); 1 shard converted, 7 kept from an earlier run",
         p.stdout,
         re.M,
     )

@@ -361,7 +361,10 @@ def _check_reports_after_too_many_rejects(out: Path, broken: list[str]) -> None:
     assert sum(s["num_records"] for s in info["splits"].values()) == 120
 
 
-TOO_MANY = "error: 3 of 123 inputs rejected (2.4%), above the allowed 1.0%; see rejects.tsv"
+TOO_MANY = (
+    "error: 3 of 123 inputs rejected (2.4%), above the allowed 1.0% (--max-reject-fraction, pipeline parameter "
+    "max_reject_fraction); top reasons: "
+)
 
 
 def test_convert_fails_loudly_on_too_many_rejects_after_writing_the_reports(sample_copy, tmp_path):

@@ -138,7 +138,7 @@ def test_sample_refuses_a_dataset_folder_and_a_file(sample_copy, tmp_path):
     a_file.write_text("mine")
     p = run_cli("sample", "--output", a_file, check=False)
     assert p.returncode == 3, p.stderr
-    assert _error_line(p) == f"error: {a_file}: a file, not a folder; sample writes a new dataset folder"
+    assert _error_line(p) == f"error: {a_file}: the output is a file, not a folder"
     assert a_file.read_text() == "mine"
 
 

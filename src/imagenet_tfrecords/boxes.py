@@ -60,7 +60,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from functools import cache, lru_cache
 from typing import NamedTuple
 
-from .fs import Location
+from .fs import Location, excerpt
 from .plan import Box, MetadataError, pickled_batches, read_lines, stream_lines
 from .records import _entry, _field, _varint
 
@@ -242,7 +242,7 @@ def solution_rows(loc: Location, lines: Iterator[tuple[int, str]], *, train: boo
             )
         folder, underscore, _ = image_id.partition("_")
         if train and not (folder and underscore):
-            raise MetadataError(f"{loc.url}:{n}: expected a train ImageId '<wnid>_<number>', got {image_id!r}")
+            raise MetadataError(f"{loc.url}:{n}: expected a train ImageId '<wnid>_<number>', got {excerpt(image_id)}")
         boxes = [(tokens[i], _coords(tokens[i + 1 : i + 5], loc, n)) for i in range(0, len(tokens), 5)]
         yield n, folder if train else "", image_id + EXTENSION, boxes
 

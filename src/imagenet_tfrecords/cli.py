@@ -1,9 +1,10 @@
-"""imagenet-tfrecords: convert an image dataset (TinyImageNet or class-folder layout) to TFRecords, locally or
-on Kubeflow.
+"""imagenet-tfrecords: convert an image dataset (TinyImageNet, ImageNet extracted or as its ILSVRC2012
+archives, or class folders) to TFRecords, locally or on Kubeflow.
 
 Exit codes: 0 success, 1 internal error, 2 bad command line (a bad option value, named), 3 bad
-input (metadata, an output that cannot be used or holds files this project did not write, too many
-rejects, a host that cannot be reached), 4 verification found a mismatch or an incomplete output,
+input or environment (metadata, an unreadable folder, an output that cannot be used or written or
+holds files this project did not write, too many rejects, a host that cannot be reached, missing
+credentials, a missing optional package), 4 verification found a mismatch or an incomplete output,
 5 a worker process died or the run was interrupted (finished shards are kept: run the same command
 again to resume).
 """
@@ -17,11 +18,12 @@ import sys
 import time
 from importlib.metadata import entry_points
 
+from . import __version__
 from .convert import GRAYSCALE_POLICIES, Options, WorkerDied, available_cpus, parse_size
-from .formats import FORMATS
-from .fs import BadOutput, Location
+from .formats import FORMATS, check_file_names
+from .fs import InputError, Location, MissingPackageError, check_access
 from .layouts import AUTO, LAYOUT_CHOICES
-from .plan import DEFAULT_SHARD_SIZE, MIXED, TRAIN_ORDERS, MetadataError, Plan
+from .plan import DEFAULT_SHARD_SIZE, MIXED, TRAIN_ORDERS, Plan, TrainShardsError
 from .stats import DEFAULT_MAX_REJECT_FRACTION, IncompleteConversion, TooManyRejects, check_rejects, read_info
 
 EXIT_INTERNAL, EXIT_BAD_INPUT, EXIT_VERIFY, EXIT_INTERRUPTED = 1, 3, 4, 5  # 2: argparse's, bad command line
@@ -154,21 +156,23 @@ def add_conversion_args(p: argparse.ArgumentParser, workers_help: str) -> None:
 def options_of(args) -> Options:
     """The conversion options of a command line; a combination that does not go together exits 2."""
     try:
-        return Options(
+        options = Options(
             grayscale=args.grayscale,
             image_size=args.image_size,
             format=args.format,
             label_offset=args.label_offset,
             jpeg_quality=args.jpeg_quality,
         )
+        check_file_names(args.format, args.data)  # (tfds: file names made of the dataset folder's)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
+    return options
 
 
 def _progress(total: int, unit: str):
-    """A tqdm bar on a terminal; nothing otherwise."""
-    if sys.stderr.isatty():
+    """A tqdm bar on a terminal (or when IMAGENET_TFRECORDS_PROGRESS=1); nothing otherwise."""
+    if sys.stderr.isatty() or os.environ.get("IMAGENET_TFRECORDS_PROGRESS") == "1":
         from tqdm import tqdm
 
         return tqdm(total=total, unit=unit, file=sys.stderr)
@@ -213,7 +217,9 @@ def cmd_convert(args) -> int:
 
 
 def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+    from .report import plural
+
+    return f"{n} {plural(n, word)}"
 
 
 def layout_line(name: str, asked: str) -> str:
@@ -230,6 +236,8 @@ def print_summary(info: dict, output: str, seconds: float, layout: str = "") -> 
             parts.append(f"{s['rejected']} rejected")
         if s["skipped"]:
             parts.append(f"{s['skipped']} skipped")
+        if s.get("ignored"):
+            parts.append(f"{s['ignored']} ignored (.DS_Store, Thumbs.db, other names starting with '.')")
         if s["converted"]:
             kinds = " and ".join(_plural(n, f"{kind} image") for kind, n in s["converted"].items())
             parts.append(f"{kinds} converted to RGB")
@@ -249,14 +257,19 @@ def print_summary(info: dict, output: str, seconds: float, layout: str = "") -> 
         print(f"warning: {p['path']}: {p['reason']}")
     run = info.get("run", {})
     converted, kept = run.get("records_converted", 0), run.get("shards_resumed", 0)
+    whole = f"wall time of the whole run {seconds:.1f} s"
     if kept and not run.get("shards_converted"):
-        print(f"nothing to convert: all {_plural(kept, 'shard')} kept from an earlier run ({seconds:.1f} s)")
+        print(f"nothing to convert: all {_plural(kept, 'shard')} kept from an earlier run ({whole})")
     else:
-        rate = f"{converted} records converted in {seconds:.1f} s ({converted / max(seconds, 1e-9):.0f} images/s)"
+        # the report's figure is the conversion phase's alone (first shard started to last one done)
+        phase = run.get("wall_seconds")
+        rate = f"{_plural(converted, 'record')} converted; {whole} ({converted / max(seconds, 1e-9):.0f} images/s)"
+        if phase:
+            rate += f", conversion phase {phase:.1f} s ({converted / max(phase, 1e-9):.0f} images/s)"
         kept_too = f"; {_plural(run['shards_converted'], 'shard')} converted, {kept} kept from an earlier run"
         print(rate + (kept_too if kept else ""))
     problems = len(info.get("problems", []))
-    listed = f"{info['rejected']} rejects" + (f" and {_plural(problems, 'problem')}" if problems else "")
+    listed = _plural(info["rejected"], "reject") + (f" and {_plural(problems, 'problem')}" if problems else "")
     listed = f"{listed} listed in rejects.tsv" if info["rejected"] or problems else "no rejects"
     print(f"{listed}; report: {Location.of(output).child('report.html').url}")
 
@@ -271,8 +284,11 @@ class CommandError(Exception):
 
 def cmd_verify(args) -> int:
     from .output import IncompleteOutput, check_complete
-    from .reader import dataset_info, verify
+    from .reader import dataset_info, tensorflow, verify
 
+    check_access(args.output)
+    if args.tf:
+        tensorflow()  # (MissingPackageError, before any work, when it is not installed)
     out = Location.of(args.output)
     try:
         check_complete(args.output)
@@ -298,6 +314,7 @@ def cmd_verify(args) -> int:
 def cmd_report(args) -> int:
     from .report import write_report
 
+    check_access(args.output)
     if read_info(Location.of(args.output)) is None:
         where = Location.of(args.output).child("dataset_info.json").url
         print(f"error: {where} not found (nor conversion_info.json): not a converted output", file=sys.stderr)
@@ -330,19 +347,16 @@ def cmd_download(args) -> int:
     url = args.url or DEFAULT_URL
     try:
         r = download(url, args.output, args.sha256)
-    except (ChecksumMismatch, UnsafeArchive, FileExistsError) as e:
+    except (ChecksumMismatch, UnsafeArchive, FileExistsError, DownloadError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except DownloadError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_INTERNAL
     resumed = f", resumed after {r.resumed_from} bytes already on disk" if r.resumed_from else ""
     print(f"{r.archive}: {os.path.getsize(r.archive)} bytes ({r.downloaded} downloaded now{resumed})")
     if r.checked:
         print(f"sha256 {r.sha256}: matches")
     else:
         print(f"sha256 {r.sha256} (not checked: no --sha256 given and no recorded checksum for {url})")
-    extracted = f"extracted {r.files} files" if r.files else "already extracted"
+    extracted = f"extracted {_plural(r.files, 'file')}" if r.files else "already extracted"
     print(f"{extracted} into {args.output}: {', '.join(r.extracted)}")
     return 0
 
@@ -366,6 +380,7 @@ class _Help(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpF
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="imagenet-tfrecords", description=__doc__, formatter_class=_Help)
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     p.add_argument("-v", "--verbose", action="store_true", help="show kfp.local's logs, debug lines and tracebacks")
     # -v is accepted after the command too; SUPPRESS keeps the subcommand from resetting it to False
     verbose = argparse.ArgumentParser(add_help=False)
@@ -427,9 +442,12 @@ def main(argv: list[str] | None = None) -> int:
     log.setLevel(logging.DEBUG if args.verbose else logging.INFO)
     try:
         return args.func(args)
-    except (MetadataError, BadOutput, TooManyRejects, IncompleteConversion) as e:
+    except (InputError, MissingPackageError, TooManyRejects, IncompleteConversion) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except TrainShardsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     except PermissionError as e:  # e.g. wrong or missing credentials for a bucket
         print(f"error: permission denied: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -448,6 +466,10 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(e, VerificationError):
             print(f"verification failed:\n{e}", file=sys.stderr)
             return EXIT_VERIFY
+        if isinstance(e, OSError) and e.filename is not None and not args.verbose:
+            # a path named: the environment's problem (a full disk, a folder gone), not ours
+            print(f"error: {e.filename}: {e.strerror or e}", file=sys.stderr)
+            return EXIT_BAD_INPUT
         if args.verbose:
             raise
         print(f"internal error: {type(e).__name__}: {e} (rerun with -v for the traceback)", file=sys.stderr)

@@ -252,6 +252,8 @@ def _finished(out: Location, file: str, fingerprint: str) -> dict | None:
         return None
     try:
         stats = json.loads(recorded.read_text())
+        if not isinstance(stats, dict):  # a damaged statistics file: convert the shard again
+            return None
         if stats.get("fingerprint") != fingerprint or stats.get("read_errors") or target.size() != stats["bytes"]:
             return None
         if index.size() != stats["index_bytes"]:
@@ -259,7 +261,7 @@ def _finished(out: Location, file: str, fingerprint: str) -> dict | None:
         with target.fs.open(target.path, "rb") as f:
             if records.count_records(f) != stats["records"]:
                 return None
-    except (ValueError, KeyError, records.CorruptShard):
+    except (ValueError, KeyError, TypeError, records.CorruptShard):
         return None
     stats["resumed"] = True
     return stats
@@ -360,8 +362,16 @@ def _collect(pending: dict, done: Callable[[int, dict], None], when: str) -> Non
 def recorded_stats(plan: Plan, out_url: str, fmt: str = formats.SEED) -> list[dict]:
     """The statistics every planned shard left under ``_work/`` (batched reads on object stores).
 
-    A shard without statistics is left out; stats.summarize names it.
+    A shard without statistics (or with a damaged statistics file) is left out; stats.summarize names it.
     """
     work = Location.of(out_url).child(WORK_DIR)
     names = [formats.shard_file(s, fmt, plan.data).rsplit("/", 1)[-1] + ".json" for s in plan.shards]
-    return [json.loads(data) for _, data in work.read_many(names) if not isinstance(data, Exception)]
+    found = []
+    for _, data in work.read_many(names):
+        try:
+            stats = json.loads(data) if not isinstance(data, Exception) else None
+        except ValueError:
+            stats = None
+        if isinstance(stats, dict) and "file" in stats:
+            found.append(stats)
+    return found

@@ -156,7 +156,12 @@ def _fetch_once(url: str, part: str, state: dict, show_progress: bool | None, ti
             return _fetch_once(url, part, state, show_progress, timeout)
         raise DownloadError(f"{url}: HTTP {e.code} {e.reason}") from e
     except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
-        raise _Interrupted(f"cannot connect: {getattr(e, 'reason', e)}") from e
+        reason = getattr(e, "reason", e)
+        if not state["fetched"] and isinstance(e, urllib.error.URLError) and isinstance(reason, OSError):
+            # no host by that name, nothing listening, no route: retrying in seconds would not help
+            host = urllib.parse.urlparse(url).netloc
+            raise DownloadError(f"{url}: cannot connect to {host}: {reason.strerror or reason}") from e
+        raise _Interrupted(f"cannot connect: {reason}") from e
     with response:
         if response.status == 206:
             first, total = _content_range(response.headers.get("Content-Range"))

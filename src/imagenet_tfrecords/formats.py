@@ -92,6 +92,26 @@ def tfds_name(data_url: str) -> str:
     return name if name[0].isalpha() else f"d_{name}"
 
 
+# The longest file name a shard of a split may need: its index's temporary file (fs.publish),
+# ".<shard file>.idx.XXXXXXXX.tmp"; most file systems allow 255 bytes in a name.
+NAME_MAX = 255
+_LONGEST_SUFFIX = len("-train.tfrecord-00000-of-00000") + len("..idx.XXXXXXXX.tmp")
+
+
+def check_file_names(fmt: str, data_url: str) -> None:
+    """ValueError, before any work, when the tfds format's file names (which start with the dataset
+    folder's name, tfds_name) would be too long for a file system."""
+    if fmt != TFDS:
+        return
+    name = tfds_name(data_url)
+    if len(name.encode()) + _LONGEST_SUFFIX > NAME_MAX:
+        raise ValueError(
+            f"--format tfds names its files after the dataset folder ({len(name)} characters: "
+            f"{name[:40]}...); at most {NAME_MAX - _LONGEST_SUFFIX} fit a file name of {NAME_MAX} bytes: "
+            "rename the folder or link to it under a shorter name"
+        )
+
+
 def shard_path(fmt: str, shard, name: str) -> str:
     """Where a shard goes, relative to the output root; ``name`` is the TFDS dataset name."""
     if fmt == TFDS:

@@ -10,8 +10,10 @@ leaves a truncated file under a final name.
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,6 +22,50 @@ from typing import NamedTuple
 
 import fsspec
 from fsspec.core import url_to_fs
+
+
+class InputError(ValueError):
+    """An input, output or environment that cannot be used as it is; the message names it and says why
+    (the command line's exit code 3)."""
+
+
+class MetadataError(InputError):
+    """The dataset's metadata (or one of its folders) is missing, unreadable or malformed; the message
+    names file and line."""
+
+
+class NoCredentialsError(InputError):
+    """An object store URL for which no credentials are configured; the message says what to set."""
+
+
+class MissingPackageError(ImportError):
+    """An optional package a feature needs is not installed; the message says what to install."""
+
+
+# What macOS, Windows and editors leave in image folders: never data, never a class (as torchvision's,
+# Hugging Face's and TFDS's image-folder readers skip them). Counted as "ignored", per split.
+IGNORED_NAMES = frozenset({"thumbs.db", "desktop.ini"})
+
+
+def is_ignored(name: str) -> bool:
+    """Whether a file or folder name is one every layout ignores: a name starting with "." (.DS_Store,
+    AppleDouble ._* files, .git...), Thumbs.db or desktop.ini."""
+    return name.startswith(".") or name.lower() in IGNORED_NAMES
+
+
+def excerpt(text: str, limit: int = 40) -> str:
+    """A short printable quote of ``text`` for a message: repr of its first ``limit`` characters."""
+    return repr(text[:limit]) + ("..." if len(text) > limit else "")
+
+
+def printable_name(name: str) -> str:
+    """A file name as it can be written to UTF-8 reports: bytes that are not UTF-8 (a name read with
+    surrogateescape) are shown as backslash escapes, e.g. ``caf\\xe9.JPEG``."""
+    try:
+        name.encode("utf-8")
+        return name
+    except UnicodeEncodeError:
+        return os.fsencode(name).decode("utf-8", "backslashreplace")
 
 
 @dataclass(frozen=True)
@@ -45,9 +91,16 @@ class Location:
         return Location(f"{self.url}/{rel}", self.fs, f"{self.path}/{rel}")
 
     def exists(self) -> bool:
+        if self.is_local:
+            return _local_stat(self.path) is not None
         return self.fs.exists(self.path)
 
     def isdir(self) -> bool:
+        """Whether this is a folder; a local path that cannot be looked at (permission denied) is an
+        error naming it, never taken for a missing folder."""
+        if self.is_local:
+            st = _local_stat(self.path)
+            return st is not None and stat.S_ISDIR(st.st_mode)
         return self.fs.isdir(self.path)
 
     def read_bytes(self) -> bytes:
@@ -74,7 +127,9 @@ class Location:
         """Entries directly under this directory, sorted by name.
 
         On local disks a symlink whose target lies outside ``root`` (default: this
-        directory) is reported as kind "outside" and not followed. Files carry their size and
+        directory) is reported as kind "outside" and not followed, and this directory itself must
+        not be reached through such a link (MetadataError, as for a folder that cannot be read).
+        Names every layout ignores (is_ignored) are of kind "ignored". Files carry their size and
         a stamp that changes when their content is replaced (see Entry).
         """
         if self.is_local:
@@ -82,7 +137,9 @@ class Location:
         entries = []
         for info in self.fs.ls(self.path, detail=True):
             name = info["name"].rstrip("/").rsplit("/", 1)[-1]
-            if info.get("type") == "directory":
+            if is_ignored(name):
+                entries.append(Entry(name, "ignored"))
+            elif info.get("type") == "directory":
                 entries.append(Entry(name, "dir"))
             else:
                 entries.append(Entry(name, "file", int(info.get("size") or 0), _stamp(info)))
@@ -109,7 +166,86 @@ class Location:
                 yield name, got.get(path, FileNotFoundError(path))
 
 
-class BadOutput(ValueError):
+_GS_HELP = (
+    "set GOOGLE_APPLICATION_CREDENTIALS to a service account's key file, run 'gcloud auth application-default "
+    "login', or run on Google Cloud with a service account (FSSPEC_GS_TOKEN=anon for a public bucket)"
+)
+_S3_HELP = (
+    "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE with a profile of ~/.aws/credentials, "
+    "or run with an IAM role (FSSPEC_S3_ANON=true for a public bucket)"
+)
+
+
+def check_access(url: str) -> None:
+    """NoCredentialsError, in a second or two, when ``url`` is on GCS or S3 and no credentials are
+    configured for it (rather than the clients' own probing of cloud metadata servers, their
+    tracebacks, and "not found" for a bucket they could not read). Other URLs pass."""
+    protocol, _, rest = str(url).partition("://")
+    if not rest:
+        return
+    if protocol.lower() in _CREDENTIALS_FOUND:
+        return
+    problem = _credentials_problem(protocol.lower())
+    if not problem:
+        _CREDENTIALS_FOUND.add(protocol.lower())
+    else:
+        bucket = rest.split("/", 1)[0]
+        raise NoCredentialsError(f"no credentials for {protocol}://{bucket}: {problem}")
+
+
+_CREDENTIALS_FOUND: set[str] = set()  # protocols checked once in this process (a missing one: every time)
+
+
+def _credentials_problem(protocol: str) -> str | None:
+    """What is missing for ``protocol`` (gs, gcs, s3, s3a), or None: credentials were found (or the
+    filesystem is configured anonymous, or an emulator is named)."""
+    import fsspec.config
+
+    conf = {**fsspec.config.conf.get("gcs", {}), **fsspec.config.conf.get("gs", {})}
+    if protocol in ("gs", "gcs"):
+        if os.environ.get("STORAGE_EMULATOR_HOST") or conf.get("token"):
+            return None
+        key = os.environ.get("GOOGLE_APPLICATION_CREDENTIALS")
+        if key:
+            return None if os.path.isfile(key) else f"GOOGLE_APPLICATION_CREDENTIALS names {key}, no such file"
+        config = os.environ.get("CLOUDSDK_CONFIG") or os.path.join(os.path.expanduser("~"), ".config", "gcloud")
+        if os.path.isfile(os.path.join(config, "application_default_credentials.json")) or _on_gce():
+            return None
+        return _GS_HELP
+    if protocol in ("s3", "s3a"):
+        conf = {**fsspec.config.conf.get("s3", {}), **fsspec.config.conf.get(protocol, {})}
+        if conf.get("anon") in (True, "true", "True", "1") or conf.get("key") or os.environ.get("AWS_ACCESS_KEY_ID"):
+            return None
+        try:
+            import botocore.session
+
+            found = botocore.session.get_session().get_credentials()
+        except ImportError:
+            return None  # (s3fs is not installed: fsspec says so)
+        except Exception as e:  # a broken config file: botocore's own words
+            return f"{type(e).__name__}: {e}"
+        return None if found is not None else _S3_HELP
+    return None
+
+
+def _on_gce() -> bool:
+    """Whether a Google Cloud metadata server answers (one request, 1 s at most), as google-auth
+    would find it; never asked when NO_GCE_CHECK is set."""
+    if os.environ.get("NO_GCE_CHECK", "").lower() in ("1", "true", "yes"):
+        return False
+    import urllib.request
+
+    host = os.environ.get("GCE_METADATA_HOST") or os.environ.get("GCE_METADATA_IP") or "169.254.169.254"
+    request = urllib.request.Request(f"http://{host}/computeMetadata/v1/", headers={"Metadata-Flavor": "Google"})
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(request, timeout=1) as r:
+            return r.headers.get("Metadata-Flavor") == "Google"
+    except OSError:
+        return False
+
+
+class BadOutput(InputError):
     """An output URL that cannot be written, or that would write into the input; the message names it."""
 
 
@@ -149,7 +285,9 @@ class Entry(NamedTuple):
     tuple: planning makes one per input file.)"""
 
     name: str
-    kind: str  # "file", "dir", "outside" (a symlink leaving the dataset root) or "special"
+    # "file", "dir", "outside" (a symlink leaving the dataset root), "special", "loop" (a symlink loop),
+    # "badname" (a name that is not UTF-8, escaped: printable_name) or "ignored" (is_ignored)
+    kind: str
     size: int = -1
     stamp: str = ""
 
@@ -165,6 +303,9 @@ class Entry(NamedTuple):
 
 _NOT_CONVERTED = {
     "dir": "a directory where images are expected",
+    "loop": "symbolic link loop (too many levels of symbolic links)",
+    "badname": "file name is not valid UTF-8 (shown with its bytes escaped as \\xNN)",
+    "ignored": "ignored (a name starting with '.', Thumbs.db or desktop.ini)",
     "outside": "symlink pointing outside the dataset root (not followed)",
     "special": "not a regular file (FIFO, socket or device)",
 }
@@ -212,32 +353,91 @@ def _protocols(fs: fsspec.AbstractFileSystem) -> tuple[str, ...]:
     return (p,) if isinstance(p, str) else tuple(p)
 
 
+def _local_stat(path: str) -> os.stat_result | None:
+    """os.stat of a local path, None when there is nothing there (or a dangling or looping link);
+    MetadataError naming the folder that cannot be searched when it cannot be looked at."""
+    try:
+        return os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except PermissionError:
+        pass
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return None
+        raise
+    # the folder that cannot be searched: the nearest parent that can be looked at
+    folder = os.path.dirname(path)
+    while folder != os.path.dirname(folder):
+        try:
+            os.stat(folder)
+            break
+        except PermissionError:
+            folder = os.path.dirname(folder)
+    raise MetadataError(f"{folder}: cannot be read (permission denied)")
+
+
+def outside_root(path: str, root: str) -> str | None:
+    """Where the local ``path`` really is when that is outside the folder ``root`` (links followed), else None."""
+    real, top = os.path.realpath(path), os.path.realpath(root)
+    return None if real == top or real.startswith(top.rstrip(os.sep) + os.sep) else real
+
+
+def check_inside(loc: Location, root: Location) -> None:
+    """MetadataError naming ``loc`` when it is reached through a link leaving the dataset ``root`` (local)."""
+    if loc.is_local and root.is_local and (real := outside_root(loc.path, root.path)):
+        raise MetadataError(
+            f"{loc.url}: a symbolic link leaving the dataset folder {root.url} (to {real}); not followed"
+        )
+
+
 def _list_local(path: str, root: str) -> list[Entry]:
+    if real := outside_root(path, root):
+        raise MetadataError(f"{path}: a symbolic link leaving the dataset folder {root} (to {real}); not followed")
+    try:
+        return _scan_local(path, os.path.realpath(root))
+    except PermissionError:
+        raise MetadataError(f"{path}: cannot be read (permission denied)") from None
+
+
+def _scan_local(path: str, root: str) -> list[Entry]:
     entries = []
-    root = os.path.realpath(root)
     with os.scandir(path) as it:
         for e in it:
+            name = e.name
+            if name[0] == "." or (name[0] in "TtDd" and name.lower() in IGNORED_NAMES):
+                entries.append(Entry(printable_name(name), "ignored"))
+                continue
+            if not name.isascii() and printable_name(name) != name:
+                entries.append(Entry(printable_name(name), "badname"))
+                continue
             if e.is_file(follow_symlinks=False):  # (the common case first: no link to resolve)
                 st = e.stat(follow_symlinks=False)
                 # ctime too: a copy that keeps the old modification time (cp -p, rsync -t) still changes it
-                entries.append(Entry(e.name, "file", st.st_size, f"{st.st_mtime_ns}.{st.st_ctime_ns}"))
+                entries.append(Entry(name, "file", st.st_size, f"{st.st_mtime_ns}.{st.st_ctime_ns}"))
                 continue
-            if e.is_symlink():
-                target = os.path.realpath(e.path)
-                if not target.startswith(root + os.sep):
-                    entries.append(Entry(e.name, "outside"))
-                    continue
-            if e.is_dir():
-                entries.append(Entry(e.name, "dir"))
-            elif e.is_file():
-                st = e.stat()
-                entries.append(Entry(e.name, "file", st.st_size, f"{st.st_mtime_ns}.{st.st_ctime_ns}"))
-            elif e.is_symlink() and not os.path.exists(e.path):
-                entries.append(Entry(e.name, "file"))  # a broken link fails to read, with the reason
-            else:
-                entries.append(Entry(e.name, "special"))
+            try:
+                entries.append(_linked_entry(e, root))
+            except OSError as err:
+                if err.errno != errno.ELOOP:
+                    raise
+                entries.append(Entry(name, "loop"))
     entries.sort()  # by name (names are unique)
     return entries
+
+
+def _linked_entry(e: os.DirEntry, root: str) -> Entry:
+    """The Entry of what is not a plain file: a link (not followed when it leaves ``root``), a folder..."""
+    if e.is_symlink() and not os.path.realpath(e.path).startswith(root + os.sep):
+        return Entry(e.name, "outside")
+    if e.is_dir():
+        return Entry(e.name, "dir")
+    if e.is_file():
+        st = e.stat()
+        return Entry(e.name, "file", st.st_size, f"{st.st_mtime_ns}.{st.st_ctime_ns}")
+    if e.is_symlink() and not os.path.exists(e.path):
+        return Entry(e.name, "file")  # a broken link fails to read, with the reason
+    return Entry(e.name, "special")
 
 
 def _remove_stale_temporaries(path: str) -> None:
@@ -259,9 +459,12 @@ def publish(dest: Location) -> Iterator[str]:
     """
     if dest.is_local:
         parent = os.path.dirname(dest.path)
-        os.makedirs(parent, exist_ok=True)
-        _remove_stale_temporaries(dest.path)
-        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(dest.path)}.", suffix=".tmp", dir=parent)
+        try:
+            os.makedirs(parent, exist_ok=True)
+            _remove_stale_temporaries(dest.path)
+            fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(dest.path)}.", suffix=".tmp", dir=parent)
+        except OSError as e:
+            raise BadOutput(f"{dest.url}: cannot be written ({e.strerror or e})") from e
     else:
         fd, tmp = tempfile.mkstemp(suffix=".tmp")
     os.close(fd)
@@ -272,6 +475,11 @@ def publish(dest: Location) -> Iterator[str]:
             os.replace(tmp, dest.path)
         else:
             dest.fs.put_file(tmp, dest.path)
+    except OSError as e:
+        # a full disk, a quota, a folder removed meanwhile: the file that could not be written, named
+        if e.filename not in (None, tmp, dest.path) or isinstance(e, PermissionError) and not dest.is_local:
+            raise
+        raise BadOutput(f"{dest.url}: cannot be written ({e.strerror or e})") from e
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)

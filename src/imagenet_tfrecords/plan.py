@@ -38,7 +38,7 @@ from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
-from .fs import Entry, Location, publish
+from .fs import Entry, Location, MetadataError, publish
 
 SPLITS = ("train", "val", "test")
 PLAN_VERSION = 3
@@ -57,8 +57,8 @@ SPILL_ROWS = 16384  # train sources packed together when listed by the planning 
 SLICES_DIR = "_work/plan"  # under the output: each conversion task's shards (write_slices)
 
 
-class MetadataError(ValueError):
-    """The dataset's metadata is missing or malformed; the message names file and line."""
+class TrainShardsError(ValueError):
+    """More mixed train shards asked for than there are train inputs (a bad command line: exit 2)."""
 
 
 class PlanError(ValueError):
@@ -159,6 +159,8 @@ class Plan:
     tasks: list[list[int]] = field(default_factory=list)  # the shard ids of each conversion task
     layout: str = "tinyimagenet"
     problems: list[dict] = field(default_factory=list)  # {"path", "reason"} about folders, not inputs
+    # files and folders ignored by name (fs.is_ignored: .DS_Store, Thumbs.db...), counted by split
+    ignored: dict[str, int] = field(default_factory=dict)
     train_order: str = MIXED
     slices: str = ""  # where write_slices put each task's shards
     # the pixel convention of the sources' boxes (boxes.CONVENTIONS), "" when the layout has none
@@ -206,6 +208,7 @@ class Plan:
                 "train_order": self.train_order,
                 "slices": self.slices,
                 "boxes": self.boxes,
+                "ignored": self.ignored,
             }
         )
 
@@ -226,6 +229,7 @@ class Plan:
             train_order=d["train_order"],
             slices=d["slices"],
             boxes=d["boxes"],
+            ignored=d.get("ignored", {}),
         )
 
 
@@ -274,14 +278,16 @@ def identities_digest(identities: list) -> str:
     return hashlib.sha256(json.dumps(identities).encode()).hexdigest()[:32]
 
 
-def list_images(directory: Location, root: Location, natural: bool = True) -> tuple[dict[str, Entry], list[Entry]]:
-    """The files of an images folder by name in natural order (``natural=False``: by name), and its
-    other entries (folders, links leaving the dataset root, FIFOs...), which are never read."""
+def list_images(directory: Location, root: Location, natural: bool = True) -> tuple[dict[str, Entry], list[Entry], int]:
+    """The files of an images folder by name in natural order (``natural=False``: by name), its
+    other entries (folders, links leaving the dataset root, FIFOs...), which are never read, and the
+    number of entries ignored by name (fs.is_ignored)."""
     listed = directory.list_dir(root) if directory.isdir() else []
     files = [e for e in listed if e.kind == "file"]  # list_dir sorts by name
     if natural:
         files.sort(key=lambda e: natural_key(e.name))
-    return {e.name: e for e in files}, [e for e in listed if e.kind != "file"]
+    others = [e for e in listed if e.kind not in ("file", "ignored")]
+    return {e.name: e for e in files}, others, len(listed) - len(files) - len(others)
 
 
 def fixed_shards(split: str, folder: str, sources: list[Source], files: dict[str, Entry], size: int) -> list[Shard]:
@@ -296,22 +302,34 @@ def fixed_shards(split: str, folder: str, sources: list[Source], files: dict[str
     return shards
 
 
-def list_files(directory: Location, root: Location, rel: str, rejects: list[dict]) -> dict[str, Entry]:
-    """The files of a folder of fixed sources (``list_images``); its other entries are appended to
-    ``rejects``, named ``rel/<name>``, with their reason."""
-    files, others = list_images(directory, root)
+def list_files(
+    directory: Location, root: Location, rel: str, rejects: list[dict], ignored: collections.Counter, split: str
+) -> dict[str, Entry]:
+    """The files of a folder of fixed sources (``list_images``) of ``split``; its other entries are
+    appended to ``rejects``, named ``rel/<name>``, with their reason, and those ignored by name
+    counted in ``ignored[split]``."""
+    files, others, skipped = list_images(directory, root)
     rejects += [{"path": f"{rel}/{e.name}", "reason": e.reason} for e in sorted(others, key=lambda e: e.name)]
+    ignored[split] += skipped
     return files
 
 
-def test_shards(root: Location, rel: str, shard_size: int, rejects: list[dict], warnings: list[str]) -> list[Shard]:
+def test_shards(
+    root: Location,
+    rel: str,
+    shard_size: int,
+    rejects: list[dict],
+    warnings: list[str],
+    ignored: collections.Counter,
+) -> list[Shard]:
     """The optional test split: the files of folder ``rel``, unlabelled (-1), ``shard_size`` a
-    shard (its other entries to ``rejects``); none, and a warning, when the folder is missing."""
+    shard (its other entries to ``rejects``, those ignored by name counted in ``ignored``); none,
+    and a warning, when the folder is missing."""
     folder = root.child(rel)
     if not folder.isdir():
         warnings.append(f"{folder.url}: no test split (directory not found)")
         return []
-    files = list_files(folder, root, rel, rejects)
+    files = list_files(folder, root, rel, rejects, ignored, "test")
     return fixed_shards("test", rel, [Source(name, -1) for name in files], files, shard_size)
 
 
@@ -421,6 +439,7 @@ def class_listings(
     boxes_of: Callable[[str], Parsed | None] | None = None,
     box_notes: list | None = None,
     reason_of: Callable[[str], str | None] | None = None,
+    ignored: collections.Counter | None = None,
 ) -> Iterator[Packed]:
     """The train sources of each class folder ``folder/<sub>`` of ``classes`` ((sub, label) in
     label order), as rows (listed_rows) packed for train_shards a few classes at a time, in that
@@ -430,14 +449,15 @@ def class_listings(
     (None: it is): such a file is a reject with that reason. ``boxes_of(sub)`` gives the boxes of a
     class's files by file name where the layout has them (None: the class has none); each class's
     outcome, (sub, the boxes dropped for naming an unknown class by file, or None), is appended to
-    ``box_notes``. A folder without images is appended to ``problems``.
+    ``box_notes``. A folder without images is appended to ``problems``; entries ignored by name
+    (fs.is_ignored) are counted in ``ignored["train"]``.
 
     boxes_of and reason_of need not be picklable: the listing processes are forked with them."""
     natural = order == PER_CLASS
 
-    def rows_of(number: int) -> tuple[list[Row], int, dict | None]:
+    def rows_of(number: int) -> tuple[list[Row], int, dict | None, int]:
         sub, label = classes[number]
-        files, others = list_images(root.child(folder, sub), root, natural=natural)
+        files, others, skipped = list_images(root.child(folder, sub), root, natural=natural)
         parsed = boxes_of(sub) if boxes_of else None
         found = parsed.boxes if parsed else {}
         listing = []
@@ -446,11 +466,11 @@ def class_listings(
             listing.append((Source(f"{sub}/{n}", None if why else label, why, boxes=found.get(n, ())), e))
         images = sum(s.reason is None for s, _ in listing)
         listing += [(Source(f"{sub}/{e.name}", None, e.reason), e) for e in others]
-        return listed_rows(folder, listing, order, number), images, parsed.unknown if parsed else None
+        return listed_rows(folder, listing, order, number), images, parsed.unknown if parsed else None, skipped
 
-    def task(numbers: range) -> tuple[Packed, list[tuple[int, dict | None]]]:
+    def task(numbers: range) -> tuple[Packed, list[tuple[int, dict | None, int]]]:
         listed = [rows_of(n) for n in numbers]
-        return pack([rows for rows, _, _ in listed], order), [(images, unknown) for _, images, unknown in listed]
+        return pack([rows for rows, *_ in listed], order), [outcome for _, *outcome in listed]
 
     tasks = [range(i, min(i + CLASSES_PER_TASK, len(classes))) for i in range(0, len(classes), CLASSES_PER_TASK)]
     if root.is_local and len(tasks) > 1 and (cpus := _cpus()) > 1:
@@ -459,8 +479,10 @@ def class_listings(
         done = _ahead(task, tasks, 1 if root.is_local else LISTING_THREADS)
     outcome = "class gets an empty shard" if order == PER_CLASS else "class has no train records"
     for numbers, (packed, outcomes) in zip(tasks, done, strict=True):
-        for n, (images, unknown) in zip(numbers, outcomes, strict=True):
+        for n, (images, unknown, skipped) in zip(numbers, outcomes, strict=True):
             sub = classes[n][0]
+            if ignored is not None:
+                ignored["train"] += skipped
             if not images:
                 problems.append({"path": f"{folder}/{sub}", "reason": f"class directory has no images ({outcome})"})
             if boxes_of and box_notes is not None:
@@ -545,8 +567,18 @@ def train_shards(folder: str, classes: Iterable[Packed], order: str = MIXED, cou
     except BaseException:
         shutil.rmtree(spill, ignore_errors=True)
         raise
+    if order == MIXED and count > total:
+        shutil.rmtree(spill, ignore_errors=True)
+        raise TrainShardsError(
+            f"--train-shards {count} (pipeline parameter train_shards) is more than the {_n(total)} train inputs: "
+            f"at most {_n(max(total, 1))} (0: about {TRAIN_RECORDS_PER_SHARD:,} records a shard)"
+        )
     count = classes_seen if order == PER_CLASS else count or default_train_shards(total)
     return TrainShards(folder, order, count, spill)
+
+
+def _n(n: int) -> str:
+    return f"{n:,}"
 
 
 def _spill(classes: Iterable[Packed], spill: str) -> tuple[int, int]:

@@ -6,22 +6,28 @@ import json
 import os
 
 from . import formats
-from .fs import Location
+from .fs import Location, MissingPackageError, check_access
 from .output import check_complete
 from .plan import SPLITS
 from .records import CorruptShard, feature_spec, iter_records, parse_index
 from .stats import INFO_FILE, read_info
 
 
-def _tensorflow():
-    """TensorFlow, imported without its C++ start-up lines (oneDNN, CPU features) unless asked for.
+def tensorflow():
+    """TensorFlow, imported without its C++ start-up lines (oneDNN, CPU features) unless asked for;
+    MissingPackageError saying what to install when it is not installed.
 
     The variables count only before the first import; a caller's own settings win.
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")  # its notice is an INFO line the level above lets through
-    import tensorflow
-
+    try:
+        import tensorflow
+    except ImportError as e:
+        raise MissingPackageError(
+            f"reading the records with tf.data needs TensorFlow ({e}): pip install 'imagenet-tfrecords[tf]' "
+            "(or read them without TensorFlow: imagenet_tfrecords.torch, pip install 'imagenet-tfrecords[torch]')"
+        ) from None
     return tensorflow
 
 
@@ -51,6 +57,8 @@ def dataset_info(source) -> tuple[dict, Location]:
 
     Raises output.IncompleteOutput when a conversion started changing the root and did not finish.
     """
+    if not (hasattr(source, "path") and hasattr(source, "uri")):
+        check_access(str(source))
     artifact = _artifact_dir(source)
     if artifact is not None:
         info = read_info(artifact)
@@ -79,7 +87,7 @@ def _tf_name(loc: Location) -> str:
 
 def _tf_can_open(url: str) -> bool:
     """Whether TensorFlow's own file systems handle this URL (local files, gs://)."""
-    tf = _tensorflow()
+    tf = tensorflow()
 
     scheme = url.split("://", 1)[0] if "://" in url else ""
     if scheme == "gs" and os.environ.get("STORAGE_EMULATOR_HOST"):
@@ -101,7 +109,7 @@ def _opener(files: list[str]):
     TensorFlow's TFRecordDataset when TensorFlow can open every file; otherwise the shards are
     streamed through fsspec and unframed by records.iter_records (CRCs checked).
     """
-    tf = _tensorflow()
+    tf = tensorflow()
 
     if all(_tf_can_open(f) for f in files):
         return tf.data.TFRecordDataset
@@ -126,7 +134,7 @@ def _image_shape(split: dict) -> list:
 def _parse(one_hot: bool, image_shape: list, num_classes: int, fmt: str = formats.SEED, label_offset: int = 0):
     if fmt != formats.SEED:
         return _parse_jpeg(fmt, one_hot, image_shape, num_classes + label_offset)
-    tf = _tensorflow()
+    tf = tensorflow()
 
     spec = feature_spec()
 
@@ -144,7 +152,7 @@ def _parse(one_hot: bool, image_shape: list, num_classes: int, fmt: str = format
 
 def _jpeg_spec(fmt: str) -> dict:
     """The parse spec of the image and label of a JPEG format's records (imports TensorFlow)."""
-    tf = _tensorflow()
+    tf = tensorflow()
 
     image_key, label_key, _ = formats.keys(fmt)
     return {image_key: tf.io.FixedLenFeature([], tf.string), label_key: tf.io.FixedLenFeature([], tf.int64)}
@@ -153,7 +161,7 @@ def _jpeg_spec(fmt: str) -> dict:
 def _parse_jpeg(fmt: str, one_hot: bool, image_shape: list, depth: int):
     """Parse a tf-models or tfds record and decode its JPEG in the graph; a one-hot label has ``depth``
     entries (the classes, plus the label offset of tf-models) and is all zero for -1."""
-    tf = _tensorflow()
+    tf = tensorflow()
 
     image_key, label_key, _ = formats.keys(fmt)
     spec = _jpeg_spec(fmt)
@@ -197,7 +205,7 @@ def load(
 
     The dataset is neither batched nor repeated: add ``.batch(n)`` and ``.prefetch``.
     """
-    tf = _tensorflow()
+    tf = tensorflow()
 
     info, root = dataset_info(source)
     split_info = _split_info(info, split)
@@ -271,7 +279,7 @@ def _index_problem(index: Location, sizes: list[int]) -> str | None:
 
 def _parse_with_tf(loc: Location, num_classes: int, fmt: str = formats.SEED) -> tuple[int, list[str]]:
     """Read one shard with tf.data and parse every record with tf.io.parse_example; plain-word problems."""
-    tf = _tensorflow()
+    tf = tensorflow()
 
     name = _tf_name(loc)
     n, problems = 0, []
@@ -297,7 +305,7 @@ def _parse_with_tf(loc: Location, num_classes: int, fmt: str = formats.SEED) -> 
 
 def _jpeg_problems(encoded, first: int) -> list[str]:
     """The records of a batch (numbered from ``first``) whose image TensorFlow cannot decode as a JPEG."""
-    tf = _tensorflow()
+    tf = tensorflow()
 
     problems = []
     for i, data in enumerate(encoded):

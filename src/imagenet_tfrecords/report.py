@@ -152,12 +152,20 @@ def _n(value) -> str:
 
 
 def _plural(n: int, word: str) -> str:
-    return f"{_n(n)} {word}{'' if n == 1 else 's'}"
+    return f"{_n(n)} {plural(n, word)}"
+
+
+def plural(n: int, word: str) -> str:
+    """``word`` for ``n`` of it: "1 class", "2 classes", "3 boxes", "4 shards"."""
+    if n == 1:
+        return word
+    return word + ("es" if word.endswith(("s", "x", "ch", "sh")) else "s")
 
 
 def _size(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
+    """Bytes in binary units, named as such (1 GiB = 2**30 bytes)."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n} B"
@@ -287,18 +295,20 @@ def _split_row(split: str, s: dict) -> str:
     return (
         f"<tr><td>{_e(split)}</td><td class=n>{_n(s['num_records'])}</td><td class=n>{len(s['shards'])}</td>"
         f"<td class=n>{_size(s['num_bytes'])}</td><td class=n>{_n(s['found'])}</td>"
-        f"<td class=n>{_n(s['rejected'])}</td><td class=n>{_n(s['skipped'])}</td><td>{_e(converted)}</td>"
+        f"<td class=n>{_n(s['rejected'])}</td><td class=n>{_n(s['skipped'])}</td>"
+        f"<td class=n>{_n(s.get('ignored', 0))}</td><td>{_e(converted)}</td>"
         f"<td>{_e(shapes or DASH)}</td><td class=n>{rate}</td></tr>"
     )
 
 
 def _totals(info: dict, splits: list[str]) -> dict[str, int]:
     """The counts of the records table summed over the splits."""
-    totals = dict.fromkeys(("num_records", "shards", "num_bytes", "found", "rejected", "skipped", "converted"), 0)
+    keys = ("num_records", "shards", "num_bytes", "found", "rejected", "skipped", "ignored", "converted")
+    totals = dict.fromkeys(keys, 0)
     for split in splits:
         s = info["splits"][split]
-        for k in ("num_records", "num_bytes", "found", "rejected", "skipped"):
-            totals[k] += s[k]
+        for k in ("num_records", "num_bytes", "found", "rejected", "skipped", "ignored"):
+            totals[k] += s.get(k, 0)
         totals["shards"] += len(s["shards"])
         totals["converted"] += sum(s["converted"].values())
     return totals
@@ -311,7 +321,8 @@ def _totals_row(totals: dict[str, int], t: dict) -> str:
         f"<tr class=total><td>all</td><td class=n>{_n(totals['num_records'])}</td>"
         f"<td class=n>{totals['shards']}</td><td class=n>{_size(totals['num_bytes'])}</td>"
         f"<td class=n>{_n(totals['found'])}</td><td class=n>{_n(totals['rejected'])}</td>"
-        f"<td class=n>{_n(totals['skipped'])}</td><td>{_n(totals['converted'])}</td><td></td>"
+        f"<td class=n>{_n(totals['skipped'])}</td><td class=n>{_n(totals['ignored'])}</td>"
+        f"<td>{_n(totals['converted'])}</td><td></td>"
         f"<td class=n>{rate}</td></tr></table>"
     )
 
@@ -320,7 +331,9 @@ def _counts_table(info: dict, splits: list[str]) -> list[str]:
     """The records-per-split table: heading, a row per split and the totals."""
     out = [
         "<h2>Records per split</h2><table><tr><th>split</th><th>records</th><th>shards</th><th>size</th>"
-        "<th>found</th><th>rejected</th><th>skipped</th><th>converted to RGB</th><th>image sizes</th>"
+        "<th>found</th><th>rejected</th><th>skipped</th>"
+        '<th title="not inputs: .DS_Store, Thumbs.db, desktop.ini, names starting with a dot">ignored</th>'
+        "<th>converted to RGB</th><th>image sizes</th>"
         "<th>images/s per worker</th></tr>"
     ]
     out.extend(_split_row(split, info["splits"][split]) for split in splits)
@@ -334,7 +347,14 @@ def _notes(info: dict, splits: list[str]) -> list[str]:
     extra_rejects = info["rejected"] - _totals(info, splits)["rejected"]
     notes = []
     if extra_rejects:
-        notes.append(f"{_n(extra_rejects)} more inputs were rejected while reading the metadata (see below).")
+        were = "input was" if extra_rejects == 1 else "inputs were"
+        notes.append(f"{_n(extra_rejects)} more {were} rejected while reading the metadata (see below).")
+    ignored = _totals(info, splits)["ignored"]
+    if ignored:
+        notes.append(
+            f"{_n(ignored)} ignored: files and folders named .DS_Store, ._*, Thumbs.db, desktop.ini or otherwise "
+            "starting with a dot, which are not inputs (not found, not rejected, never a class)."
+        )
     if "images_per_second_per_worker" in t:
         notes.append(
             f"Images/s per worker: records / seconds spent converting, summed over shards "
@@ -342,11 +362,13 @@ def _notes(info: dict, splits: list[str]) -> list[str]:
         )
     if "images_per_second" in t:
         notes.append(
-            f"Conversion wall time {t['wall_seconds']:.1f} s (first task start to last task end): "
-            f"<b>{_n(round(t['images_per_second']))} images/s</b> overall."
+            f"Conversion phase {t['wall_seconds']:.1f} s (first task start to last task end): "
+            f"<b>{_n(round(t['images_per_second']))} images/s</b> overall. (The command line's "
+            "\u201cwall time of the whole run\u201d also counts planning and writing the reports.)"
         )
     if t.get("shards_resumed"):
-        notes.append(f"{_n(t['shards_resumed'])} shards were kept from an earlier run.")
+        were = "shard was" if t["shards_resumed"] == 1 else "shards were"
+        notes.append(f"{_n(t['shards_resumed'])} {were} kept from an earlier run.")
     out = ["".join(f'<p class="muted">{n}</p>' for n in notes)]
     out.extend(f'<p class="warn">warning: {_e(w)}</p>' for w in info.get("warnings", []))
     return out

@@ -55,7 +55,7 @@ def write_sample(
     if not root.is_local:
         raise ValueError("sample writes to a local directory")
     if os.path.lexists(root.path) and not os.path.isdir(root.path):
-        raise BadOutput(f"{root.path}: a file, not a folder; sample writes a new dataset folder")
+        raise BadOutput(f"{root.path}: the output is a file, not a folder")
     if os.path.isdir(root.path) and (names := sorted(os.listdir(root.path))):
         files = [n for n in names if not os.path.isdir(os.path.join(root.path, n))]
         raise BadOutput(

@@ -8,7 +8,8 @@ Written under the output root:
   ``dataset_info.json``, ``features.json`` and ``label.labels.txt``): per split the shard files
   with their record counts, bytes and index files, what was found, rejected, skipped, converted
   and re-encoded, and the class distribution
-- ``rejects.tsv``: ``path<TAB>reason`` for every input that did not become a record
+- ``rejects.tsv``: ``path<TAB>reason`` for every input that did not become a record (a backslash, tab,
+  newline or carriage return in either is written ``\\\\``, ``\\t``, ``\\n``, ``\\r``)
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import json
 from collections import Counter
 
 from . import formats
-from .fs import Location
+from .fs import Location, excerpt
 from .plan import SPLITS, Plan
 
 DEFAULT_MAX_REJECT_FRACTION = 0.01
@@ -70,6 +71,8 @@ def summarize(plan: Plan, shard_stats: list[dict], options: dict | None = None) 
             "shapes": dict(sorted(shapes.items())),
             "label_counts": {str(k): labels[k] for k in sorted(labels)},
             "seconds": round(sum(s.get("seconds", 0.0) for s in mine), 3),
+            # not inputs: files and folders every layout ignores by name (.DS_Store, Thumbs.db...)
+            "ignored": plan.ignored.get(split, 0),
         }
         if split_info["found"] != split_info["num_records"] + split_info["rejected"] + split_info["skipped"]:
             raise AssertionError(f"{split}: counts do not reconcile: {split_info}")
@@ -103,9 +106,18 @@ def sizes_text(info: dict) -> str:
     return "\n".join(f"{split},{info['splits'][split]['num_records']}" for split in SPLITS)
 
 
+_TSV_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def tsv_field(text: str) -> str:
+    """A rejects.tsv field: backslash, tab, newline and carriage return written as \\\\, \\t, \\n and
+    \\r, so every line is one path and its reason whatever the file names hold."""
+    return text.translate(_TSV_ESCAPES)
+
+
 def rejects_text(info: dict) -> str:
     listed = sorted(info["rejects"] + info.get("problems", []), key=lambda r: r["path"])
-    return "".join(f"{r['path']}\t{r['reason']}\n" for r in listed)
+    return "".join(f"{tsv_field(r['path'])}\t{tsv_field(r['reason'])}\n" for r in listed)
 
 
 def info_file(fmt: str) -> str:
@@ -126,8 +138,11 @@ def read_info(out: Location) -> dict | None:
     for name in (INFO_FILE, TFDS_INFO_FILE):
         loc = out.child(name)
         if loc.exists():
-            info = json.loads(loc.read_text())
-            if isinstance(info.get("splits"), dict):
+            try:
+                info = json.loads(loc.read_text())
+            except ValueError as e:  # (UnicodeDecodeError too)
+                raise IncompleteConversion(f"{loc.url}: damaged, not JSON ({e}); convert again") from None
+            if isinstance(info, dict) and isinstance(info.get("splits"), dict):
                 return info
     return None
 
@@ -169,10 +184,15 @@ def write_tfds_metadata(plan: Plan, info: dict, out_url: str) -> None:
 
 
 def check_rejects(info: dict, max_reject_fraction: float) -> None:
-    """Raise TooManyRejects when the rejected share of inputs exceeds the limit."""
+    """Raise TooManyRejects when the rejected share of inputs exceeds the limit; the message names
+    the option and parameter that set it and the commonest reasons."""
     found = info["found"]
     if found and info["rejected"] / found > max_reject_fraction:
+        reasons = Counter(r["reason"] for r in info.get("rejects", []))
+        top = "; ".join(f"{n} \u00d7 {excerpt(reason, 80)[1:-1]}" for reason, n in reasons.most_common(3))
+        more = f"; {len(reasons) - 3} other reasons" if len(reasons) > 3 else ""
         raise TooManyRejects(
             f"{info['rejected']} of {found} inputs rejected ({info['rejected'] / found:.1%}), "
-            f"above the allowed {max_reject_fraction:.1%}; see rejects.tsv"
+            f"above the allowed {max_reject_fraction:.1%} (--max-reject-fraction, pipeline parameter "
+            f"max_reject_fraction); top reasons: {top}{more}; see rejects.tsv"
         )

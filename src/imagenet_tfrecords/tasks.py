@@ -70,6 +70,7 @@ def plan_step(
     task writes; the shards' sources are in the tasks' slices. The fan-out passes only a task's
     number, so no step's input grows with the dataset.
     """
+    formats.check_file_names(fmt, data_url)  # (before any work)
     plan = claim_and_plan(
         data_url,
         output_url,
@@ -180,6 +181,7 @@ def convert_dataset(
     ``on_plan(plan)`` is called once the plan is made, ``on_done(shard statistics)`` as each shard ends.
     """
     options = options or Options()
+    formats.check_file_names(options.format, data_url)  # (before any work)
     plan = claim_and_plan(
         data_url, output_url, layout, shard_size=shard_size, train_order=train_order, train_shards=train_shards
     )

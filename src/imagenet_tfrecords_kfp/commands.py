@@ -13,6 +13,7 @@ import logging
 import os
 import re
 import tempfile
+import threading
 import time
 import warnings
 
@@ -21,6 +22,7 @@ from imagenet_tfrecords.cli import (
     EXIT_INTERNAL,
     EXIT_INTERRUPTED,
     CommandError,
+    _progress,
     add_conversion_args,
     layout_line,
     new_file,
@@ -89,10 +91,14 @@ _BAD_INPUT = {
     "MetadataError",
     "BadOutput",
     "ForeignOutput",
+    "InputError",
+    "NoCredentialsError",
+    "MissingPackageError",
     "TooManyRejects",
     "IncompleteConversion",
     "PermissionError",
 }
+_BAD_COMMAND_LINE = {"TrainShardsError"}  # exit 2
 _EXCEPTION_LINE = re.compile(
     r"^\s*((?:[A-Za-z_]\w*\.)*([A-Za-z_]\w*(?:Error|Exception|Rejects|Died|Output|Conversion))): (.*)$"
 )
@@ -110,9 +116,45 @@ def step_failure(log_text: str) -> CommandError:
     _, name, message = errors[-1].groups()
     if name in _BAD_INPUT:
         return CommandError(message if name != "PermissionError" else f"permission denied: {message}", EXIT_BAD_INPUT)
+    if name in _BAD_COMMAND_LINE:
+        return CommandError(message, 2)
     if name == "WorkerDied":
         return CommandError(message, EXIT_INTERRUPTED)
     return CommandError(f"internal error in step {failed or '?'}: {name}: {message}", EXIT_INTERNAL)
+
+
+_FINISHED_TASK = re.compile(r"(Task|Pipeline) '([\w-]+)' finished with status (\w+)")
+_TASKS_PLANNED = re.compile(r"'tasks': (\d+)")
+
+
+class _StepLog(io.StringIO):
+    """kfp.local's log as it is written, moving a progress bar (``bar``) on at each step that ends:
+    the plan step, each conversion task, the aggregation. Whole lines are looked at (tasks running
+    at once write from their own threads)."""
+
+    def __init__(self, bar):
+        super().__init__()
+        self.bar = bar
+        self.partial = ""
+        self.lock = threading.Lock()
+
+    def write(self, text: str) -> int:
+        with self.lock:
+            if self.bar is not None:
+                *lines, self.partial = (self.partial + text).split("\n")
+                for line in lines:
+                    self._step(_ANSI.sub("", line))
+            return super().write(text)
+
+    def _step(self, line: str) -> None:
+        if self.bar.total is None and (m := _TASKS_PLANNED.search(line)):
+            self.bar.total = int(float(m[1])) + 2  # (the plan step's summary: its tasks, then the aggregation)
+            self.bar.refresh()
+        if m := _FINISHED_TASK.search(line):
+            self.bar.set_description(f"{m[2]} {m[3].lower()}", refresh=False)
+            # (kfp.local can drop a line of tasks that ran at once: the pipeline's end completes the bar)
+            done = self.bar.total if m[1] == "Pipeline" and self.bar.total else self.bar.n + 1
+            self.bar.update(done - self.bar.n)
 
 
 @contextlib.contextmanager
@@ -120,7 +162,8 @@ def _quiet_kfp_local(verbose: bool, log_file: Location):
     """kfp.local's task logs into ``log_file`` (unless verbose), and none of its warnings that a user can
     do nothing about: the image is not a Python one (it is, and never pulled), resources are ignored."""
     real_print = builtins.print  # kfp.local indents print() while tasks run and can leave it so
-    captured = io.StringIO()
+    bar = None if verbose else _progress(None, "step")  # (a terminal only)
+    captured = _StepLog(bar)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"Task .* have no effect in the current local runner")
         warnings.filterwarnings("ignore", message=r"You may be attemping to run a task that uses custom")
@@ -129,6 +172,8 @@ def _quiet_kfp_local(verbose: bool, log_file: Location):
                 yield captured
         finally:
             builtins.print = real_print
+            if bar is not None:
+                bar.close()
             if not verbose:
                 with contextlib.suppress(OSError):
                     log_file.write_text(_ANSI.sub("", captured.getvalue()))

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 
-from ..fs import BadOutput, Location, check_output
+from ..fs import BadOutput, Location, check_access, check_inside, check_output
 from ..plan import DEFAULT_SHARD_SIZE, MIXED, SPLITS, TRAIN_ORDERS, MetadataError, Plan
 from . import imagefolder, imagenet, tinyimagenet
 
@@ -56,6 +56,7 @@ def resolve(data_url: str, layout: str) -> str:
 def check_dataset(data_url: str, layout: str = AUTO) -> str:
     """Fail fast, naming the path, when the dataset folder or one of its metadata files is missing;
     return the layout's name (detected for "auto")."""
+    check_access(data_url)
     root = Location.of(data_url)
     if not root.isdir():
         raise MetadataError(f"{root.url}: dataset directory not found")
@@ -64,6 +65,7 @@ def check_dataset(data_url: str, layout: str = AUTO) -> str:
     for rel in module.required(root) if hasattr(module, "required") else module.REQUIRED:
         if not root.child(rel).exists():
             raise MetadataError(f"{root.child(rel).url}: file not found")
+        check_inside(root.child(rel), root)  # (a link to /etc/passwd is no metadata of the dataset)
     return name
 
 
@@ -75,6 +77,7 @@ def check_locations(data_url: str, output_url: str, layout: str = AUTO) -> str:
     written there would be read as images by the next run.
     """
     name = check_dataset(data_url, layout)
+    check_access(output_url)
     check_output_for(data_url, output_url)
     return name
 
@@ -114,5 +117,6 @@ def build_plan(
         raise ValueError("train_shards sets the number of mixed train shards; per-class makes one per class")
     name = check_dataset(data_url, layout)
     if output_url is not None:
+        check_access(output_url)
         check_output_for(data_url, output_url)
     return LAYOUTS[name].plan(Location.of(data_url), shard_size, train_order, train_shards)

@@ -19,6 +19,7 @@ class folder in natural file order.
 
 from __future__ import annotations
 
+import collections
 import os
 
 from ..fs import Entry, Location
@@ -66,7 +67,12 @@ def plan(root: Location, shard_size: int, train_order: str = MIXED, train_count:
         raise MetadataError(
             f"{root.url}: no train/, val/, validation/ or test/ folder (imagefolder layout: <split>/<class>/<image>)"
         )
-    listings = {folder: root.child(folder).list_dir(root) for _, folder in present}
+    ignored: collections.Counter = collections.Counter()
+    listings = {}
+    for split, folder in present:
+        listed = root.child(folder).list_dir(root)
+        listings[folder] = [e for e in listed if e.kind != "ignored"]
+        ignored[split] += len(listed) - len(listings[folder])
     train = listings.get("train", [])
     classes = [e.name for e in train if e.kind == "dir"]  # list_dir sorts by name
     for name in classes:
@@ -81,8 +87,8 @@ def plan(root: Location, shard_size: int, train_order: str = MIXED, train_count:
     for split, folder in present:
         entries = listings[folder]
         class_dirs = [e.name for e in entries if e.kind == "dir"]
-        if not class_dirs:  # images directly in the split folder: unlabelled
-            files, others = list_images(root.child(folder), root)
+        if not class_dirs:  # images directly in the split folder: unlabelled (what is ignored: counted above)
+            files, others, _ = list_images(root.child(folder), root)
             sources = _sources(files, others, "", -1)
             shards += fixed_shards(split, folder, sources, files, shard_size)
             continue
@@ -93,13 +99,16 @@ def plan(root: Location, shard_size: int, train_order: str = MIXED, train_count:
         ]
         if split == "train":
             class_labels = list(labels.items())
-            per_class = class_listings(root, folder, class_labels, problems, train_order, reason_of=not_an_image)
+            per_class = class_listings(
+                root, folder, class_labels, problems, train_order, reason_of=not_an_image, ignored=ignored
+            )
             train_plan = train_shards(folder, per_class, train_order, train_count)
             shards += train_plan.light()
             continue
         sources, digested = [], {}
         for name in class_dirs:
-            files, others = list_images(root.child(folder, name), root)
+            files, others, skipped = list_images(root.child(folder, name), root)
+            ignored[split] += skipped
             label = labels.get(name)
             unknown = None if label is not None else f"class {name} is not a class of the train split"
             sources += _sources(files, others, f"{name}/", label, unknown)
@@ -118,6 +127,7 @@ def plan(root: Location, shard_size: int, train_order: str = MIXED, train_count:
         problems=problems,
         train_order=train_order,
         train=train_plan,
+        ignored=dict(ignored),
     )
 
 

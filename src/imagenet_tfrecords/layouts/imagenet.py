@@ -21,10 +21,11 @@ imagenet_archive.py) when they are there and LOC_synset_mapping.txt is not; labe
 
 from __future__ import annotations
 
+import collections
 import re
 
 from .. import boxes
-from ..fs import Location
+from ..fs import Location, check_inside
 from ..plan import (
     MIXED,
     ClassInfo,
@@ -122,20 +123,22 @@ def plan(root: Location, shard_size: int, train_order: str = MIXED, train_count:
     rejects: list[dict] = []
     warnings: list[str] = []
     problems: list[dict] = []
-    _check_train(root, mapping, labels, rejects)
+    ignored: collections.Counter = collections.Counter()
+    _check_train(root, mapping, labels, rejects, ignored)
     rel = f"{DATA}/train"
     solution = _train_solution(root, labels, warnings)
     boxes_of = solution.of if solution else None
     notes: list[tuple[str, dict | None]] = []
-    listings = class_listings(root, rel, sorted(labels.items()), problems, train_order, boxes_of, notes)
+    classes = sorted(labels.items())
+    listings = class_listings(root, rel, classes, problems, train_order, boxes_of, notes, ignored=ignored)
     train = train_shards(rel, listings, train_order, train_count)
     if solution:
         unknown = {file: n for _, dropped in notes for file, n in (dropped or {}).items()}
         warnings += boxes.unknown_warnings(solution.loc, boxes.Parsed({}, unknown))
         solution.close()
     shards = train.light()
-    shards += _val_shards(root, labels, shard_size, rejects, warnings)
-    shards += test_shards(root, f"{DATA}/test", shard_size, rejects, warnings)
+    shards += _val_shards(root, labels, shard_size, rejects, warnings, ignored)
+    shards += test_shards(root, f"{DATA}/test", shard_size, rejects, warnings, ignored)
     classes = [ClassInfo(w, words[w]) for w in wnids]
     return Plan(
         data=root.url,
@@ -148,6 +151,7 @@ def plan(root: Location, shard_size: int, train_order: str = MIXED, train_count:
         train_order=train_order,
         train=train,
         boxes=boxes.CONVENTIONS[NAME],
+        ignored=dict(ignored),
     )
 
 
@@ -158,17 +162,22 @@ def _train_solution(root: Location, labels: dict[str, int], warnings: list[str])
     if not loc.exists():
         warnings.append(f"{loc.url}: not found (train images get no boxes)")
         return None
+    check_inside(loc, root)
     return boxes.TrainSolution(loc, labels)
 
 
-def _check_train(root: Location, mapping: list, labels: dict[str, int], rejects: list[dict]) -> None:
+def _check_train(root: Location, mapping: list, labels: dict[str, int], rejects: list[dict], ignored) -> None:
     """Every class has its folder under train/; stray entries of train/ are rejects."""
     rel = f"{DATA}/train"
     train = root.child(rel)
     if not train.isdir():
         raise MetadataError(f"{train.url}: directory not found")
-    class_dirs = {e.name: e.kind for e in train.list_dir(root)}
+    listed = train.list_dir(root)
+    ignored["train"] += sum(e.kind == "ignored" for e in listed)
+    class_dirs = {e.name: e.kind for e in listed if e.kind != "ignored"}
     for w, _, n in mapping:
+        if class_dirs.get(w) == "outside":
+            check_inside(train.child(w), root)
         if class_dirs.get(w) != "dir":
             raise MetadataError(
                 f"{train.url}/{w}: class directory not found (class id from {root.child(MAPPING).url}:{n})"
@@ -180,7 +189,12 @@ def _check_train(root: Location, mapping: list, labels: dict[str, int], rejects:
 
 
 def _val_shards(
-    root: Location, labels: dict[str, int], shard_size: int, rejects: list[dict], warnings: list[str]
+    root: Location,
+    labels: dict[str, int],
+    shard_size: int,
+    rejects: list[dict],
+    warnings: list[str],
+    ignored: collections.Counter,
 ) -> list[Shard]:
     solution, more_warnings = parse_val_solution(root.child(VAL_CSV), labels)
     warnings += more_warnings
@@ -189,7 +203,7 @@ def _val_shards(
     if not val_dir.isdir():
         raise MetadataError(f"{val_dir.url}: directory not found")
     listed_before = len(rejects)
-    files = list_files(val_dir, root, rel, rejects)
+    files = list_files(val_dir, root, rel, rejects, ignored, "val")
     # an entry rejected while listing (a link leaving the dataset, a directory) is not also "missing"
     present = set(files) | {r["path"][len(rel) + 1 :] for r in rejects[listed_before:]}
     for name in sorted(set(solution) - present, key=natural_key):

@@ -20,6 +20,7 @@ members each, in natural name order. Bad metadata raises MetadataError naming th
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import io
 import re
@@ -30,7 +31,7 @@ import numpy as np
 
 from .. import boxes
 from ..archive import Member, iter_inner, list_tar
-from ..fs import Entry, Location, file_entry
+from ..fs import Entry, Location, check_inside, file_entry, is_ignored
 from ..plan import (
     MIXED,
     PER_CLASS,
@@ -77,13 +78,15 @@ def plan(root: Location, shard_size: int, layout: str, train_order: str = MIXED,
     rejects: list[dict] = []
     warnings: list[str] = []
     problems: list[dict] = []
-    per_class = train_sources(root, by_wnid, labels, rejects, GROUP)
+    ignored: collections.Counter = collections.Counter()
+    per_class = train_sources(root, by_wnid, labels, rejects, GROUP, ignored)
     train = train_shards(root, per_class, train_order, train_count, problems)
     shards = train.light()
     val_labels = {i: labels[synsets[sid].wnid] for i, sid in truth.items()}
-    shards += _val_shards(root, val_labels, truth_url, shard_size, rejects)
+    shards += _val_shards(root, val_labels, truth_url, shard_size, rejects, ignored)
     if root.child(TEST_TAR).exists():
-        members = _members(list_tar(root.child(TEST_TAR)))
+        check_inside(root.child(TEST_TAR), root)
+        members = _members(list_tar(root.child(TEST_TAR)), ignored, "test")
         shards += _fixed(root, "test", TEST_TAR, _sources(members, -1), shard_size)
     else:
         warnings.append(f"{root.child(TEST_TAR).url}: no test split (file not found)")
@@ -102,6 +105,7 @@ def plan(root: Location, shard_size: int, layout: str, train_order: str = MIXED,
         train_order=train_order,
         train=train,
         boxes=boxes.CONVENTIONS[layout],
+        ignored=dict(ignored),
     )
 
 
@@ -196,15 +200,23 @@ def train_shards(
 
 
 def train_sources(
-    root: Location, by_wnid: dict[str, Synset], labels: dict[str, int], rejects: list[dict], group: int = GROUP
+    root: Location,
+    by_wnid: dict[str, Synset],
+    labels: dict[str, int],
+    rejects: list[dict],
+    group: int = GROUP,
+    ignored: collections.Counter | None = None,
 ) -> Iterator[tuple[str, list[Source]]]:
     """(wnid, the sources of its class: ``<wnid>.tar/<member>``, spans in the train archive) of
     each class, in the natural order of the tars' names, listed ``group`` class tars at a time
     (archive.iter_inner), so memory holds one group's sources. The archive's own members are
-    listed now: those that are no class's tar are rejects; a class without a tar is an error."""
+    listed now: those that are no class's tar are rejects; a class without a tar is an error.
+    Members ignored by name (fs.is_ignored) are counted in ``ignored["train"]``."""
     loc = root.child(TRAIN_TAR)
     tars: dict[str, Member] = {}
-    for m in _members(list_tar(loc, segment=0)):  # its members are tars: a window would find their headers
+    ignored = collections.Counter() if ignored is None else ignored
+    # its members are tars: a window would find their headers
+    for m in _members(list_tar(loc, segment=0), ignored, "train"):
         wnid = m.name.removesuffix(".tar")
         if m.kind == "file" and m.name.endswith(".tar") and wnid in labels and wnid not in tars:
             tars[wnid] = m
@@ -215,24 +227,26 @@ def train_sources(
         if wnid not in tars:
             meta = f"{root.child(DEVKIT).url}/{META} synsets({by_wnid[wnid].entry})"
             raise MetadataError(f"{loc.url}: no member {wnid}.tar (the class {wnid} of {meta})")
-    return _class_sources(loc, list(tars.values()), labels, group)
+    return _class_sources(loc, list(tars.values()), labels, group, ignored)
 
 
 def _class_sources(
-    loc: Location, tars: list[Member], labels: dict[str, int], group: int
+    loc: Location, tars: list[Member], labels: dict[str, int], group: int, ignored: collections.Counter
 ) -> Iterator[tuple[str, list[Source]]]:
     """(wnid, sources) of each class tar in ``tars``, listed ``group`` at a time."""
     for tar, members in iter_inner(loc, tars, group):
         wnid = tar.name.removesuffix(".tar")
-        named = [dataclasses.replace(x, name=f"{tar.name}/{x.name}") for x in _members(members)]
+        named = [dataclasses.replace(x, name=f"{tar.name}/{x.name}") for x in _members(members, ignored, "train")]
         yield wnid, _sources(named, labels[wnid])
 
 
-def _val_shards(root: Location, val_labels: dict[int, int], truth_url: str, shard_size: int, rejects) -> list[Shard]:
+def _val_shards(
+    root: Location, val_labels: dict[int, int], truth_url: str, shard_size: int, rejects, ignored: collections.Counter
+) -> list[Shard]:
     """Val members labelled by the ground truth's line of their number; lines without a member are rejects."""
     sources = []
     numbers = set()
-    for s in _sources(_members(list_tar(root.child(VAL_TAR))), None):
+    for s in _sources(_members(list_tar(root.child(VAL_TAR)), ignored, "val"), None):
         m = _VAL_NAME.fullmatch(s.name)
         number = int(m.group(1)) if m else None
         if s.reason is None and number in val_labels:
@@ -249,9 +263,16 @@ def _val_shards(root: Location, val_labels: dict[int, int], truth_url: str, shar
     return _fixed(root, "val", VAL_TAR, sources, shard_size)
 
 
-def _members(members: list[Member]) -> list[Member]:
-    """The members that are inputs (not folders), in natural name order."""
-    return sorted((m for m in members if m.kind != "dir"), key=lambda m: natural_key(m.name))
+def _members(members: list[Member], ignored: collections.Counter, split: str) -> list[Member]:
+    """The members that are inputs (not folders), in natural name order; those with a path part
+    ignored by name (fs.is_ignored: ._* AppleDouble files, .DS_Store...) are counted in ``ignored[split]``."""
+    kept = []
+    for m in members:
+        if any(is_ignored(part) for part in m.name.split("/") if part):
+            ignored[split] += m.kind != "dir"
+        elif m.kind != "dir":
+            kept.append(m)
+    return sorted(kept, key=lambda m: natural_key(m.name))
 
 
 def _sources(members: list[Member], label: int | None) -> list[Source]:

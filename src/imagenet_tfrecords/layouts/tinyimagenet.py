@@ -18,10 +18,11 @@ missing) do not stop the run: they become rejects.
 
 from __future__ import annotations
 
+import collections
 import re
 
 from .. import boxes
-from ..fs import Location
+from ..fs import Location, check_inside, excerpt
 from ..plan import (
     MIXED,
     ClassInfo,
@@ -47,7 +48,7 @@ def parse_wnids(loc: Location) -> list[tuple[str, int]]:
     seen: dict[str, int] = {}
     for n, line in read_lines(loc):
         if not re.fullmatch(r"[^\s/\\]+", line):
-            raise MetadataError(f"{loc.url}:{n}: not a class id: {line!r}")
+            raise MetadataError(f"{loc.url}:{n}: not a class id: {excerpt(line)}")
         if line in seen:
             raise MetadataError(f"{loc.url}:{n}: class id {line} repeats line {seen[line]}")
         seen[line] = n
@@ -105,18 +106,20 @@ def plan(root: Location, shard_size: int, train_order: str = MIXED, train_count:
     rejects: list[dict] = []
     warnings: list[str] = []
     problems: list[dict] = []
-    _check_train(root, wnid_lines, labels, rejects)
+    ignored: collections.Counter = collections.Counter()
+    _check_train(root, wnid_lines, labels, rejects, ignored)
     classes = [(f"{w}/images", i) for w, i in sorted(labels.items())]
     notes: list[tuple[str, dict | None]] = []
-    listings = class_listings(root, "train", classes, problems, train_order, _train_boxes(root, labels), notes)
+    boxes_of = _train_boxes(root, labels)
+    listings = class_listings(root, "train", classes, problems, train_order, boxes_of, notes, ignored=ignored)
     train = train_shards("train", listings, train_order, train_count)
     no_boxes = [_boxes_file(root, sub.split("/", 1)[0]).url for sub, parsed in notes if parsed is None]
     if no_boxes:
         more = f" and {len(no_boxes) - 1} more classes" if len(no_boxes) > 1 else ""
         warnings.append(f"{min(no_boxes)}: not found{more} (their images get no boxes)")
     shards = train.light()
-    shards += _val_shards(root, labels, shard_size, rejects, warnings)
-    shards += test_shards(root, "test/images", shard_size, rejects, warnings)
+    shards += _val_shards(root, labels, shard_size, rejects, warnings, ignored)
+    shards += test_shards(root, "test/images", shard_size, rejects, warnings, ignored)
     classes = [ClassInfo(w, words[w]) for w in wnids]
     return Plan(
         data=root.url,
@@ -129,6 +132,7 @@ def plan(root: Location, shard_size: int, train_order: str = MIXED, train_count:
         train_order=train_order,
         train=train,
         boxes=boxes.CONVENTIONS[NAME],
+        ignored=dict(ignored),
     )
 
 
@@ -156,18 +160,23 @@ def _train_boxes(root: Location, labels: dict[str, int]):
     def boxes_of(sub: str) -> boxes.Parsed | None:
         wnid = sub.split("/", 1)[0]
         loc = _boxes_file(root, wnid)
+        check_inside(loc, root)
         return boxes.parse_tinyimagenet_train(loc, wnid, labels) if loc.exists() else None
 
     return boxes_of
 
 
-def _check_train(root: Location, wnid_lines: list, labels: dict[str, int], rejects: list[dict]) -> None:
+def _check_train(root: Location, wnid_lines: list, labels: dict[str, int], rejects: list[dict], ignored) -> None:
     """Every class has its folder under train/; stray entries of train/ are rejects."""
     train = root.child("train")
     if not train.isdir():
         raise MetadataError(f"{train.url}: directory not found")
-    class_dirs = {e.name: e.kind for e in train.list_dir(root)}
+    listed = train.list_dir(root)
+    ignored["train"] += sum(e.kind == "ignored" for e in listed)
+    class_dirs = {e.name: e.kind for e in listed if e.kind != "ignored"}
     for w, n in wnid_lines:
+        if class_dirs.get(w) == "outside":
+            check_inside(train.child(w), root)
         if class_dirs.get(w) != "dir":
             raise MetadataError(
                 f"{train.url}/{w}: class directory not found (class id from {root.child('wnids.txt').url}:{n})"
@@ -180,7 +189,12 @@ def _check_train(root: Location, wnid_lines: list, labels: dict[str, int], rejec
 
 
 def _val_shards(
-    root: Location, labels: dict[str, int], shard_size: int, rejects: list[dict], warnings: list[str]
+    root: Location,
+    labels: dict[str, int],
+    shard_size: int,
+    rejects: list[dict],
+    warnings: list[str],
+    ignored: collections.Counter,
 ) -> list[Shard]:
     annotations, more_warnings = parse_val_annotations(root.child("val", "val_annotations.txt"), labels)
     warnings += more_warnings
@@ -188,7 +202,7 @@ def _val_shards(
     if not val_dir.isdir():
         raise MetadataError(f"{val_dir.url}: directory not found")
     listed_before = len(rejects)
-    files = list_files(val_dir, root, "val/images", rejects)
+    files = list_files(val_dir, root, "val/images", rejects, ignored, "val")
     # an entry rejected while listing (a link leaving the dataset, a directory) is not also "missing"
     present = set(files) | {r["path"][len("val/images/") :] for r in rejects[listed_before:]}
     for name in sorted(set(annotations) - present, key=natural_key):
