@@ -24,6 +24,7 @@ from .formats import FORMATS, check_file_names
 from .fs import InputError, Location, MissingPackageError, check_access
 from .layouts import AUTO, LAYOUT_CHOICES
 from .plan import DEFAULT_SHARD_SIZE, MIXED, TRAIN_ORDERS, Plan, TrainShardsError
+from .procs import interrupt_on_sigterm
 from .stats import DEFAULT_MAX_REJECT_FRACTION, IncompleteConversion, TooManyRejects, check_rejects, read_info
 
 EXIT_INTERNAL, EXIT_BAD_INPUT, EXIT_VERIFY, EXIT_INTERRUPTED = 1, 3, 4, 5  # 2: argparse's, bad command line
@@ -151,6 +152,12 @@ def add_conversion_args(p: argparse.ArgumentParser, workers_help: str) -> None:
         help="fail, after writing rejects.tsv, when a larger share of inputs is rejected",
     )
     p.add_argument("--workers", type=whole_number(0), default=0, help=workers_help)
+    p.add_argument(
+        "--take-over-lease",
+        action="store_true",
+        help="gs://, s3:// outputs: take over the lease of another run that holds the output, when that run is "
+        "known to be dead (an expired lease is taken over anyway)",
+    )
 
 
 def options_of(args) -> Options:
@@ -206,6 +213,7 @@ def cmd_convert(args) -> int:
         layout=args.layout,
         train_order=args.train_order,
         train_shards=args.train_shards,
+        take_over_lease=args.take_over_lease,
         on_plan=on_plan,
         on_done=lambda _: bar.update(1) if bar else None,
     )
@@ -438,6 +446,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if getattr(args, "train_order", MIXED) != MIXED and args.train_shards:
         p.error("--train-shards sets the number of mixed train shards; --train-order per-class makes one per class")
+    interrupt_on_sigterm()  # SIGTERM (Kubernetes stopping a pod) is handled as Ctrl-C
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     log.setLevel(logging.DEBUG if args.verbose else logging.INFO)
     try:

@@ -32,6 +32,7 @@ from .fs import Location, publish
 from .image import DEFAULT_MAX_PIXELS, BadImage
 from .output import WORK_DIR
 from .plan import Plan, PlanError, Shard
+from .procs import check_terminated, stop_pool, worker_init
 
 GRAYSCALE_POLICIES = ("rgb", "skip")
 
@@ -316,6 +317,7 @@ def convert(
     results: dict[int, dict] = {}
 
     def done(i: int, stats: dict) -> None:
+        check_terminated()
         results[i] = stats
         if on_done:
             on_done(stats)
@@ -326,7 +328,8 @@ def convert(
         return [results[i] for i in sorted(results)]
     # fork: workers start in milliseconds and never import TensorFlow or kfp themselves.
     ctx = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
-    with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+    # workers die with this process (SIGKILL of it, e.g. by the out-of-memory killer, included)
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=worker_init, initargs=(os.getpid(),)) as pool:
         pending: dict = {}
         try:
             for i, text in shards:
@@ -343,8 +346,8 @@ def convert(
                 f"{len(unfinished)} queued shards were done (first: {first}); finished shards "
                 "are kept: run the same command again to resume"
             ) from None
-        except BaseException:  # an error or Ctrl-C: stop now rather than after every queued shard
-            pool.shutdown(wait=True, cancel_futures=True)
+        except BaseException:  # an error, Ctrl-C or SIGTERM: stop now rather than after every queued shard
+            stop_pool(pool)
             raise
     return [results[i] for i in sorted(results)]
 

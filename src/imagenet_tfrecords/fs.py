@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import glob
 import os
 import stat
@@ -249,6 +250,11 @@ class BadOutput(InputError):
     """An output URL that cannot be written, or that would write into the input; the message names it."""
 
 
+class LostOutput(BadOutput):
+    """Someone else removed what this run was writing (its temporary file, its lock or lease): the
+    output is not this run's alone; the message names what was lost."""
+
+
 def check_output(out: Location, inside: list[Location]) -> None:
     """Fail before any work when ``out`` is no folder we can write, or is one of ``inside`` or below one.
 
@@ -441,21 +447,35 @@ def _linked_entry(e: os.DirEntry, root: str) -> Entry:
 
 
 def _remove_stale_temporaries(path: str) -> None:
-    """Delete temporary files that a killed writer of ``path`` left behind."""
+    """Delete temporary files of ``path`` that a killed writer left behind: those whose writer is
+    dead, i.e. that nobody holds the flock of (publish holds it while it writes)."""
     parent, name = os.path.split(path)
     for stale in glob.glob(os.path.join(glob.escape(parent), f".{glob.escape(name)}.{'?' * 8}.tmp")):
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(stale)
+        try:
+            fd = os.open(stale, os.O_RDONLY)
+        except FileNotFoundError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            continue  # a live writer's
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(stale)
+        finally:
+            os.close(fd)
 
 
 @contextmanager
 def publish(dest: Location) -> Iterator[str]:
     """Yield a local temporary path; when the block succeeds, move it to ``dest``.
 
-    Local destinations get a temporary file in the same directory and an atomic rename;
-    remote ones get a temporary local file uploaded in one request after the block ends.
-    On failure the temporary file is removed and ``dest`` is left untouched; temporary files
-    of ``dest`` that a killed writer left behind are removed before a new one is made.
+    Local destinations get a temporary file in the same directory, flocked while it is written
+    (so that no other run takes it for a dead writer's), and an atomic rename; remote ones get a
+    temporary local file uploaded in one request after the block ends. On failure the temporary
+    file is removed and ``dest`` is left untouched; temporary files of ``dest`` that a killed writer
+    left behind are removed before a new one is made. LostOutput when the temporary file was
+    removed by someone else meanwhile.
     """
     if dest.is_local:
         parent = os.path.dirname(dest.path)
@@ -463,16 +483,22 @@ def publish(dest: Location) -> Iterator[str]:
             os.makedirs(parent, exist_ok=True)
             _remove_stale_temporaries(dest.path)
             fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(dest.path)}.", suffix=".tmp", dir=parent)
+            fcntl.flock(fd, fcntl.LOCK_EX)  # (never waits: the file is new)
         except OSError as e:
             raise BadOutput(f"{dest.url}: cannot be written ({e.strerror or e})") from e
     else:
         fd, tmp = tempfile.mkstemp(suffix=".tmp")
-    os.close(fd)
     try:
         yield tmp
         if dest.is_local:
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, dest.path)
+            try:
+                os.chmod(tmp, 0o644)
+                os.replace(tmp, dest.path)
+            except FileNotFoundError:
+                raise LostOutput(
+                    f"{dest.url}: the temporary file {tmp} that this run was writing was removed by another "
+                    "process (another run writing or cleaning the same output?); stopped (finished shards are kept)"
+                ) from None
         else:
             dest.fs.put_file(tmp, dest.path)
     except OSError as e:
@@ -481,5 +507,6 @@ def publish(dest: Location) -> Iterator[str]:
             raise
         raise BadOutput(f"{dest.url}: cannot be written ({e.strerror or e})") from e
     finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)  # (still locked: nobody else removes it meanwhile)
+        os.close(fd)

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
 from .fs import Entry, Location, MetadataError, publish
+from .procs import check_terminated, stop_pool, worker_init
 
 SPLITS = ("train", "val", "test")
 PLAN_VERSION = 3
@@ -165,6 +166,7 @@ class Plan:
     slices: str = ""  # where write_slices put each task's shards
     # the pixel convention of the sources' boxes (boxes.CONVENTIONS), "" when the layout has none
     boxes: str = ""
+    run: str = field(default="", compare=False)  # the run token of the pipeline run that made it (lock.py)
     # the train shards' sources, spilled while listing (not in plan.json: see write_slices)
     train: TrainShards | None = field(default=None, compare=False, repr=False)
 
@@ -209,6 +211,7 @@ class Plan:
                 "slices": self.slices,
                 "boxes": self.boxes,
                 "ignored": self.ignored,
+                "run": self.run,
             }
         )
 
@@ -230,6 +233,7 @@ class Plan:
             slices=d["slices"],
             boxes=d["boxes"],
             ignored=d.get("ignored", {}),
+            run=d.get("run", ""),
         )
 
 
@@ -520,14 +524,22 @@ def _ahead_in_processes(fn, args: Iterable, processes: int) -> Iterator:
     """fn(arg) for each of ``args`` in order, computed by ``processes`` forked processes, at most
     LISTING_THREADS calls per process ahead. ``fn`` reaches them by the fork, not by pickling."""
     ctx = multiprocessing.get_context("fork")
-    with ProcessPoolExecutor(processes, mp_context=ctx, initializer=_hold, initargs=(fn,)) as pool:
+    # the listing processes die with this one, and are stopped at once on an error, Ctrl-C or SIGTERM
+    pool = ProcessPoolExecutor(processes, mp_context=ctx, initializer=worker_init, initargs=(os.getpid(), _hold, fn))
+    try:
         pending: collections.deque = collections.deque()
         for arg in args:
             pending.append(pool.submit(_call_held, arg))
             if len(pending) >= LISTING_THREADS * processes:
                 yield pending.popleft().result()
+                check_terminated()
         while pending:
             yield pending.popleft().result()
+            check_terminated()
+    except BaseException:
+        stop_pool(pool)
+        raise
+    pool.shutdown(wait=True)
 
 
 def _ahead(fn, items: Iterable, threads: int) -> Iterator:

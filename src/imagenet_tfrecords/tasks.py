@@ -11,7 +11,7 @@ import json
 import os
 import time
 
-from . import formats, output, stats
+from . import formats, lock, output, stats
 from .convert import Options, convert, index_file, recorded_stats
 from .fs import Location
 from .layouts import AUTO, build_plan, check_locations
@@ -30,13 +30,14 @@ def _read_plan(path: str) -> Plan:
         return Plan.from_json(f.read())
 
 
-def claim_and_plan(data_url: str, output_url: str, layout: str = AUTO, **plan_args) -> Plan:
-    """Check both URLs, then claim the output (output.claim: refused unless new, empty or ours),
-    then plan: nothing is written to the output before its ownership is checked, nor before the
-    dataset's metadata files are found."""
+def claim(data_url: str, output_url: str, layout: str = AUTO) -> str:
+    """Check both URLs, then claim the output (output.claim: refused unless new, empty or ours);
+    return the layout's name. Nothing is written to the output before its ownership is checked, nor
+    before the dataset's metadata files are found; the caller then holds the output (lock.hold)
+    before it plans."""
     name = check_locations(data_url, output_url, layout)
     output.claim(output_url)
-    return build_plan(data_url, layout=name, **plan_args)
+    return name
 
 
 def begin_writing(plan: Plan, output_url: str, fmt: str) -> None:
@@ -57,6 +58,7 @@ def plan_step(
     train_order: str = MIXED,
     train_shards: int = 0,
     fmt: str = formats.SEED,
+    take_over_lease: bool = False,
 ) -> tuple[list, dict]:
     """Check both URLs, claim the output, plan the conversion, mark the output incomplete (removing
     what earlier runs wrote and this plan does not make, see begin_writing); write plan.json,
@@ -71,16 +73,16 @@ def plan_step(
     number, so no step's input grows with the dataset.
     """
     formats.check_file_names(fmt, data_url)  # (before any work)
-    plan = claim_and_plan(
-        data_url,
-        output_url,
-        layout,
-        shard_size=int(shard_size),
-        train_order=train_order,
-        train_shards=int(train_shards),
-    )
-    begin_writing(plan, output_url, fmt)
-    write_slices(plan, output_url, int(max_tasks))
+    name = claim(data_url, output_url, layout)
+    # The run's lease stays when planning succeeds: the conversion tasks of this run join it.
+    with lock.hold(output_url, take_over=bool(take_over_lease), keep=True) as writer:
+        plan = build_plan(
+            data_url, layout=name, shard_size=int(shard_size), train_order=train_order, train_shards=int(train_shards)
+        )
+        plan.run = writer.run
+        begin_writing(plan, output_url, fmt)
+        write_slices(plan, output_url, int(max_tasks))
+        writer.check()
     _write(plan_path, plan.to_json())
     _write(labels_path, plan.labels_text())
     summary = {
@@ -104,13 +106,19 @@ def convert_step(
     """Convert the shards of one task; return a few numbers about it (the task's artifact metadata).
 
     The shards' statistics are written under ``<output_url>/_work/``, where the aggregation
-    reads them; ``manifest_path`` gets the list of shard files this task wrote.
+    reads them; ``manifest_path`` gets the list of shard files this task wrote. The task joins
+    its run (plan.json's token): other runs are refused, a retry of this task goes ahead.
     """
     plan = _read_plan(plan_path)
     started = time.time()
     # kfp.local hands numbers back as floats
     count = len(plan.tasks[int(task)])
-    results = convert(plan, read_slice(plan, int(task)), output_url, options, workers=int(workers), count=count)
+    # the run's lease stays for its other tasks, and for this one's retry should it fail
+    with lock.hold(output_url, run=plan.run or None, keep=True, keep_on_error=True) as writer:
+        shards = read_slice(plan, int(task))
+        check = lambda _: writer.check()  # noqa: E731
+        results = convert(plan, shards, output_url, options, workers=int(workers), count=count, on_done=check)
+        writer.check()
     finished = time.time()
     _write(manifest_path, json.dumps({"task": int(task), "shards": [r["file"] for r in results]}))
     return task_summary(results, started, finished)
@@ -169,6 +177,7 @@ def convert_dataset(
     max_tasks: int = 1,
     on_plan=None,
     on_done=None,
+    take_over_lease: bool = False,
 ) -> tuple[dict, dict]:
     """The whole conversion in this process, through the same steps as the pipeline: check and claim
     the output, plan (slices included, ``max_tasks`` of them), mark the output incomplete, convert
@@ -179,21 +188,35 @@ def convert_dataset(
     ``train_order``, ``train_shards``: as in plan_step.
 
     ``on_plan(plan)`` is called once the plan is made, ``on_done(shard statistics)`` as each shard ends.
+
+    The output is held for this run from the checks to the reports (lock.hold): another run
+    writing it is refused before any work; ``take_over_lease`` takes over a live lease on an object
+    store (its holder is dead).
     """
     options = options or Options()
     formats.check_file_names(options.format, data_url)  # (before any work)
-    plan = claim_and_plan(
-        data_url, output_url, layout, shard_size=shard_size, train_order=train_order, train_shards=train_shards
-    )
-    begin_writing(plan, output_url, options.format)
-    # One slice by default, as `imagenet-tfrecords run` plans; each shard is converted as its
-    # slice line is written, rather than after every slice is written and read back.
-    shards = stream_slices(plan, output_url, max_tasks)
-    if on_plan:
-        on_plan(plan)
-    since = time.time()
-    results = convert(plan, shards, output_url, options, workers=workers, on_done=on_done, count=len(plan.shards))
-    info, _ = finish(plan, output_url, options, [task_summary(results, since, time.time())])
+    name = claim(data_url, output_url, layout)
+    with lock.hold(output_url, take_over=take_over_lease) as writer:
+        plan = build_plan(
+            data_url, layout=name, shard_size=shard_size, train_order=train_order, train_shards=train_shards
+        )
+        plan.run = writer.run
+        begin_writing(plan, output_url, options.format)
+        # One slice by default, as `imagenet-tfrecords run` plans; each shard is converted as its
+        # slice line is written, rather than after every slice is written and read back.
+        shards = stream_slices(plan, output_url, max_tasks)
+        if on_plan:
+            on_plan(plan)
+        since = time.time()
+
+        def done(stats: dict) -> None:
+            writer.check()
+            if on_done:
+                on_done(stats)
+
+        results = convert(plan, shards, output_url, options, workers=workers, on_done=done, count=len(plan.shards))
+        writer.check()
+        info, _ = finish(plan, output_url, options, [task_summary(results, since, time.time())])
     return plan, info
 
 
@@ -209,7 +232,9 @@ def aggregate_step(
 ) -> dict:
     """Write the reports under ``output_url`` and into the artifacts; fail on too many rejects."""
     plan = _read_plan(plan_path)
-    info, html = finish(plan, output_url, options, tasks)
+    with lock.hold(output_url, run=plan.run or None) as writer:  # the run ends here: its lease goes
+        info, html = finish(plan, output_url, options, tasks)
+        writer.check()
     # The Dataset artifact describes the TFRecords under output_url (dataset_info.json names
     # the shards relative to its "root"), so the next step can read them with reader.load().
     stats.write_reports(plan, info, dataset_dir)

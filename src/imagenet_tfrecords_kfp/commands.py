@@ -12,11 +12,13 @@ import io
 import logging
 import os
 import re
+import signal
 import tempfile
 import threading
 import time
 import warnings
 
+from imagenet_tfrecords import lock
 from imagenet_tfrecords.cli import (
     EXIT_BAD_INPUT,
     EXIT_INTERNAL,
@@ -34,6 +36,7 @@ from imagenet_tfrecords.fs import BadOutput, Location
 from imagenet_tfrecords.layouts import check_locations, check_output_for
 from imagenet_tfrecords.output import ForeignOutput, claim
 from imagenet_tfrecords.plan import DEFAULT_MAX_TASKS, DEFAULT_PARALLELISM, MAX_TASKS
+from imagenet_tfrecords.procs import kill_descendants
 from imagenet_tfrecords.stats import read_info
 
 
@@ -94,6 +97,8 @@ _BAD_INPUT = {
     "InputError",
     "NoCredentialsError",
     "MissingPackageError",
+    "BusyOutput",
+    "LostOutput",
     "TooManyRejects",
     "IncompleteConversion",
     "PermissionError",
@@ -111,8 +116,12 @@ def step_failure(log_text: str) -> CommandError:
     lines = _ANSI.sub("", log_text).splitlines()
     failed = next((m[1] for line in lines if (m := _FAILED_TASK.search(line))), None)
     errors = [m for line in lines if (m := _EXCEPTION_LINE.match(line))]
-    if not errors:
-        return CommandError(f"step {failed or '?'} failed without a Python error", EXIT_INTERNAL)
+    if not errors:  # its process was killed: no Python code ran to say why
+        return CommandError(
+            f"step {failed or '?'} died without a Python error (its process was killed by a signal, e.g. by the "
+            "out-of-memory killer); finished shards are kept: run the same command again to resume",
+            EXIT_INTERRUPTED,
+        )
     _, name, message = errors[-1].groups()
     if name in _BAD_INPUT:
         return CommandError(message if name != "PermissionError" else f"permission denied: {message}", EXIT_BAD_INPUT)
@@ -193,6 +202,27 @@ def _environ(**values: str):
                 os.environ[k] = v
 
 
+def _stop_steps_on_interrupt() -> None:
+    """On SIGTERM or Ctrl-C, stop kfp.local's step processes (and so their workers) and keep stopping
+    any it starts next, then raise KeyboardInterrupt: kfp.local waits for every started iteration of
+    a loop before the interruption reaches the command, which then exits 5."""
+    stopping = threading.Event()
+
+    def stop_steps() -> None:
+        while True:
+            kill_descendants()
+            time.sleep(0.05)
+
+    def handler(signum, frame):
+        if not stopping.is_set():
+            stopping.set()
+            threading.Thread(target=stop_steps, name="stop-steps", daemon=True).start()
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
 def cmd_run(args) -> int:
     from kfp import local
 
@@ -205,9 +235,13 @@ def cmd_run(args) -> int:
     started = time.perf_counter()
     log_file = Location.of(args.output).child("_work", "kfp-local.log")
     failure = None
+    _stop_steps_on_interrupt()
     with (
+        # this process holds the output for the run; the steps join it through RUN_ENV
+        lock.hold(args.output, take_over=args.take_over_lease) as writer,
         tempfile.TemporaryDirectory(prefix="imagenet-tfrecords-") as tmp,
-        _environ(TMPDIR=tmp),  # each kfp task writes its program to `mktemp -d` and leaves it there
+        # each kfp task writes its program to `mktemp -d` and leaves it there
+        _environ(TMPDIR=tmp, **{lock.RUN_ENV: writer.run}),
         _quiet_kfp_local(args.verbose, log_file) as captured,
     ):
         local.init(
@@ -229,9 +263,11 @@ def cmd_run(args) -> int:
                 format=args.format,
                 label_offset=args.label_offset,
                 jpeg_quality=args.jpeg_quality,
+                take_over_lease=args.take_over_lease,
             )
         except RuntimeError:
             failure = step_failure(captured.getvalue())
+        writer.check()
     if failure:
         where = "" if args.verbose else f" (kfp.local's log: {log_file.url})"
         raise CommandError(f"{failure}{where}", failure.code)
@@ -280,6 +316,7 @@ def cmd_submit(args) -> int:
                 "format": args.format,
                 "label_offset": args.label_offset,
                 "jpeg_quality": args.jpeg_quality,
+                "take_over_lease": args.take_over_lease,
             },
             experiment_name=args.experiment,
         )

@@ -16,6 +16,7 @@ def parse_metadata(
     train_order: str = "mixed",
     train_shards: int = 0,
     format: str = "seed",
+    take_over_lease: bool = False,
 ) -> list[int]:
     """Read the dataset's metadata and plan the conversion.
 
@@ -43,6 +44,9 @@ def parse_metadata(
         train_shards: Mixed train shards; 0: about 1,000 images each.
         format: The record format the conversion writes ("seed", "tf-models" or "tfds"): which
             files the output will hold.
+        take_over_lease: gs:// and s3:// outputs: take over the lease of another run that holds
+            output_url, when that run is known to be dead. Otherwise a run that holds the output
+            (its lease under output_url/_work/ not expired) makes this step fail, naming it.
 
     Returns:
         plan: plan.json: the classes, every shard to write, the shards of each task, and rejects
@@ -54,7 +58,17 @@ def parse_metadata(
     from imagenet_tfrecords.tasks import plan_step
 
     items, summary = plan_step(
-        data_url, output_url, shard_size, max_tasks, plan.path, labels.path, layout, train_order, train_shards, format
+        data_url,
+        output_url,
+        shard_size,
+        max_tasks,
+        plan.path,
+        labels.path,
+        layout,
+        train_order,
+        train_shards,
+        format,
+        take_over_lease,
     )
     plan.metadata.update(summary)
     labels.metadata["num_classes"] = summary["classes"]

@@ -53,6 +53,7 @@ def build_pipeline(parallelism: int = DEFAULT_PARALLELISM, retries: bool = True)
         format: str = Options.format,
         label_offset: int = Options.label_offset,
         jpeg_quality: int = Options.jpeg_quality,
+        take_over_lease: bool = False,
     ) -> Outputs:
         """Convert an image dataset (TinyImageNet, ImageNet or class folders) to TFRecord files of tf.train.Example.
 
@@ -86,6 +87,8 @@ def build_pipeline(parallelism: int = DEFAULT_PARALLELISM, retries: bool = True)
                 that tfds.builder_from_directory(output_url) reads.
             label_offset: tf-models: added to every label (1: Model Garden's 1,001 classes).
             jpeg_quality: tf-models and tfds: quality of images encoded anew (clean JPEGs are kept as is).
+            take_over_lease: gs:// and s3:// outputs: take over the lease of another run that holds
+                output_url, when that run is known to be dead (an expired lease is taken over anyway).
 
         Returns:
             dataset: The converted dataset (dataset_info.json, conversion_info.json in the tfds
@@ -106,6 +109,7 @@ def build_pipeline(parallelism: int = DEFAULT_PARALLELISM, retries: bool = True)
             train_order=train_order,
             train_shards=train_shards,
             format=format,
+            take_over_lease=take_over_lease,
         )
         # No step is served from the KFP cache: the cache is keyed on the URL strings, not on the
         # data behind them. A re-run resumes instead: shards whose inputs are unchanged are kept.
