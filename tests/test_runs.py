@@ -27,8 +27,6 @@ from imagenet_tfrecords.sample import write_sample
 
 from .conftest import CLI, run_cli
 
-pytestmark = pytest.mark.slow
-
 TRAIN_SHARDS = 40
 REFUSED = "another run is writing this output: run "
 
@@ -126,6 +124,7 @@ def _holder_pids(proc: subprocess.Popen) -> set[int]:
 @pytest.mark.parametrize(
     "first, second", [("convert", "convert"), ("run", "run"), ("convert", "run"), ("run", "convert")]
 )
+@pytest.mark.slow
 def test_a_second_run_on_a_live_runs_output_is_refused_and_the_first_finishes(big, reference, tmp_path, first, second):
     out = tmp_path / "out"
     one = _start(first, "--data", big, "--output", out, *_options())
@@ -180,6 +179,7 @@ def test_a_run_whose_temporary_is_removed_stops_with_exit_3(tmp_path):
     assert not (tmp_path / "shard.tfrecord").exists()
 
 
+@pytest.mark.slow
 def test_a_run_whose_lock_is_removed_stops_with_exit_3(big, tmp_path):
     out = tmp_path / "out"
     one = _start("convert", "--data", big, "--output", out, *_options())
@@ -253,6 +253,7 @@ def _retried_task_joins_its_run(big, reference, tmp_path, out_url: str, publishe
     )
 
 
+@pytest.mark.slow
 def test_a_retried_conversion_task_of_the_same_pipeline_run_is_not_refused(big, reference, tmp_path):
     out = tmp_path / "out"
     _retried_task_joins_its_run(
@@ -274,6 +275,7 @@ def _interrupted(proc: subprocess.Popen, timeout: float = 60) -> str:
     return stderr
 
 
+@pytest.mark.slow
 def test_sigterm_stops_convert_as_ctrl_c_does_and_leaves_no_process(big, reference, tmp_path):
     out = tmp_path / "out"
     proc = _start("convert", "--data", big, "--output", out, *_options())
@@ -293,6 +295,7 @@ def many_classes(tmp_path_factory) -> Path:
     return d
 
 
+@pytest.mark.slow
 def test_sigterm_while_planning_stops_the_listing_processes(many_classes, tmp_path):
     out = tmp_path / "out"
     proc = _start("convert", "--data", many_classes, "--output", out, "--workers", "2")
@@ -325,6 +328,7 @@ def _step_processes(pid: int) -> list[int]:
     return [p for p in descendants(pid) if executor(p) and not executor(parent(p))]
 
 
+@pytest.mark.slow
 def test_sigterm_stops_run_and_its_steps(big, tmp_path):
     out = tmp_path / "out"
     proc = _start("run", "--data", big, "--output", out, *_options())
@@ -337,6 +341,7 @@ def test_sigterm_stops_run_and_its_steps(big, tmp_path):
     assert len(list((out / "train").glob("*.tfrecord"))) < TRAIN_SHARDS
 
 
+@pytest.mark.slow
 def test_a_killed_conversion_step_is_reported_by_run_and_leaves_no_worker(big, tmp_path):
     out = tmp_path / "out"
     proc = _start("run", "--data", big, "--output", out, *_options())
@@ -400,11 +405,24 @@ def test_the_lease_is_created_only_once_and_replaced_only_from_the_version_read(
     assert lock._read(loc) == ({"run": "c"}, newer)
 
 
-def test_a_second_convert_on_a_leased_bucket_output_is_refused(big, reference, tmp_path, s3_out):
-    client, bucket = s3_out
-    url = f"s3://{bucket}/out"
+@pytest.fixture(params=["gs", "s3"])
+def bucket(request, store_env, gcs_server, s3_server):
+    from .test_object_stores import GcsBucket, S3Bucket
+
+    name = f"it-{uuid.uuid4().hex[:12]}"
+    return GcsBucket(gcs_server, name) if request.param == "gs" else S3Bucket(s3_server, name)
+
+
+@pytest.mark.slow
+def test_a_second_convert_on_a_leased_bucket_output_is_refused(big, reference, tmp_path, bucket):
+    """On both stores: the second run reads the live lease and is refused. (The GCS emulator
+    ignores ifGenerationMatch, so there only the read protects; on S3 the create-only and
+    conditional writes do too: test_the_lease_is_created_only_once...)"""
+    from .test_object_stores import download
+
+    url = f"{bucket.scheme}://{bucket.name}/out"
     one = _start("convert", "--data", big, "--output", url, *_options())
-    _wait_for(lambda: _s3_published(client, bucket, "out")() >= 2, one)
+    _wait_for(lambda: sum(k.endswith(".tfrecord") for k in bucket.keys("out/train/")) >= 2, one)
     holders = _holder_pids(one)
     os.killpg(one.pid, signal.SIGSTOP)
     try:
@@ -419,11 +437,12 @@ def test_a_second_convert_on_a_leased_bucket_output_is_refused(big, reference, t
     assert int(line.split("(pid ", 1)[1].split()[0]) in holders
     print(line)
     _finish(one)
-    assert f"{bucket}/out/_work/lease.json" not in _s3_keys(client, bucket, "out/_work/"), "the lease was kept"
-    got = _s3_download(client, bucket, "out", tmp_path / "got")
-    assert _digests(got) == _digests(reference)
+    assert "out/_work/lease.json" not in bucket.keys("out/_work/"), "the lease was kept"
+    download(bucket, "out", tmp_path / "got")
+    assert _digests(tmp_path / "got") == _digests(reference)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["after the lease expires", "with --take-over-lease"])
 def test_kill_9_then_a_rerun_on_a_bucket_waits_for_the_lease_or_takes_it_over(big, reference, tmp_path, s3_out, how):
     client, bucket = s3_out
@@ -447,6 +466,7 @@ def test_kill_9_then_a_rerun_on_a_bucket_waits_for_the_lease_or_takes_it_over(bi
     assert _digests(got) == _digests(reference)
 
 
+@pytest.mark.slow
 def test_a_run_whose_lease_is_removed_stops_with_exit_3(big, tmp_path, s3_out):
     client, bucket = s3_out
     url = f"s3://{bucket}/out"
@@ -460,6 +480,7 @@ def test_a_run_whose_lease_is_removed_stops_with_exit_3(big, tmp_path, s3_out):
     _no_process_left(one)
 
 
+@pytest.mark.slow
 def test_a_retried_conversion_task_on_a_bucket_takes_over_its_own_lease(big, reference, tmp_path, s3_out):
     client, bucket = s3_out
     url = f"s3://{bucket}/out"
