@@ -449,7 +449,8 @@ def test_kill_9_then_a_rerun_on_a_bucket_waits_for_the_lease_or_takes_it_over(bi
     url = f"s3://{bucket}/out"
     env = {lock.LEASE_ENV: "6"}
     one = _start("convert", "--data", big, "--output", url, *_options(), env=env)
-    _wait_for(lambda: _s3_published(client, bucket, "out")() >= 2, one)
+    # shards finished: published with their index and statistics
+    _wait_for(lambda: sum(k.endswith(".json") for k in _s3_keys(client, bucket, "out/_work/train-")) >= 2, one)
     os.killpg(one.pid, signal.SIGKILL)
     one.wait()
     killed_at = time.time()

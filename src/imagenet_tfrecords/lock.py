@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import socket
@@ -280,7 +281,8 @@ def _read(loc: Location) -> tuple[dict | None, str | None]:
         data = loc.fs.cat_file(loc.path)
     except FileNotFoundError:
         return None, None
-    version = info.get("generation") or info.get("ETag") or info.get("etag")
+    # (a store that has neither: the content's digest, compared before writing in _write)
+    version = info.get("generation") or info.get("ETag") or info.get("etag") or _digest(data)
     try:
         record = json.loads(data)
     except ValueError:
@@ -322,11 +324,15 @@ def _write(loc: Location, data: bytes, version: str | None) -> str | None:
             raise _Conflict from None
         raise
     # Another fsspec store: no precondition; look, then write (not atomic).
-    now, _ = _read(loc)
-    if (now is None) != (version is None):
+    _, now = _read(loc)
+    if now != version:
         raise _Conflict
     fs.pipe_file(loc.path, data)
-    return None
+    return _digest(data)
+
+
+def _digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def _precondition_failed(e: BaseException | None) -> bool:
