@@ -5,22 +5,29 @@ BIN := $(VENV)/bin
 PY := $(BIN)/python
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
-IMAGE ?= $(shell $(PY) -c "from imagenet_tfrecords_kfp.components import IMAGE; print(IMAGE)" 2>/dev/null)
+# The image's name: components/image.py's default (registry path + the package version), read without a venv.
+VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"$$/\1/p' src/imagenet_tfrecords/__init__.py)
+IMAGE ?= ghcr.io/imagenet-tfrecords/imagenet-tfrecords:$(VERSION)
+IMAGE_TF ?= $(IMAGE)-tf
+BASE ?=
+# Extra 'docker build' options, e.g. --network host where builds reach PyPI only through the host's network.
+DOCKER_BUILD_ARGS ?=
+LOCK := uv pip compile --quiet --generate-hashes --no-header --python-version 3.11 --python-platform x86_64-manylinux_2_28
 SAMPLE := build/sample
 OUTPUT := build/tfrecords
 COMPILED := pipelines/tinyimagenet_to_tfrecords.yaml  # and components/*.yaml
-# The one kfp pin: the image's (images/Dockerfile); the venv and the compiled YAML follow it.
-KFP_PIN := $(shell grep -o 'kfp==[0-9][0-9.]*' images/Dockerfile | cut -d= -f3)
+# The one kfp pin: the image's (images/requirements.in); the venv, the lock files and the compiled YAML follow it.
+KFP_PIN := $(shell grep -o '^kfp==[0-9][0-9.]*' images/requirements.in | cut -d= -f3)
 # The [torch] extra accepts a range; the tests need no GPU, so torch comes from PyTorch's CPU-only index
 # (a CPU build's wheel is ~200 MB, a CUDA build's several GB).
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 
-.PHONY: install install-dev test test-fast run demo compile compile-check image image-check lint bench bench-small clean
+.PHONY: install install-dev test test-fast run demo compile compile-check image image-tf lock print-image image-check lint bench bench-small clean
 
 # What 'make run' needs: the converter, kfp and the object-store clients, no TensorFlow.
 install: $(STAMP)
 
-$(STAMP): pyproject.toml images/Dockerfile
+$(STAMP): pyproject.toml images/requirements.in
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[gcs,s3]' 'kfp==$(KFP_PIN)'
@@ -59,12 +66,26 @@ compile-check: install
 	@grep -qx 'sdkVersion: kfp-$(KFP_PIN)' $(COMPILED) || \
 	{ echo "$(COMPILED) was not compiled by kfp $(KFP_PIN), the image's pin (images/Dockerfile)" >&2; exit 1; }
 
-# No Docker engine here? 'make image-check' runs the Dockerfile's install steps in a clean venv.
+# make image IMAGE=registry/name:tag [BASE=python:3.11...-slim-bookworm] [DOCKER_BUILD_ARGS=--network host]
+# (no Docker engine? 'make image-check' checks what it is built from; tests/test_container.py builds and runs it)
 image:
-	docker build -f images/Dockerfile -t $(IMAGE) .
+	docker build -f images/Dockerfile $(if $(BASE),--build-arg BASE=$(BASE)) $(DOCKER_BUILD_ARGS) -t $(IMAGE) .
+
+# The training example's image: the same plus TensorFlow (about 600 MB more).
+image-tf:
+	docker build -f images/Dockerfile --build-arg VARIANT=tf $(if $(BASE),--build-arg BASE=$(BASE)) \
+	  $(DOCKER_BUILD_ARGS) -t $(IMAGE_TF) .
+
+print-image:
+	@echo $(IMAGE)
+
+# Re-pin every package of the image (both variants) with hashes, from pyproject.toml and images/requirements.in.
+lock: install-dev
+	$(BIN)/$(LOCK) --extra gcs --extra s3 -o images/requirements-conversion.txt pyproject.toml images/requirements.in
+	$(BIN)/$(LOCK) --extra gcs --extra s3 --extra tf -o images/requirements-tf.txt pyproject.toml images/requirements.in
 
 image-check: install-dev
-	$(BIN)/pytest -q tests/test_image_build.py
+	$(BIN)/pytest -q tests/test_image_build.py tests/test_container.py
 
 lint: install-dev
 	$(BIN)/ruff check .

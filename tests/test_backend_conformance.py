@@ -35,7 +35,7 @@ from imagenet_tfrecords_kfp.compile import COMPILED
 
 from .conftest import ROOT
 
-DOCKERFILE = ROOT / "images" / "Dockerfile"
+IMAGE_REQUIREMENTS = ROOT / "images" / "requirements.in"
 NUMBERS = {"NUMBER_INTEGER", "NUMBER_DOUBLE"}
 ARG_LIMIT = 64 * 1024  # half of Linux's MAX_ARG_STRLEN (32 pages of 4 KiB)
 
@@ -165,8 +165,8 @@ def test_retries_cover_a_long_task(spec):
 
 
 def _image_kfp_pin() -> str:
-    pins = re.findall(r"\bkfp==([0-9][0-9.]*)", DOCKERFILE.read_text())
-    assert len(pins) == 1, "images/Dockerfile must pin kfp exactly once (kfp==X.Y.Z)"
+    pins = re.findall(r"^kfp==([0-9][0-9.]*)$", IMAGE_REQUIREMENTS.read_text(), re.M)
+    assert len(pins) == 1, "images/requirements.in must pin kfp exactly once (kfp==X.Y.Z)"
     return pins[0]
 
 

@@ -40,6 +40,20 @@ from imagenet_tfrecords.procs import kill_descendants
 from imagenet_tfrecords.stats import read_info
 
 
+def _image_arg(sp, what: str) -> None:
+    sp.add_argument(
+        "--image",
+        help=f"{what} (default: $IMAGENET_TFRECORDS_IMAGE, else the image 'make image' builds by default, "
+        "ghcr.io/imagenet-tfrecords/imagenet-tfrecords:<version>); name@sha256:... once pushed",
+    )
+
+
+def image_of(args) -> str:
+    from .components import IMAGE
+
+    return args.image or IMAGE
+
+
 def register(add) -> None:
     """Add run, compile and submit to the command line (``add(name, handler, help, example)`` makes a subcommand)."""
     tasks = f"conversion tasks, 1 to {MAX_TASKS}; the shards are grouped evenly into them"
@@ -55,6 +69,14 @@ def register(add) -> None:
     )
     sp.add_argument("--parallelism", type=whole_number(1), default=2, help="conversion tasks running at once")
     sp.add_argument("--pipeline-root", help="keep kfp.local's artifacts here (default: a temporary folder, removed)")
+    sp.add_argument(
+        "--runner",
+        choices=("subprocess", "docker"),
+        default="subprocess",
+        help="subprocess: each step in a process of this Python (default); docker: each step in a container of "
+        "--image, with its pod's CPU and memory limits, local data and output folders mounted at the same paths",
+    )
+    _image_arg(sp, "with --runner docker: the image the steps run in")
 
     sp = add(
         "compile",
@@ -63,6 +85,7 @@ def register(add) -> None:
         "imagenet-tfrecords compile --output pipeline.yaml --parallelism 32",
     )
     sp.add_argument("--output", type=new_file, default="tinyimagenet_to_tfrecords.yaml", help="the YAML file")
+    _image_arg(sp, "the image every step runs in")
     sp.add_argument(
         "--parallelism",
         type=whole_number(0),
@@ -231,6 +254,12 @@ def cmd_run(args) -> int:
     # before kfp.local starts: no task for what is known now
     options_of(args)
     layout = check_locations(args.data, args.output, args.layout)
+    pipeline = build_pipeline(args.parallelism, retries=False, image=image_of(args))
+    in_containers = args.runner == "docker"
+    if in_containers:
+        from .docker import checked_exit_status, docker_runner
+
+        _check_image_here(image_of(args))
     claim(args.output)  # before kfp.local writes its log there
     started = time.perf_counter()
     log_file = Location.of(args.output).child("_work", "kfp-local.log")
@@ -243,12 +272,19 @@ def cmd_run(args) -> int:
         # each kfp task writes its program to `mktemp -d` and leaves it there
         _environ(TMPDIR=tmp, **{lock.RUN_ENV: writer.run}),
         _quiet_kfp_local(args.verbose, log_file) as captured,
+        checked_exit_status() if in_containers else contextlib.nullcontext() as handler,
     ):
-        local.init(
-            runner=local.SubprocessRunner(use_venv=False), pipeline_root=args.pipeline_root or tmp, raise_on_error=True
-        )
+        root = os.path.abspath(args.pipeline_root or tmp)
+        if in_containers:
+            mounts = [u for u in (args.data, args.output) if "://" not in u]
+            if "://" not in args.output:
+                os.makedirs(args.output, exist_ok=True)  # else the engine would create it, as root
+            runner = docker_runner(pipeline, mounts)
+        else:
+            runner = local.SubprocessRunner(use_venv=False)
+        local.init(runner=runner, pipeline_root=root, raise_on_error=True)
         try:
-            build_pipeline(args.parallelism, retries=False)(
+            pipeline(
                 data_url=args.data,
                 output_url=args.output,
                 layout=args.layout,
@@ -267,6 +303,9 @@ def cmd_run(args) -> int:
             )
         except RuntimeError:
             failure = step_failure(captured.getvalue())
+            if handler and handler.failures and "without a Python error" in str(failure):
+                ended = handler.failures[-1]
+                failure = CommandError(ended, EXIT_INTERRUPTED if "killed" in ended else EXIT_INTERNAL)
         writer.check()
     if failure:
         where = "" if args.verbose else f" (kfp.local's log: {log_file.url})"
@@ -276,11 +315,28 @@ def cmd_run(args) -> int:
     return 0
 
 
+def _check_image_here(image: str) -> None:
+    """The engine answers and has the image (a missing one would be pulled by every step, or fail in each)."""
+    import docker
+
+    try:
+        client = docker.from_env()
+        client.images.get(image)
+    except docker.errors.ImageNotFound:
+        raise CommandError(
+            f"image {image} is not on this machine: build it (make image IMAGE={image}) or docker pull it",
+            EXIT_BAD_INPUT,
+        ) from None
+    except docker.errors.DockerException as e:
+        raise CommandError(f"--runner docker: no Docker engine answers here ({e})", EXIT_BAD_INPUT) from None
+    client.close()
+
+
 def cmd_compile(args) -> int:
     from .pipelines.tinyimagenet_to_tfrecords import compile_pipeline
 
-    compile_pipeline(args.output, args.parallelism)
-    print(f"wrote {args.output}")
+    compile_pipeline(args.output, args.parallelism, image=image_of(args))
+    print(f"wrote {args.output} (image {image_of(args)})")
     return 0
 
 

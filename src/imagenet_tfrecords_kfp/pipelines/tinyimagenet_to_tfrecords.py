@@ -13,14 +13,28 @@ from imagenet_tfrecords.stats import DEFAULT_MAX_REJECT_FRACTION
 from ..components import aggregate_stats, convert_shards, parse_metadata
 
 PIPELINE_NAME = "tinyimagenet-to-tfrecords"
+# Every pod requests what it may use (limits = requests: nothing is refused under a ResourceQuota, nothing
+# is evicted first under memory pressure). Planning forks a listing process per CPU; aggregation is one process.
 TASK_CPUS = "2"
 TASK_MEMORY = "1Gi"
+PLAN_CPUS = "2"
+PLAN_MEMORY = "1Gi"
+AGGREGATE_CPUS = "1"
+AGGREGATE_MEMORY = "1Gi"
 # The open-source backend retries a conversion task when its container exits non-zero (not when
 # its pod is evicted or preempted); Argo counts backoffMaxDuration from the first retry, so it
 # must cover a whole long task. A retry resumes: finished shards are kept.
 RETRIES = 2
 RETRY_BACKOFF = "60s"
 RETRY_WINDOW = "86400s"
+
+
+def _pod(task, cpus: str, memory: str, image: str | None):
+    task.set_cpu_request(cpus).set_cpu_limit(cpus)
+    task.set_memory_request(memory).set_memory_limit(memory)
+    if image:
+        task.set_container_image(image)
+    return task
 
 
 class Outputs(NamedTuple):
@@ -30,8 +44,10 @@ class Outputs(NamedTuple):
     report: HTML
 
 
-def build_pipeline(parallelism: int = DEFAULT_PARALLELISM, retries: bool = True):
+def build_pipeline(parallelism: int = DEFAULT_PARALLELISM, retries: bool = True, image: str | None = None):
     """The pipeline with at most ``parallelism`` conversion tasks running at once (0: no limit).
+
+    ``image``: the container image of every step (default: the components' IMAGE).
 
     ``retries=False`` for local runs: on one machine a failure is deterministic (bad input, a
     permission, a bug) and retrying it with back-off only delays the message.
@@ -114,6 +130,7 @@ def build_pipeline(parallelism: int = DEFAULT_PARALLELISM, retries: bool = True)
         # No step is served from the KFP cache: the cache is keyed on the URL strings, not on the
         # data behind them. A re-run resumes instead: shards whose inputs are unchanged are kept.
         plan.set_caching_options(False)
+        _pod(plan, PLAN_CPUS, PLAN_MEMORY, image)
         with dsl.ParallelFor(plan.outputs["Output"], parallelism=parallelism) as number:
             task = convert_shards(
                 plan=plan.outputs["plan"],
@@ -134,8 +151,7 @@ def build_pipeline(parallelism: int = DEFAULT_PARALLELISM, retries: bool = True)
                     backoff_factor=2,
                     backoff_max_duration=RETRY_WINDOW,
                 )
-            task.set_cpu_request(TASK_CPUS).set_cpu_limit(TASK_CPUS)
-            task.set_memory_request(TASK_MEMORY).set_memory_limit(TASK_MEMORY)
+            _pod(task, TASK_CPUS, TASK_MEMORY, image)
         stats = aggregate_stats(
             plan=plan.outputs["plan"],
             shards=dsl.Collected(task.outputs["shards"]),
@@ -148,6 +164,7 @@ def build_pipeline(parallelism: int = DEFAULT_PARALLELISM, retries: bool = True)
             jpeg_quality=jpeg_quality,
         )
         stats.set_caching_options(False)
+        _pod(stats, AGGREGATE_CPUS, AGGREGATE_MEMORY, image)
         return Outputs(
             dataset=stats.outputs["dataset"],
             sizes=stats.outputs["sizes"],
@@ -161,5 +178,5 @@ def build_pipeline(parallelism: int = DEFAULT_PARALLELISM, retries: bool = True)
 tinyimagenet_to_tfrecords = build_pipeline()
 
 
-def compile_pipeline(path: str, parallelism: int = DEFAULT_PARALLELISM) -> None:
-    compiler.Compiler().compile(build_pipeline(parallelism), package_path=path)
+def compile_pipeline(path: str, parallelism: int = DEFAULT_PARALLELISM, image: str | None = None) -> None:
+    compiler.Compiler().compile(build_pipeline(parallelism, image=image), package_path=path)
