@@ -162,7 +162,8 @@ def test_a_resumed_run_says_what_it_kept_and_rates_only_what_it_converted(sample
 
 
 def test_submit_to_an_unreachable_host_is_one_line(sample_dir, tmp_path):
-    p = run_cli("submit", "--host", "http://127.0.0.1:9", "--data", sample_dir, "--output", tmp_path, "-v", check=False)
+    host = ["--host", "http://127.0.0.1:9"]
+    p = run_cli("submit", *host, "--data", sample_dir, "--output", tmp_path, "--mounted", "-v", check=False)
     assert p.returncode == 3
     assert (
         _error_line(p)

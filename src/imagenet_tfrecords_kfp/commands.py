@@ -39,6 +39,8 @@ from imagenet_tfrecords.plan import DEFAULT_MAX_TASKS, DEFAULT_PARALLELISM, MAX_
 from imagenet_tfrecords.procs import kill_descendants
 from imagenet_tfrecords.stats import read_info
 
+EXIT_USAGE = 2  # a bad command line, as argparse exits
+
 
 def _image_arg(sp, what: str) -> None:
     sp.add_argument(
@@ -100,8 +102,33 @@ def register(add) -> None:
         "imagenet-tfrecords submit --host http://localhost:8080 --data gs://b/tiny-imagenet-200 --output gs://b/out",
     )
     add_conversion_args(sp, "processes per task (0: every CPU of the task's pod)")
-    sp.add_argument("--host", required=True, help="the Kubeflow Pipelines API endpoint")
-    sp.add_argument("--namespace", default="kubeflow", help="the Kubernetes namespace of the run")
+    sp.add_argument(
+        "--host",
+        default=os.environ.get("KF_PIPELINES_ENDPOINT"),
+        help="the Kubeflow Pipelines API endpoint (default: $KF_PIPELINES_ENDPOINT)",
+    )
+    sp.add_argument(
+        "--namespace",
+        help="the Kubernetes namespace of the run (default: the kfp client's own configuration, "
+        "~/.config/kfp/context.json, as multi-user Kubeflow sets it; none on a single-user install)",
+    )
+    sp.add_argument(
+        "--token",
+        default=os.environ.get("KF_PIPELINES_TOKEN"),
+        help="a bearer token for the API (default: $KF_PIPELINES_TOKEN; else the kfp client's own credentials)",
+    )
+    sp.add_argument(
+        "--service-account",
+        help="the Kubernetes service account the pods run as (the usual way they get bucket credentials: "
+        "Workload Identity, IRSA); default: the namespace's pipeline runner",
+    )
+    sp.add_argument(
+        "--mounted",
+        action="store_true",
+        help="--data and --output are local paths that every pod has mounted at the same path "
+        "(without it, local paths are refused: the pods would not see them)",
+    )
+    _image_arg(sp, "the image every step runs in; push it where the cluster pulls from first")
     sp.add_argument("--experiment", default="imagenet-tfrecords", help="the experiment the run is filed under")
     sp.add_argument("--max-tasks", type=whole_number(1, MAX_TASKS), default=DEFAULT_MAX_TASKS, help=tasks)
     sp.add_argument(
@@ -347,16 +374,26 @@ def cmd_submit(args) -> int:
     from .pipelines.tinyimagenet_to_tfrecords import build_pipeline
 
     options_of(args)
+    if not args.host:
+        raise CommandError("--host is required (or set KF_PIPELINES_ENDPOINT)", EXIT_USAGE)
+    for option, url in (("--data", args.data), ("--output", args.output)):
+        if "://" not in url and not args.mounted:
+            raise CommandError(
+                f"{option} {url}: a local path, which the cluster's pods cannot see; give a gs:// or s3:// URL, "
+                "or --mounted if every pod has it mounted at that path",
+                EXIT_USAGE,
+            )
     check_locations_of_submit(args.data, args.output, args.layout)
+    image = image_of(args)
     # urllib3's retry lines (the client resets the "urllib3" logger's level, not its child's); the error below
     # says it once
     logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=FutureWarning, module="kfp")
-            client = kfp.Client(host=args.host, namespace=args.namespace)
+            client = kfp.Client(host=args.host, existing_token=args.token)
         run = client.create_run_from_pipeline_func(
-            build_pipeline(args.parallelism),
+            build_pipeline(args.parallelism, image=image),
             arguments={
                 "data_url": args.data,
                 "output_url": args.output,
@@ -375,11 +412,14 @@ def cmd_submit(args) -> int:
                 "take_over_lease": args.take_over_lease,
             },
             experiment_name=args.experiment,
+            namespace=args.namespace,
+            service_account=args.service_account,
         )
     except urllib3.exceptions.HTTPError as e:
         reason = str(getattr(e, "reason", None) or e).rsplit(": ", 1)[-1]
         raise BadOutput(f"cannot reach the Kubeflow Pipelines API at {args.host}: {reason}") from None
-    print(f"submitted run {run.run_id}: {args.host.rstrip('/')}/#/runs/details/{run.run_id}")
+    ui = os.environ.get("KF_PIPELINES_UI_ENDPOINT") or args.host
+    print(f"submitted run {run.run_id} (image {image}): {ui.rstrip('/')}/#/runs/details/{run.run_id}")
     return 0
 
 
