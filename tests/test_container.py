@@ -248,3 +248,33 @@ def test_a_killed_conversion_container_resumes_on_the_next_run(image, tmp_path):
         if name.endswith((".tfrecord", ".idx")) or name in ("sizes.txt", "labels.txt", "rejects.tsv"):
             assert got[name] == ref_files[name], f"{name} differs from the uninterrupted run"
     assert p.returncode == 0
+
+
+def test_the_training_example_runs_in_the_tensorflow_image(base_image, image, sample_dir, tmp_path):
+    """The conversion steps in the conversion image, training in its tf variant (make image-tf), each in a
+    container; the conversion image has no TensorFlow, so a training step placed there would fail."""
+    import json
+
+    from kfp import local
+
+    from imagenet_tfrecords_kfp.docker import checked_exit_status, docker_runner
+    from imagenet_tfrecords_kfp.pipelines import train_example
+    from imagenet_tfrecords_kfp.pipelines.tinyimagenet_to_tfrecords import compile_pipeline
+
+    tf_image = built_image(base_image, "tf")
+    conversion = tmp_path / "conversion.yaml"
+    compile_pipeline(str(conversion), image=image)
+    pipeline = train_example.build_pipeline(str(conversion), image=tf_image)
+    out = tmp_path / "out"
+    out.mkdir()
+    started = time.perf_counter()
+    with checked_exit_status() as handler:
+        local.init(runner=docker_runner(pipeline, [sample_dir, out]), pipeline_root=str(tmp_path / "root"))
+        task = pipeline(data_url=str(sample_dir), output_url=str(out), max_tasks=3, workers=1, batch_size=4)
+    print(f"training example in containers: {time.perf_counter() - started:.0f} s")
+    assert handler.failures == []
+    with open(f"{task.outputs['model'].path}/losses.json") as f:
+        losses = json.load(f)
+    assert len(losses) == 18 and sum(losses[-4:]) < sum(losses[:4]), losses  # it learns
+    assert task.outputs["metrics"].metadata["examples"] == 72
+    run_cli("verify", out)

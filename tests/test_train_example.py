@@ -10,7 +10,7 @@ import yaml
 import imagenet_tfrecords
 from imagenet_tfrecords.reader import verify
 from imagenet_tfrecords_kfp.compile import COMPILED
-from imagenet_tfrecords_kfp.components import IMAGE
+from imagenet_tfrecords_kfp.components import IMAGE, TF_IMAGE
 from imagenet_tfrecords_kfp.pipelines.train_example import PIPELINE_NAME, build_pipeline, compile_pipeline
 
 BATCH = 4
@@ -97,9 +97,10 @@ def test_compiled_structure(tmp_path):
     }
     assert set(spec["components"]["comp-train-small-model"]["outputDefinitions"]["artifacts"]) == {"model", "metrics"}
 
-    # the training step runs in the same image as the conversion steps, without installing kfp
+    # the conversion steps run in the conversion image, training in its TensorFlow variant; neither installs kfp
     executors = spec["deploymentSpec"]["executors"]
     images = {name: e["container"]["image"] for name, e in executors.items()}
+    assert images.pop("exec-train-small-model") == TF_IMAGE != IMAGE
     assert set(images.values()) == {IMAGE}
     command = " ".join(executors["exec-train-small-model"]["container"]["command"])
     assert "pip install" not in command and "kfp==" not in command

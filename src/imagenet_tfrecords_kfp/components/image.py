@@ -1,7 +1,10 @@
-"""The one container image every component runs in.
+"""The container images the components run in, named once from the package version.
 
-Build it from ``images/Dockerfile`` (``make image``) and push it where your cluster pulls from;
-set ``IMAGENET_TFRECORDS_IMAGE`` when compiling to use another name.
+Build them from ``images/Dockerfile`` (``make image``, ``make image-tf``) and push them where your cluster
+pulls from; compile against them with ``compile --image`` (or ``IMAGENET_TFRECORDS_IMAGE``).
+
+- IMAGE: the conversion steps (parse-metadata, convert-shards, aggregate-stats); no TensorFlow.
+- TF_IMAGE: the training example's step (the same, plus TensorFlow); ``IMAGENET_TFRECORDS_TF_IMAGE``.
 """
 
 import os
@@ -10,3 +13,5 @@ from imagenet_tfrecords import __version__
 
 DEFAULT_IMAGE = f"ghcr.io/imagenet-tfrecords/imagenet-tfrecords:{__version__}"
 IMAGE = os.environ.get("IMAGENET_TFRECORDS_IMAGE", DEFAULT_IMAGE)
+DEFAULT_TF_IMAGE = f"{DEFAULT_IMAGE}-tf"
+TF_IMAGE = os.environ.get("IMAGENET_TFRECORDS_TF_IMAGE", DEFAULT_TF_IMAGE)

@@ -15,7 +15,7 @@ from kfp import compiler, components, dsl
 from kfp.dsl import Dataset, Input, Metrics, Model, Output
 
 from ..compile import COMPILED
-from ..components import IMAGE
+from ..components import TF_IMAGE
 
 PIPELINE_NAME = "tinyimagenet-train-example"
 TRAIN_CPUS = "2"
@@ -27,7 +27,7 @@ def load_conversion(path: str = str(COMPILED)):
     return components.load_component_from_file(path)
 
 
-@dsl.component(base_image=IMAGE, install_kfp_package=False)
+@dsl.component(base_image=TF_IMAGE, install_kfp_package=False)
 def train_small_model(
     dataset: Input[Dataset],
     model: Output[Model],
@@ -112,8 +112,10 @@ class Outputs(NamedTuple):
     metrics: Metrics
 
 
-def build_pipeline():
-    conversion = load_conversion()
+def build_pipeline(conversion_yaml: str = str(COMPILED), image: str | None = None):
+    """The example over the conversion compiled in ``conversion_yaml``; ``image``: the training step's
+    image (default TF_IMAGE, the conversion image plus TensorFlow: make image-tf)."""
+    conversion = load_conversion(conversion_yaml)
 
     @dsl.pipeline(name=PIPELINE_NAME)
     def tinyimagenet_train_example(
@@ -150,6 +152,8 @@ def build_pipeline():
         )
         train.set_cpu_request(TRAIN_CPUS).set_cpu_limit(TRAIN_CPUS)
         train.set_memory_request(TRAIN_MEMORY).set_memory_limit(TRAIN_MEMORY)
+        if image:
+            train.set_container_image(image)
         return Outputs(
             dataset=converted.outputs["dataset"], model=train.outputs["model"], metrics=train.outputs["metrics"]
         )
