@@ -53,8 +53,8 @@ def _json_type(value) -> str:
 def edge_type_errors(spec: dict) -> list[str]:
     """Every parameter edge whose producer type differs from the consumer's declared type.
 
-    An integer may feed a double (the driver accepts any number there); nothing else may differ,
-    not even into a STRING input, which would receive JSON text instead of the value.
+    A number may feed any number type (the driver checks only that a number arrives); nothing else
+    may differ, not even into a STRING input, which would receive JSON text instead of the value.
     """
     comps = spec["components"]
     owners = [("root", spec["root"])] + [(n, c) for n, c in comps.items() if "dag" in c]
@@ -77,7 +77,7 @@ def edge_type_errors(spec: dict) -> list[str]:
                 else:
                     continue  # e.g. a task final status
                 want = declared[name]["parameterType"]
-                if got != want and not (got == "NUMBER_INTEGER" and want == "NUMBER_DOUBLE"):
+                if got != want and not (got in NUMBERS and want in NUMBERS):
                     errors.append(f"{owner_name}/{task_name}.{name}: receives {got}, declares {want}")
             iterator = task.get("parameterIterator")
             if iterator:
@@ -119,14 +119,115 @@ def test_the_edge_check_catches_an_untyped_loop(tmp_path):
 
 def test_the_loop_items_the_plan_returns_have_the_declared_item_type(spec, sample_dir, tmp_path):
     """The driver passes each list element as is: its JSON type must be the loop item's type."""
-    from imagenet_tfrecords.tasks import plan_step
+    from kfp.dsl import Artifact
+
+    from imagenet_tfrecords_kfp.components import parse_metadata
 
     loop = next(c for n, c in spec["components"].items() if n.startswith("comp-for-loop"))
     (item_type,) = [p["parameterType"] for n, p in loop["inputDefinitions"]["parameters"].items() if "loop-item" in n]
-    numbers, _ = plan_step(
-        str(sample_dir), str(tmp_path / "out"), 8, 5, str(tmp_path / "plan.json"), str(tmp_path / "labels.txt")
+    plan, labels = Artifact(uri=str(tmp_path / "plan.json")), Artifact(uri=str(tmp_path / "labels.txt"))
+    items = parse_metadata.python_func(str(sample_dir), str(tmp_path / "out"), 8, 5, plan, labels)
+    assert items == [str(n) for n in range(len(items))] and len(items) > 1
+    assert {_json_type(n) for n in items} == {item_type}
+
+
+STEP_YAMLS = ROOT / "components"
+
+
+def _pipeline_from_step_yamls(task_yaml: str | None = None):
+    """The committed pipeline's shape, wired from components/*.yaml as a user reusing them would, with the
+    caching, resources and retries the committed pipeline sets (the README shows the same)."""
+    from kfp import components
+
+    from imagenet_tfrecords_kfp.pipelines import tinyimagenet_to_tfrecords as p
+
+    parse = components.load_component_from_file(str(STEP_YAMLS / "parse_metadata.yaml"))
+    convert = components.load_component_from_file(task_yaml or str(STEP_YAMLS / "convert_shards.yaml"))
+    aggregate = components.load_component_from_file(str(STEP_YAMLS / "aggregate_stats.yaml"))
+
+    @dsl.pipeline(name="reused-steps")
+    def reused(data_url: str, output_url: str, max_tasks: int = 16, max_reject_fraction: float = 0.01):
+        plan = parse(data_url=data_url, output_url=output_url, shard_size=1000, max_tasks=max_tasks)
+        plan.set_caching_options(False).set_cpu_request(p.PLAN_CPUS).set_cpu_limit(p.PLAN_CPUS)
+        plan.set_memory_request(p.PLAN_MEMORY).set_memory_limit(p.PLAN_MEMORY)
+        with dsl.ParallelFor(plan.outputs["Output"], parallelism=16) as number:
+            task = convert(
+                plan=plan.outputs["plan"], task=number, output_url=output_url, grayscale="rgb", image_size="", workers=0
+            )
+            task.set_caching_options(False).set_cpu_request(p.TASK_CPUS).set_cpu_limit(p.TASK_CPUS)
+            task.set_memory_request(p.TASK_MEMORY).set_memory_limit(p.TASK_MEMORY)
+            task.set_retry(p.RETRIES, p.RETRY_BACKOFF, 2, p.RETRY_WINDOW)
+        stats = aggregate(
+            plan=plan.outputs["plan"],
+            shards=dsl.Collected(task.outputs["shards"]),
+            output_url=output_url,
+            grayscale="rgb",
+            image_size="",
+            max_reject_fraction=max_reject_fraction,
+        )
+        stats.set_caching_options(False).set_cpu_request(p.AGGREGATE_CPUS).set_cpu_limit(p.AGGREGATE_CPUS)
+        stats.set_memory_request(p.AGGREGATE_MEMORY).set_memory_limit(p.AGGREGATE_MEMORY)
+
+    return reused
+
+
+def _settings(spec: dict) -> dict:
+    """Each step's caching, retry policy and resources, by task name."""
+    tasks = dict(spec["root"]["dag"]["tasks"])
+    for comp in spec["components"].values():
+        tasks.update(comp.get("dag", {}).get("tasks", {}))
+    executors = spec["deploymentSpec"]["executors"]
+    return {
+        name: (
+            t.get("cachingOptions"),
+            t.get("retryPolicy"),
+            executors[spec["components"][t["componentRef"]["name"]]["executorLabel"]]["container"].get("resources"),
+        )
+        for name, t in tasks.items()
+        if name in ("parse-metadata", "convert-shards", "aggregate-stats")
+    }
+
+
+def test_a_pipeline_built_from_the_step_yamls_passes_the_drivers_type_rules(spec, tmp_path):
+    """components/*.yaml lose element types: parse-metadata's Output is a plain LIST, so the loop item is
+    STRING, and convert-shards' task must be a STRING too (an int task is refused by the driver)."""
+    compiler.Compiler().compile(_pipeline_from_step_yamls(), str(tmp_path / "reused.yaml"))
+    reused = yaml.safe_load((tmp_path / "reused.yaml").read_text())
+    assert edge_type_errors(reused) == []
+    assert _settings(reused) == _settings(spec)
+
+    # the shape this rule catches: the same step with `task: int`, as it was
+    old = yaml.safe_load((STEP_YAMLS / "convert_shards.yaml").read_text())
+    old["components"]["comp-convert-shards"]["inputDefinitions"]["parameters"]["task"]["parameterType"] = (
+        "NUMBER_INTEGER"
     )
-    assert numbers and {_json_type(n) for n in numbers} == {item_type}
+    old["root"]["inputDefinitions"]["parameters"]["task"]["parameterType"] = "NUMBER_INTEGER"
+    (tmp_path / "old.yaml").write_text(yaml.safe_dump(old))
+    compiler.Compiler().compile(_pipeline_from_step_yamls(str(tmp_path / "old.yaml")), str(tmp_path / "bad.yaml"))
+    errors = edge_type_errors(yaml.safe_load((tmp_path / "bad.yaml").read_text()))
+    assert len(errors) == 1 and "convert-shards.task: receives STRING, declares NUMBER_INTEGER" in errors[0], errors
+
+
+@pytest.mark.parametrize(
+    "value, declared, ok",
+    [(1.0, "NUMBER_INTEGER", True), (1, "NUMBER_DOUBLE", True), ("1", "NUMBER_INTEGER", False), (1, "STRING", False)],
+)
+def test_the_edge_check_lets_numbers_reach_any_number_type_and_nothing_else(value, declared, ok):
+    """The SDK refuses a float output into an int input at compile time; the driver would pass it."""
+    spec = {
+        "components": {"comp-c": {"inputDefinitions": {"parameters": {"n": {"parameterType": declared}}}}},
+        "root": {
+            "dag": {
+                "tasks": {
+                    "c": {
+                        "componentRef": {"name": "comp-c"},
+                        "inputs": {"parameters": {"n": {"runtimeValue": {"constant": value}}}},
+                    }
+                }
+            }
+        },
+    }
+    assert (edge_type_errors(spec) == []) is ok
 
 
 def test_no_collected_input_can_exceed_100_artifacts(spec):

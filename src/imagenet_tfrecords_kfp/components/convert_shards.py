@@ -7,7 +7,7 @@ from .image import IMAGE
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def convert_shards(
     plan: Input[Artifact],
-    task: int,
+    task: str,
     output_url: str,
     grayscale: str,
     image_size: str,
@@ -24,7 +24,8 @@ def convert_shards(
 
     Args:
         plan: The plan written by parse-metadata.
-        task: The task's number; plan.json lists the shards it writes.
+        task: The task's number, as text (a loop item of parse-metadata's Output); plan.json lists
+            the shards it writes.
         output_url: Where the TFRecords go: <output_url>/<split>/<split>-NNNNN-of-MMMMM.tfrecord.
         grayscale: "rgb" converts grayscale/CMYK images to RGB; "skip" leaves them out.
         image_size: "HxW" rejects images of any other size; "" accepts all sizes.
@@ -44,4 +45,4 @@ def convert_shards(
     options = Options(
         grayscale=grayscale, image_size=image_size, format=format, label_offset=label_offset, jpeg_quality=jpeg_quality
     )
-    shards.metadata.update(convert_step(plan.path, task, output_url, options, workers, shards.path))
+    shards.metadata.update(convert_step(plan.path, int(task), output_url, options, workers, shards.path))

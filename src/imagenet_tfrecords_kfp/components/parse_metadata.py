@@ -17,7 +17,7 @@ def parse_metadata(
     train_shards: int = 0,
     format: str = "seed",
     take_over_lease: bool = False,
-) -> list[int]:
+) -> list[str]:
     """Read the dataset's metadata and plan the conversion.
 
     Fails before anything is fanned out when the layout's metadata (TinyImageNet: wnids.txt,
@@ -53,7 +53,9 @@ def parse_metadata(
             found in the metadata; each task's shards with their sources are in its slice,
             output_url/_work/plan/task-NNNNN.jsonl.
         labels: labels.txt: one "wnid<TAB>words" line per class; the line index is the label.
-        Output: The task numbers to fan out over (0 to tasks - 1); plan.json lists each one's shards.
+        Output: The task numbers to fan out over, as text ("0" to "tasks - 1"): a pipeline built from
+            components/*.yaml, which lose element types, loops over them as STRING items too, and
+            convert-shards takes its task as a string. plan.json lists each task's shards.
     """
     from imagenet_tfrecords.tasks import plan_step
 
@@ -72,4 +74,4 @@ def parse_metadata(
     )
     plan.metadata.update(summary)
     labels.metadata["num_classes"] = summary["classes"]
-    return items
+    return [str(item) for item in items]
