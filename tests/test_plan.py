@@ -12,6 +12,7 @@ from imagenet_tfrecords.layouts import build_plan
 from imagenet_tfrecords.layouts.tinyimagenet import parse_val_annotations, parse_wnids, parse_words
 from imagenet_tfrecords.plan import (
     CLASSES_PER_TASK,
+    MAX_TASKS,
     MetadataError,
     Plan,
     PlanError,
@@ -193,19 +194,19 @@ def test_val_annotation_problems_become_rejects_with_reasons(sample_copy):
 
 
 @pytest.mark.parametrize("shards", [0, 1, 13, 240, 1_003, 20_003])
-@pytest.mark.parametrize("max_tasks", [1, 7, 64, 100])
+@pytest.mark.parametrize("max_tasks", [1, 7, MAX_TASKS - 1, MAX_TASKS])
 def test_tasks_are_bounded_whatever_the_dataset_size(shards, max_tasks):
     """Vertex AI collects at most 100 artifacts in a dsl.Collected input; each task adds one."""
     tasks = group_tasks(shards, max_tasks)
-    assert len(tasks) == min(shards, max_tasks) <= 100
+    assert len(tasks) == min(shards, max_tasks) <= MAX_TASKS <= 100
     assert [i for t in tasks for i in t] == list(range(shards))  # every shard once, in order
     if tasks:
         assert max(map(len, tasks)) - min(map(len, tasks)) <= 1
 
 
-@pytest.mark.parametrize("bad", [0, -1, 101])
+@pytest.mark.parametrize("bad", [0, -1, MAX_TASKS + 1])
 def test_max_tasks_out_of_range_is_refused(bad):
-    with pytest.raises(ValueError, match="max_tasks must be between 1 and 100"):
+    with pytest.raises(ValueError, match=f"max_tasks must be between 1 and {MAX_TASKS}"):
         group_tasks(10, bad)
 
 

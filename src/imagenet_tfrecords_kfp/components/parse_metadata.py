@@ -33,7 +33,7 @@ def parse_metadata(
             folder nor inside its split folders, new, empty or an earlier output of this project,
             and (local paths) a folder that can be written.
         shard_size: Images per val/test shard.
-        max_tasks: At most this many conversion tasks (1 to 100); shards are grouped evenly.
+        max_tasks: At most this many conversion tasks (1 to 64); shards are grouped evenly.
         layout: "tinyimagenet" (wnids.txt, words.txt, train/<wnid>/images/, val/val_annotations.txt),
             "imagenet" (Kaggle's ILSVRC2012: LOC_synset_mapping.txt, LOC_val_solution.csv,
             ILSVRC/Data/CLS-LOC/<split>/; or its original archives: ILSVRC2012_devkit_t12.tar.gz,

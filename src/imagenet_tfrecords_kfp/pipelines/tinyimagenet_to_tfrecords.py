@@ -88,7 +88,7 @@ def build_pipeline(parallelism: int = DEFAULT_PARALLELISM, retries: bool = True,
                 (default): detect it.
             grayscale: "rgb" (default) converts grayscale and CMYK images to RGB; "skip"
                 leaves them out, as the 2018 notebook did. Both are counted.
-            max_tasks: At most this many conversion tasks (1 to 100, whatever the dataset's
+            max_tasks: At most this many conversion tasks (1 to 64, whatever the dataset's
                 size); the shards are grouped evenly into them.
             shard_size: Images per val/test shard.
             train_order: "mixed" (default): every train shard mixes the classes (files ordered
