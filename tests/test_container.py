@@ -87,6 +87,11 @@ def built_image(base: str, variant: str = "") -> str:
     assert p.returncode == 0, f"make {target} failed:\n{p.stdout[-4000:]}\n{p.stderr[-3000:]}"
     size = int(_docker("image", "inspect", "--format", "{{.Size}}", tag).stdout)
     print(f"built {tag} in {time.perf_counter() - started:.0f} s: {size / 1e6:.0f} MB")
+    # earlier builds of this variant: only the newest is kept (the layers they share stay)
+    repo, suffix = tag.split(":")[0], ("-" + variant) if variant else ""
+    for old in _docker("images", repo, "--format", "{{.Tag}}").stdout.split():
+        if old != tag.split(":")[1] and old.endswith(suffix) == bool(suffix) and (suffix or "-" not in old):
+            _docker("rmi", f"{repo}:{old}", check=False)
     return tag
 
 
