@@ -136,6 +136,15 @@ def test_local_paths_are_refused_unless_mounted(api, which, sample_dir, tmp_path
     assert run["body"]["runtime_config"]["parameters"][which.lstrip("-") + "_url"] == urls[which]
 
 
+def test_the_token_from_the_environment_is_sent_and_never_printed(api, tmp_path):
+    host, requests = api
+    env = {**_home_with_kfp_context(tmp_path, ""), "KF_PIPELINES_ENDPOINT": host, "KF_PIPELINES_TOKEN": "s3cr3t-t0ken"}
+    help_text = run_cli("submit", "--help", env=env).stdout
+    p = run_cli("submit", "--data", DATA, "--output", OUTPUT, "-v", env=env)
+    assert {r["authorization"] for r in requests} == {"Bearer s3cr3t-t0ken"}
+    assert "s3cr3t-t0ken" not in help_text + p.stdout + p.stderr
+
+
 def test_without_a_host_submit_says_which_variable_sets_it(tmp_path):
     env = {**_home_with_kfp_context(tmp_path, ""), "KF_PIPELINES_ENDPOINT": ""}
     p = run_cli("submit", "--data", DATA, "--output", OUTPUT, check=False, env=env)

@@ -104,7 +104,6 @@ def register(add) -> None:
     add_conversion_args(sp, "processes per task (0: every CPU of the task's pod)")
     sp.add_argument(
         "--host",
-        default=os.environ.get("KF_PIPELINES_ENDPOINT"),
         help="the Kubeflow Pipelines API endpoint (default: $KF_PIPELINES_ENDPOINT)",
     )
     sp.add_argument(
@@ -114,7 +113,6 @@ def register(add) -> None:
     )
     sp.add_argument(
         "--token",
-        default=os.environ.get("KF_PIPELINES_TOKEN"),
         help="a bearer token for the API (default: $KF_PIPELINES_TOKEN; else the kfp client's own credentials)",
     )
     sp.add_argument(
@@ -374,6 +372,9 @@ def cmd_submit(args) -> int:
     from .pipelines.tinyimagenet_to_tfrecords import build_pipeline
 
     options_of(args)
+    # read here, not as argparse defaults, which --help would print
+    args.host = args.host or os.environ.get("KF_PIPELINES_ENDPOINT")
+    args.token = args.token or os.environ.get("KF_PIPELINES_TOKEN")
     if not args.host:
         raise CommandError("--host is required (or set KF_PIPELINES_ENDPOINT)", EXIT_USAGE)
     for option, url in (("--data", args.data), ("--output", args.output)):
