@@ -126,7 +126,7 @@ def test_the_image_has_the_project_and_its_pinned_kfp(image):
     assert _docker("run", "--rm", image, "python", "-c", "import tensorflow", check=False).returncode != 0
 
 
-def test_a_failed_container_is_never_reported_as_success(base_image):
+def test_a_failed_container_is_never_reported_as_success(base_image, tmp_path):
     """kfp 2.17.3's DockerRunner can report a container that exits 3 as SUCCESS (kubeflow/pipelines#13332)."""
     from kfp import dsl, local
 
@@ -141,7 +141,7 @@ def test_a_failed_container_is_never_reported_as_success(base_image):
         exit_with(code=code)
 
     with checked_exit_status() as handler:
-        local.init(runner=docker_runner(one, []), pipeline_root="/tmp/itf-exit-test", raise_on_error=True)
+        local.init(runner=docker_runner(one, []), pipeline_root=str(tmp_path / "root"), raise_on_error=True)
         failed = 0
         for _ in range(20):
             with pytest.raises(RuntimeError, match="FAILURE"):
