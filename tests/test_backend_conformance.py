@@ -265,6 +265,21 @@ def test_retries_cover_a_long_task(spec):
     assert int(policy["backoffMaxDuration"].rstrip("s")) >= 12 * 3600
 
 
+def test_every_step_requests_the_cpu_and_memory_it_is_limited_to(spec):
+    """A pod without requests is refused in a namespace with a ResourceQuota on requests.cpu/memory
+    (Kubernetes: 'must specify requests.cpu, requests.memory'); requests = limits keep it from being
+    the first evicted."""
+    executors = spec["deploymentSpec"]["executors"]
+    assert len(executors) == 3
+    for name, executor in executors.items():
+        r = executor["container"].get("resources", {})
+        assert r.get("resourceCpuRequest") and r.get("resourceMemoryRequest"), name
+        assert (r["resourceCpuRequest"], r["resourceMemoryRequest"]) == (
+            r.get("resourceCpuLimit"),
+            r.get("resourceMemoryLimit"),
+        ), name
+
+
 def _image_kfp_pin() -> str:
     pins = re.findall(r"^kfp==([0-9][0-9.]*)$", IMAGE_REQUIREMENTS.read_text(), re.M)
     assert len(pins) == 1, "images/requirements.in must pin kfp exactly once (kfp==X.Y.Z)"

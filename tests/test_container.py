@@ -283,3 +283,27 @@ def test_the_training_example_runs_in_the_tensorflow_image(base_image, image, sa
     assert len(losses) == 18 and sum(losses[-4:]) < sum(losses[:4]), losses  # it learns
     assert task.outputs["metrics"].metadata["examples"] == 72
     run_cli("verify", out)
+
+
+def test_a_conversion_task_stages_one_shard_per_worker_on_local_disk(image, tmp_path, store_env, s3_server):
+    """Writing to an object store, each worker stages the shard it writes in /tmp, then uploads it: with two
+    workers, a /tmp of 2.6 shards is enough for a task of four 12 MB shards (the pods' ephemeral storage)."""
+    from kfp import local
+
+    from imagenet_tfrecords_kfp.docker import checked_exit_status, docker_runner
+    from imagenet_tfrecords_kfp.pipelines.tinyimagenet_to_tfrecords import build_pipeline
+
+    data = tmp_path / "data"
+    write_sample(str(data), classes=20, train_per_class=200, val=100, test=50)
+    bucket = S3Bucket(s3_server, f"it-{uuid.uuid4().hex[:12]}")
+    out = f"s3://{bucket.name}/records"
+    shard_bytes = 1000 * (64 * 64 * 3 + 200)  # seed records of 64x64 images, a little more than the pixels
+    pipeline = build_pipeline(retries=False, image=image)
+    with checked_exit_status() as handler:
+        runner = docker_runner(pipeline, [data], tmpfs={"/tmp": f"size={int(2.6 * shard_bytes)},mode=1777"})
+        local.init(runner=runner, pipeline_root=str(tmp_path / "root"), raise_on_error=False)
+        pipeline(data_url=str(data), output_url=out, max_tasks=1, train_shards=4, shard_size=100, workers=2)
+    assert handler.failures == []
+    sizes = {k: len(bucket.get(k)) for k in bucket.keys("records/train/") if k.endswith(".tfrecord")}
+    assert len(sizes) == 4 and min(sizes.values()) > 0.9 * shard_bytes, sizes
+    assert bucket.get("records/sizes.txt") == b"train,4000\nval,100\ntest,50"
