@@ -4,7 +4,8 @@ Build them from ``images/Dockerfile`` (``make image``, ``make image-tf``) and pu
 pulls from; compile against them with ``compile --image`` (or ``IMAGENET_TFRECORDS_IMAGE``).
 
 - IMAGE: the conversion steps (parse-metadata, convert-shards, aggregate-stats); no TensorFlow.
-- TF_IMAGE: the training example's step (the same, plus TensorFlow); ``IMAGENET_TFRECORDS_TF_IMAGE``.
+- TF_IMAGE: the training example's step (the same, plus TensorFlow); ``IMAGENET_TFRECORDS_TF_IMAGE``, else
+  IMAGE's tag + ``-tf`` (as ``make image-tf`` names it; set the variable when IMAGE is a digest).
 """
 
 import os
@@ -14,4 +15,4 @@ from imagenet_tfrecords import __version__
 DEFAULT_IMAGE = f"ghcr.io/imagenet-tfrecords/imagenet-tfrecords:{__version__}"
 IMAGE = os.environ.get("IMAGENET_TFRECORDS_IMAGE", DEFAULT_IMAGE)
 DEFAULT_TF_IMAGE = f"{DEFAULT_IMAGE}-tf"
-TF_IMAGE = os.environ.get("IMAGENET_TFRECORDS_TF_IMAGE", DEFAULT_TF_IMAGE)
+TF_IMAGE = os.environ.get("IMAGENET_TFRECORDS_TF_IMAGE") or (f"{IMAGE}-tf" if "@" not in IMAGE else DEFAULT_TF_IMAGE)
