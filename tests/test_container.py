@@ -155,6 +155,28 @@ def test_a_failed_container_is_never_reported_as_success(base_image, tmp_path):
     assert _docker("ps", "-aq", "--filter", "label=imagenet-tfrecords.step=step").stdout.strip() == ""
 
 
+def test_a_step_over_its_memory_limit_is_reported_as_out_of_memory(image, tmp_path):
+    """The pod's memory limit applies in the container, and the kernel's OOM kill is named as such."""
+    from kfp import dsl, local
+
+    from imagenet_tfrecords_kfp.docker import checked_exit_status, docker_runner
+
+    @dsl.component(base_image=image, install_kfp_package=False)
+    def hog():
+        block = bytearray(600 * 2**20)
+        for i in range(0, len(block), 4096):
+            block[i] = 1
+
+    @dsl.pipeline
+    def over():
+        hog().set_memory_limit("256Mi")
+
+    with checked_exit_status() as handler:
+        local.init(runner=docker_runner(over, []), pipeline_root=str(tmp_path / "root"), raise_on_error=False)
+        over()
+    assert handler.failures == [f"container of step hog ({image}) ended: killed: out of memory (0.25 GiB)"]
+
+
 def test_pipeline_in_containers_writes_what_the_in_process_run_writes(image, sample_dir, in_process, tmp_path):
     out = tmp_path / "out"
     started = time.perf_counter()

@@ -30,7 +30,7 @@ LABEL = "imagenet-tfrecords.step"
 # IMAGENET_TFRECORDS_*: the run token that lets the steps join the run holding the output, the lease's length.
 _ENV_PREFIXES = ("AWS_", "GOOGLE_", "GCSFS_", "FSSPEC_", "CLOUDSDK_", "BOTO_", "GCE_", "IMAGENET_TFRECORDS_")
 _ENV_NAMES = {"STORAGE_EMULATOR_HOST", "NO_GCE_CHECK", "NO_PROXY", "no_proxy", "HTTPS_PROXY", "https_proxy"}
-_KILLED = {137: "killed (SIGKILL: out of memory, or docker kill)", 143: "terminated (SIGTERM)"}
+_KILLED = {137: "killed (SIGKILL, e.g. docker kill)", 143: "terminated (SIGTERM)"}
 
 
 def step_limits(pipeline) -> dict[str, dict]:
@@ -94,10 +94,12 @@ class StatusCheckedDockerTaskHandler(docker_task_handler.DockerTaskHandler):
             for line in container.logs(stream=True, follow=True):
                 print(line.decode(errors="replace"), end="")
             code = container.wait().get("StatusCode", -1)
+            container.reload()
+            oom = container.attrs["State"].get("OOMKilled")
         except docker.errors.APIError as e:
             code, reason = -1, f"docker: {e.explanation or e}"
         else:
-            reason = _KILLED.get(code, f"exit status {code}")
+            reason = f"killed: out of memory ({memory})" if oom else _KILLED.get(code, f"exit status {code}")
         finally:
             if container is not None:
                 with contextlib.suppress(docker.errors.APIError):
