@@ -88,9 +88,9 @@ def built_image(base: str, variant: str = "") -> str:
     size = int(_docker("image", "inspect", "--format", "{{.Size}}", tag).stdout)
     print(f"built {tag} in {time.perf_counter() - started:.0f} s: {size / 1e6:.0f} MB")
     # earlier builds of this variant: only the newest is kept (the layers they share stay)
-    repo, suffix = tag.split(":")[0], ("-" + variant) if variant else ""
+    repo, current = tag.split(":")
     for old in _docker("images", repo, "--format", "{{.Tag}}").stdout.split():
-        if old != tag.split(":")[1] and old.endswith(suffix) == bool(suffix) and (suffix or "-" not in old):
+        if old != current and old.endswith("-tf") == (variant == "tf"):
             _docker("rmi", f"{repo}:{old}", check=False)
     return tag
 
