@@ -13,7 +13,8 @@ import pytest
 
 from .conftest import run_cli
 
-DATA, OUTPUT = "gs://bucket/tiny-imagenet-200", "gs://bucket/records"
+# in a bucket of the moto server: submit checks an object-store output it can list (here: an empty one)
+DATA, OUTPUT = "s3://itf-submit/tiny-imagenet-200", "s3://itf-submit/records"
 
 
 class FakeApi(BaseHTTPRequestHandler):
@@ -63,6 +64,18 @@ class FakeApi(BaseHTTPRequestHandler):
         pass
 
 
+@pytest.fixture(autouse=True)
+def bucket(store_env, s3_server):
+    import botocore.exceptions
+
+    from .test_object_stores import S3Bucket
+
+    try:
+        S3Bucket(s3_server, "itf-submit")
+    except botocore.exceptions.ClientError as e:  # made by an earlier test
+        assert "BucketAlreadyOwnedByYou" in str(e), e
+
+
 @pytest.fixture()
 def api():
     FakeApi.requests = []
@@ -77,9 +90,7 @@ def api():
 def _home_with_kfp_context(tmp_path, namespace: str) -> dict:
     (tmp_path / ".config" / "kfp").mkdir(parents=True)
     (tmp_path / ".config" / "kfp" / "context.json").write_text(json.dumps({"namespace": namespace}))
-    # gcsfs is made for the gs:// URLs' checks: no credentials, no metadata server probed
-    never = {"FSSPEC_GS_TOKEN": "anon", "NO_GCE_CHECK": "true", "GCE_METADATA_HOST": "127.0.0.1:1"}
-    return {"HOME": str(tmp_path), "NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1", **never}
+    return {"HOME": str(tmp_path)}
 
 
 def _images(run: dict) -> set[str]:
