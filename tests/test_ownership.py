@@ -113,7 +113,7 @@ def test_run_and_submit_refuse_a_folder_of_foreign_files(sample_dir, tmp_path):
         store.put(f"out/{key}", data)
     before = checksums(store, "out")
     out = tmp_path / "out"
-    for command in (["run"], ["submit", "--host", "http://127.0.0.1:9"]):
+    for command in (["run"], ["submit", "--host", "http://127.0.0.1:9", "--mounted"]):
         p = run_cli(*command, "--data", sample_dir, "--output", out, check=False)
         assert p.returncode == 3, p.stderr
         assert _error_line(p).startswith(f"error: {out}: not empty and not an output of imagenet-tfrecords")
