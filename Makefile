@@ -18,9 +18,12 @@ OUTPUT := build/tfrecords
 COMPILED := pipelines/tinyimagenet_to_tfrecords.yaml  # and components/*.yaml
 # The one kfp pin: the image's (images/requirements.in); the venv, the lock files and the compiled YAML follow it.
 KFP_PIN := $(shell grep -o '^kfp==[0-9][0-9.]*' images/requirements.in | cut -d= -f3)
-# The [torch] extra accepts a range; the tests need no GPU, so torch comes from PyTorch's CPU-only index
-# (a CPU build's wheel is ~200 MB, a CUDA build's several GB).
-TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+# The [torch] extra accepts a range; the test venv pins one release, which the tests need without a GPU.
+# TORCH_INDEX=https://download.pytorch.org/whl/cpu takes its CPU-only build (a ~200 MB wheel, a CUDA build's
+# several GB) where that index is reachable; it is not the default, since pip retries an unreachable index
+# for every package it resolves (47 s for three packages here).
+TORCH_PIN := torch==2.13.0
+TORCH_INDEX ?=
 
 .PHONY: install install-dev test test-fast run demo compile compile-check image image-tf lock print-image image-check lint bench bench-small clean
 
@@ -37,7 +40,8 @@ $(STAMP): pyproject.toml images/requirements.in
 install-dev: $(DEV_STAMP)
 
 $(DEV_STAMP): $(STAMP)
-	$(BIN)/pip install --quiet --extra-index-url $(TORCH_INDEX) -e '.[gcs,s3,tf,torch,dev]' 'kfp==$(KFP_PIN)'
+	$(BIN)/pip install --quiet $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX)) -e '.[gcs,s3,tf,torch,dev]' \
+		'kfp==$(KFP_PIN)' '$(TORCH_PIN)'
 	touch $(DEV_STAMP)
 
 test: install-dev
