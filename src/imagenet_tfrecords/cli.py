@@ -22,6 +22,7 @@ from . import __version__
 from .convert import GRAYSCALE_POLICIES, Options, WorkerDied, available_cpus, parse_size
 from .formats import FORMATS, check_file_names
 from .fs import InputError, Location, MissingPackageError, check_access
+from .image import RESIZE_MODES, resize_text
 from .layouts import AUTO, LAYOUT_CHOICES
 from .plan import DEFAULT_SHARD_SIZE, MIXED, TRAIN_ORDERS, Plan, TrainShardsError
 from .procs import interrupt_on_sigterm
@@ -77,6 +78,12 @@ def _image_size(text: str) -> str:
     return text
 
 
+def _resize(text: str) -> str:
+    if text and not parse_size(text):
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT such as 64x64, got {text!r}")
+    return text
+
+
 def new_file(value: str) -> str:
     """A file to write: its folder must exist (nothing is created where the user did not ask)."""
     path = _url(value)
@@ -108,7 +115,32 @@ def add_conversion_args(p: argparse.ArgumentParser, workers_help: str) -> None:
         type=_image_size,
         default=Options.image_size,
         metavar="HxW",
-        help="reject images of any other size (e.g. 64x64)",
+        help="reject images (as read, before any --resize) of any other size: HEIGHTxWIDTH, e.g. 64x64",
+    )
+    p.add_argument(
+        "--resize",
+        type=_resize,
+        default=Options.resize,
+        metavar="WxH",
+        help="make every image WIDTHxHEIGHT (width first, unlike --image-size; e.g. 64x64): an area "
+        "average of the image, after libjpeg-turbo's DCT-scaled decode; images already that size are "
+        "stored as without --resize. Seed records hold the resized pixels; tf-models and tfds the "
+        "resized image encoded at --jpeg-quality",
+    )
+    p.add_argument(
+        "--resize-mode",
+        choices=RESIZE_MODES,
+        default=Options.resize_mode,
+        help="with --resize: squash (the whole image, aspect not kept) or center-crop (the shorter side "
+        "to the target, then the centre; boxes are clipped to it)",
+    )
+    p.add_argument(
+        "--shorter-side",
+        type=whole_number(0),
+        default=Options.shorter_side,
+        metavar="N",
+        help="scale every image whose shorter side is longer than N down to N, keeping its aspect ratio "
+        "(never enlarged; 0: off). Not with --resize",
     )
     p.add_argument(
         "--format",
@@ -169,6 +201,9 @@ def options_of(args) -> Options:
             format=args.format,
             label_offset=args.label_offset,
             jpeg_quality=args.jpeg_quality,
+            resize=args.resize,
+            resize_mode=args.resize_mode,
+            shorter_side=args.shorter_side,
         )
         check_file_names(args.format, args.data)  # (tfds: file names made of the dataset folder's)
     except ValueError as e:
@@ -259,6 +294,8 @@ def print_summary(info: dict, output: str, seconds: float, layout: str = "") -> 
         print("; ".join(parts))
     if layout:
         print(layout)
+    if info.get("resize"):
+        print(f"images resized: {resize_text(info['resize'])}")
     for w in info["warnings"]:
         print(f"warning: {w}")
     for p in info.get("problems", []):

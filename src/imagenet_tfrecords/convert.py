@@ -29,7 +29,7 @@ from functools import cached_property
 from . import boxes, formats, records
 from .archive import read_sources
 from .fs import Location, publish
-from .image import DEFAULT_MAX_PIXELS, BadImage
+from .image import DEFAULT_MAX_PIXELS, RESIZE_MODES, SQUASH, BadImage, Resize, resize_of
 from .output import WORK_DIR
 from .plan import Plan, PlanError, Shard
 from .procs import check_terminated, stop_pool, worker_init
@@ -52,6 +52,12 @@ class Options:
     format: the record format (formats.FORMATS): "seed", "tf-models" or "tfds".
     label_offset: added to every label of tf-models records (1: the 1,001 classes of Model Garden and slim).
     jpeg_quality: of the images tf-models and tfds encode anew (all but clean JPEGs).
+    resize: "WxH" (width first, as image tools write it; unlike image_size) makes every image W x H;
+        "" keeps each image's own size.
+    resize_mode: with resize: "squash" (the whole image, aspect not kept) or "center-crop" (the
+        shorter side scaled to the target, then the centre).
+    shorter_side: N scales every image whose shorter side is longer than N down to N, keeping the
+        aspect ratio (never enlarges); 0: off. Not with resize.
     """
 
     grayscale: str = "rgb"
@@ -60,6 +66,9 @@ class Options:
     format: str = formats.SEED
     label_offset: int = 0
     jpeg_quality: int = formats.DEFAULT_JPEG_QUALITY
+    resize: str = ""
+    resize_mode: str = SQUASH
+    shorter_side: int = 0
 
     def __post_init__(self):
         if self.grayscale not in GRAYSCALE_POLICIES:
@@ -74,18 +83,38 @@ class Options:
             raise ValueError(f"label_offset must be from 0 to 1000, got {self.label_offset}")
         if not 1 <= self.jpeg_quality <= 100:
             raise ValueError(f"jpeg_quality must be from 1 to 100, got {self.jpeg_quality}")
+        if self.resize and not parse_size(self.resize):
+            raise ValueError(f"resize must be WIDTHxHEIGHT such as 64x64, got {self.resize!r}")
+        if self.resize_mode not in RESIZE_MODES:
+            raise ValueError(f"resize_mode must be one of {RESIZE_MODES}, got {self.resize_mode!r}")
+        if self.resize_mode != SQUASH and not self.resize:
+            raise ValueError(f"resize_mode {self.resize_mode!r} applies with resize only")
+        if self.shorter_side < 0:
+            raise ValueError(f"shorter_side must be 0 (off) or more, got {self.shorter_side}")
+        if self.resize and self.shorter_side:
+            raise ValueError("resize and shorter_side do not go together: give one of them")
+
+    def resizing(self) -> Resize | None:
+        """What size images become (image.Resize), or None: each keeps its own."""
+        return resize_of(asdict(self))
 
     def fingerprint(self) -> dict:
-        """The options a shard's content depends on (the seed format's as before formats existed)."""
+        """The options a shard's content depends on (the seed format's as before formats existed;
+        the resize options only when they resize, so outputs made before them still resume)."""
         out = asdict(self)
         if self.format == formats.SEED:
             for name in ("format", "label_offset", "jpeg_quality"):
                 del out[name]
+        if not self.resize:
+            del out["resize"], out["resize_mode"]
+        if not self.shorter_side:
+            del out["shorter_side"]
         return out
 
 
 def parse_size(text: str) -> tuple[int, int] | None:
-    """(height, width) of "HxW" with both at least 1, else None."""
+    """The two numbers of "AxB" with both at least 1 (image_size's (height, width); resize's
+    (width, height)), else None."""
     h, x, w = text.lower().partition("x")
     ok = x and h.isdigit() and w.isdigit() and int(h) > 0 and int(w) > 0
     return (int(h), int(w)) if ok else None
@@ -154,6 +183,7 @@ def _write_shard(job: Job, shard: Shard, directory: Location, sources, target: L
     """Decode every source and write the records, then their index (each atomically); return what
     became of each input."""
     options, encoder = job.options, formats.encoder(job)
+    resize = options.resizing()
     with_boxes = bool(job.boxes) and encoder.boxes
     inclusive = job.boxes == boxes.INCLUSIVE
     given = clipped_boxes = dropped_boxes = 0  # over the records written with boxes
@@ -185,8 +215,9 @@ def _write_shard(job: Job, shard: Shard, directory: Location, sources, target: L
                 rejected.append({"path": path, "reason": str(e)})
                 continue
             h, w = img.height, img.width
-            if size and (h, w) != size:
-                rejected.append({"path": path, "reason": f"image is {h}x{w}, expected {options.image_size}"})
+            if size and (img.read or (h, w)) != size:
+                rh, rw = img.read or (h, w)
+                rejected.append({"path": path, "reason": f"image is {rh}x{rw}, expected {options.image_size}"})
                 continue
             if img.source != "rgb":
                 if options.grayscale == "skip":
@@ -197,7 +228,11 @@ def _write_shard(job: Job, shard: Shard, directory: Location, sources, target: L
                 reencoded[img.reencoded] += 1
             extra = b""
             if with_boxes:
-                extra, clipped, dropped = boxes.box_entries(given_boxes, h, w, inclusive=inclusive)
+                if img.read:  # boxes in the file's pixels, normalised to the part that became the image
+                    given_boxes, wh, ww = _in_window(given_boxes, resize.window(*img.read))
+                    extra, clipped, dropped = boxes.box_entries(given_boxes, wh, ww, inclusive=inclusive)
+                else:
+                    extra, clipped, dropped = boxes.box_entries(given_boxes, h, w, inclusive=inclusive)
                 given, clipped_boxes, dropped_boxes = (
                     given + len(given_boxes),
                     clipped_boxes + clipped,
@@ -231,6 +266,16 @@ def _write_shard(job: Job, shard: Shard, directory: Location, sources, target: L
         "shapes": shapes,
         "read_errors": read_errors,
     }
+
+
+def _in_window(given: tuple, window: tuple[float, float, float, float]) -> tuple[tuple, float, float]:
+    """Boxes (in an image's pixels) relative to ``window`` (left, top, right, bottom) of the image, and
+    the window's height and width: boxes.box_entries then clips them to it and drops what is outside."""
+    left, top, right, bottom = window
+    if not (left or top):
+        return given, bottom, right
+    moved = tuple((x0 - left, y0 - top, x1 - left, y1 - top, label) for x0, y0, x1, y1, label in given)
+    return moved, bottom - top, right - left
 
 
 def _fingerprint(job: Job, text: str) -> str:

@@ -14,6 +14,11 @@ every block (``image.check_jpeg``): a truncated or corrupt file is a reject, and
 re-encode. Any other image is decoded to RGB and encoded at ``jpeg_quality``; ``Stored.reencoded``
 says why, and the statistics count it.
 
+With a resize (``Options.resize`` / ``shorter_side``, see ``image.Resize``) every image not already at
+its target size is decoded at that size: seed records hold the resized pixels, tf-models and tfds
+records the resized image encoded at ``jpeg_quality`` (re-encoded: "resized"); ``Stored.read`` is the
+size of the file. An image already at its target size is stored exactly as without a resize.
+
 An encoder serves one conversion (``encoder(job)``): ``image(data)`` validates one file's bytes into
 a ``Stored``; ``record(stored, label, path)`` returns the pieces of its ``tf.train.Example``. A
 record's entries are the ones shared by every record of its label and size (built once) followed by
@@ -32,7 +37,7 @@ import simplejpeg
 
 from . import records
 from .boxes import BOX_SCHEMA
-from .image import check_jpeg, decode, encode_jpeg, jpeg_coding, peek_within, plain_jpeg_size
+from .image import Resize, check_jpeg, decode, encode_jpeg, jpeg_coding, peek_within, plain_jpeg_size
 
 SEED, TF_MODELS, TFDS = FORMATS = ("seed", "tf-models", "tfds")
 DEFAULT_JPEG_QUALITY = 95
@@ -69,10 +74,12 @@ def of_info(info: dict) -> str:
     return info.get("format", SEED)
 
 
-def tfds_features(num_classes: int) -> dict:
-    """TFDS's features.json of the tfds format: image (JPEG), label (ClassLabel), file_name (Text)."""
+def tfds_features(num_classes: int, size: tuple[int, int] | None = None) -> dict:
+    """TFDS's features.json of the tfds format: image (JPEG), label (ClassLabel), file_name (Text);
+    the image's shape is [height, width, 3] when every image has ``size`` (height, width), else [-1, -1, 3]."""
     module = "tensorflow_datasets.core.features."
-    image = {"dtype": "uint8", "encodingFormat": "jpeg", "shape": {"dimensions": ["-1", "-1", "3"]}}
+    dims = [str(size[0]), str(size[1]), "3"] if size else ["-1", "-1", "3"]
+    image = {"dtype": "uint8", "encodingFormat": "jpeg", "shape": {"dimensions": dims}}
     features = {
         "file_name": {"pythonClassName": module + "text_feature.Text", "text": {}},
         "image": {"pythonClassName": module + "image_feature.Image", "image": image},
@@ -132,6 +139,7 @@ class Stored(NamedTuple):
     width: int
     source: str  # "rgb", or what was converted to RGB ("grayscale", "cmyk", "png-rgba", ...)
     reencoded: str | None = None  # why the JPEG was made anew; None: stored as read
+    read: tuple[int, int] | None = None  # (height, width) of the file when the image was resized
 
 
 class SeedEncoder:
@@ -141,12 +149,13 @@ class SeedEncoder:
 
     def __init__(self, job):
         self.wnids, self.max_pixels = job.wnids, job.options.max_pixels
+        self.resize: Resize | None = job.options.resizing()
         self.fixed: dict[tuple, bytes] = {}  # the entries every record of one label and size shares
 
     def image(self, data: bytes) -> Stored:
-        img = decode(data, max_pixels=self.max_pixels)
+        img = decode(data, max_pixels=self.max_pixels, resize=self.resize)
         h, w, _ = img.pixels.shape
-        return Stored(img.pixels, h, w, img.source)
+        return Stored(img.pixels, h, w, img.source, read=img.read)
 
     def record(self, stored: Stored, label: int, path: str, extra: bytes = b"") -> list[bytes]:
         """The record's pieces; ``extra``: more serialized entries (the boxes')."""
@@ -170,19 +179,20 @@ class JpegEncoder:
 
     def __init__(self, job):
         self.job, self.options = job, job.options
+        self.resize: Resize | None = job.options.resizing()
         self.fixed: dict[tuple, bytes] = {}
 
     def image(self, data: bytes) -> Stored:
         size = plain_jpeg_size(data, self.options.max_pixels)
-        if size:
+        if size and not (self.resize and self.resize.target(*size)):
             check_jpeg(data)
             return Stored(data, *size, "rgb")
         fmt, *_ = peek_within(data, self.options.max_pixels)
         coding = jpeg_coding(data) if fmt == "jpeg" else fmt
-        img = decode(data, max_pixels=self.options.max_pixels)
+        img = decode(data, max_pixels=self.options.max_pixels, resize=self.resize)
         h, w, _ = img.pixels.shape
-        why = img.source if img.source != "rgb" else f"{coding} jpeg"
-        return Stored(encode_jpeg(img.pixels, self.options.jpeg_quality), h, w, img.source, why)
+        why = "resized" if img.read else img.source if img.source != "rgb" else f"{coding} jpeg"
+        return Stored(encode_jpeg(img.pixels, self.options.jpeg_quality), h, w, img.source, why, img.read)
 
     def record(self, stored: Stored, label: int, path: str, extra: bytes = b"") -> list[bytes]:
         """The record as one piece: a few KB joined cost less than framing many pieces."""

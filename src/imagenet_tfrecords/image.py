@@ -4,6 +4,13 @@ JPEGs go through libjpeg-turbo (simplejpeg), which decodes TinyImageNet's 64x64 
 three times faster than Pillow; CMYK JPEGs, PNGs and other formats Pillow knows fall back to
 Pillow. Every image comes out as a uint8 H x W x 3 array. The size in a file's header is
 checked before any pixel memory is allocated.
+
+``Resize`` says what size an image becomes (``--resize WxH`` squashed or centre-cropped, or
+``--shorter-side N``); ``decode(data, resize=...)`` makes it. A JPEG is decoded by libjpeg-turbo's
+DCT scaling at the smallest 1/2, 1/4 or 1/8 scale that still covers the target (that scaled decode is
+an average over blocks of pixels), then resized by an area average (Pillow's box filter over the
+exact window of the source, fractional edges included); an image already at its target size is not
+touched.
 """
 
 from __future__ import annotations
@@ -28,6 +35,76 @@ class BadImage(ValueError):
 class Decoded:
     pixels: np.ndarray  # uint8, H x W x 3
     source: str  # "rgb", "grayscale", "cmyk", or another description of what was converted
+    read: tuple[int, int] | None = None  # (height, width) of the file when the pixels were resized
+
+
+SQUASH, CENTER_CROP = RESIZE_MODES = ("squash", "center-crop")
+SHORTER_SIDE = "shorter-side"  # the mode dataset_info.json records for --shorter-side
+DCT_SCALES = (8, 4, 2)  # libjpeg-turbo's scaled decodes used: 1/8, 1/4, 1/2 (each an average of its blocks)
+
+
+@dataclass(frozen=True)
+class Resize:
+    """What size every image becomes: ``width`` x ``height`` (``mode`` squash: the whole image, aspect
+    not kept; center-crop: the shorter side scaled to the target, then the centre), or, with
+    ``shorter_side``, the aspect kept and the shorter side made ``shorter_side`` (never enlarged)."""
+
+    width: int = 0
+    height: int = 0
+    mode: str = SQUASH
+    shorter_side: int = 0
+
+    def target(self, h: int, w: int) -> tuple[int, int] | None:
+        """(height, width) an image of ``h`` x ``w`` becomes; None: it stays as it is."""
+        if self.shorter_side:
+            short = min(h, w)
+            if short <= self.shorter_side:
+                return None
+            scale = self.shorter_side / short
+            size = (max(1, round(h * scale)), max(1, round(w * scale)))
+            return (self.shorter_side, size[1]) if h == short else (size[0], self.shorter_side)
+        return None if (h, w) == (self.height, self.width) else (self.height, self.width)
+
+    def window(self, h: int, w: int) -> tuple[float, float, float, float]:
+        """(left, top, right, bottom): the part of an ``h`` x ``w`` image (in its pixels) that becomes
+        the record's image: all of it, but the centre for center-crop."""
+        if self.mode != CENTER_CROP or self.shorter_side:
+            return 0.0, 0.0, float(w), float(h)
+        scale = max(self.width / w, self.height / h)
+        cw, ch = self.width / scale, self.height / scale
+        left, top = (w - cw) / 2, (h - ch) / 2
+        return left, top, left + cw, top + ch
+
+    def record(self) -> dict:
+        """What dataset_info.json says of it: {"mode", "width", "height"} or {"mode": "shorter-side",
+        "shorter_side"}."""
+        if self.shorter_side:
+            return {"mode": SHORTER_SIDE, "shorter_side": self.shorter_side}
+        return {"mode": self.mode, "width": self.width, "height": self.height}
+
+
+def resize_of(options: dict) -> Resize | None:
+    """The Resize of conversion options (``resize`` "WxH", ``resize_mode``, ``shorter_side``), or None."""
+    if options.get("shorter_side"):
+        return Resize(shorter_side=int(options["shorter_side"]))
+    if options.get("resize"):
+        w, h = (int(v) for v in options["resize"].lower().split("x"))  # WxH: the width first
+        return Resize(w, h, options.get("resize_mode", SQUASH))
+    return None
+
+
+def resize_text(resize: dict) -> str:
+    """A resize as dataset_info.json records it (Resize.record), in words: "64x64 (width x height, squash)"."""
+    if "width" in resize:
+        return f"{resize['width']}x{resize['height']} (width x height, {resize['mode']})"
+    return f"shorter side {resize['shorter_side']} (aspect kept, never enlarged)"
+
+
+def fixed_size(resize: dict | None) -> tuple[int, int] | None:
+    """(height, width) every image has after a resize as dataset_info.json records it (Resize.record), or None."""
+    if resize and "width" in resize:
+        return int(resize["height"]), int(resize["width"])
+    return None
 
 
 # Start-of-frame markers: SOF0-SOF15 except DHT (C4), JPG (C8) and DAC (CC).
@@ -104,16 +181,52 @@ def peek_within(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[str,
     return fmt, h, w, colour
 
 
-def decode(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decoded:
-    """Decode to RGB. Raises BadImage with a human-readable reason."""
+def decode(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, resize: Resize | None = None) -> Decoded:
+    """Decode to RGB, resized as ``resize`` says (``Decoded.read``: the size before, when it was).
+    Raises BadImage with a human-readable reason."""
     fmt, h, w, colour = peek_within(data, max_pixels)
+    target = resize.target(h, w) if resize else None
     if fmt == "jpeg" and colour in ("ycbcr", "gray", "rgb"):
-        try:
-            pixels = simplejpeg.decode_jpeg(data, colorspace="RGB", strict=True)
-        except ValueError as e:
-            raise BadImage(f"corrupt or truncated JPEG: {e}") from None
-        return Decoded(pixels, "grayscale" if colour == "gray" else "rgb")
-    return _decode_pillow(data, fmt)
+        source = "grayscale" if colour == "gray" else "rgb"
+        if target:
+            window = resize.window(h, w)
+            scale = dct_scale(window, target) if min(h, w) >= 8 else 1  # (smaller: other scales may come out)
+            pixels = _decode_jpeg(data, min_height=-(-h // scale), min_width=-(-w // scale))
+            return Decoded(area_resize(pixels, [v / scale for v in window], target), source, (h, w))
+        return Decoded(_decode_jpeg(data), source)
+    img = _decode_pillow(data, fmt)
+    if target:
+        ih, iw, _ = img.pixels.shape
+        return Decoded(area_resize(img.pixels, resize.window(ih, iw), target), img.source, (ih, iw))
+    return img
+
+
+def _decode_jpeg(data: bytes, **scaled) -> np.ndarray:
+    try:
+        return simplejpeg.decode_jpeg(data, colorspace="RGB", strict=True, **scaled)
+    except ValueError as e:
+        raise BadImage(f"corrupt or truncated JPEG: {e}") from None
+
+
+def dct_scale(window: tuple[float, float, float, float], target: tuple[int, int]) -> int:
+    """The largest k of DCT_SCALES (libjpeg-turbo decodes at 1/k) at which ``window`` (in the file's
+    pixels) still holds at least ``target`` (height, width) pixels; 1 when none does."""
+    left, top, right, bottom = window
+    for k in DCT_SCALES:
+        if (right - left) / k >= target[1] and (bottom - top) / k >= target[0]:
+            return k
+    return 1
+
+
+def area_resize(pixels: np.ndarray, window, target: tuple[int, int]) -> np.ndarray:
+    """``window`` (left, top, right, bottom, fractional in ``pixels``' coordinates) of ``pixels`` resized
+    to ``target`` (height, width): each output pixel the area average of what it covers (Pillow's box
+    filter) when both sides shrink, else a bilinear filter (antialiased on a side that shrinks)."""
+    h, w = target
+    left, top, right, bottom = window
+    shrinks = right - left >= w and bottom - top >= h
+    img = Image.fromarray(pixels).resize((w, h), Image.BOX if shrinks else Image.BILINEAR, box=tuple(window))
+    return np.asarray(img, dtype=np.uint8)
 
 
 def _decode_pillow(data: bytes, fmt: str) -> Decoded:

@@ -24,6 +24,7 @@ from PIL import Image
 
 from . import formats
 from .fs import Location
+from .image import resize_text
 from .plan import SPLITS
 from .records import CorruptShard, iter_records
 from .stats import read_info
@@ -282,6 +283,11 @@ def _head(info: dict, root: Location, num_classes: int) -> list[str]:
         f'<p class="meta">source <code>{_e(info.get("source", "?"))}</code> \u00b7 output <code>{_e(root.url)}</code>'
         f" \u00b7 {_n(num_classes)} classes \u00b7 options "
         f"<code>{_e(_options(info.get('options', {})))}</code></p>",
+        *(
+            [f'<p class="meta" id="resize">images resized: {_e(resize_text(info["resize"]))}</p>']
+            if info.get("resize")
+            else []
+        ),
     ]
 
 
@@ -396,7 +402,8 @@ def _sample_grids(
     root: Location, info: dict, splits: list[str], labels: list[tuple[str, str]], count: int
 ) -> list[str]:
     """The samples section: per split, up to ``count`` images decoded from the written records."""
-    out = ['<h2>Samples <span class="muted">decoded from the written TFRecords</span></h2>']
+    resized = f", resized to {resize_text(info['resize'])}" if info.get("resize") else ""
+    out = [f'<h2>Samples <span class="muted">decoded from the written TFRecords{_e(resized)}</span></h2>']
     for split in splits:
         out.extend(_split_samples(root, info, split, labels, count))
     return out

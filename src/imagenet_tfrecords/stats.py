@@ -7,7 +7,7 @@ Written under the output root:
 - ``dataset_info.json`` (``conversion_info.json`` in the tfds format, beside TFDS's metadata files
   ``dataset_info.json``, ``features.json`` and ``label.labels.txt``): per split the shard files
   with their record counts, bytes and index files, what was found, rejected, skipped, converted
-  and re-encoded, and the class distribution
+  and re-encoded, and the class distribution; the resize, if any
 - ``rejects.tsv``: ``path<TAB>reason`` for every input that did not become a record (a backslash, tab,
   newline or carriage return in either is written ``\\\\``, ``\\t``, ``\\n``, ``\\r``)
 """
@@ -19,6 +19,7 @@ from collections import Counter
 
 from . import formats
 from .fs import Location, excerpt
+from .image import fixed_size, resize_of
 from .plan import SPLITS, Plan
 
 DEFAULT_MAX_REJECT_FRACTION = 0.01
@@ -82,6 +83,7 @@ def summarize(plan: Plan, shard_stats: list[dict], options: dict | None = None) 
     rejects = list(plan.rejects) + [r for s in shard_stats for r in s["rejected"]]
     problems = list(plan.problems)
     found = sum(v["found"] for v in splits.values()) + len(plan.rejects)
+    resize = resize_of(options or {})
     return {
         "name": plan.data.rstrip("/").rsplit("/", 1)[-1],  # the dataset folder's name
         "layout": plan.layout,
@@ -92,6 +94,9 @@ def summarize(plan: Plan, shard_stats: list[dict], options: dict | None = None) 
         "train_shards": plan.train_shard_count,
         "features": {k: f"{kind}: {meaning}" for k, (kind, meaning) in formats.schema(fmt, plan.boxes).items()},
         "options": options or {},
+        # what size the images were made: {"mode": "squash" or "center-crop", "width", "height"} or
+        # {"mode": "shorter-side", "shorter_side"}; None: each image kept its own size
+        "resize": resize.record() if resize else None,
         "splits": splits,
         "found": found,
         "rejected": len(rejects),
@@ -179,7 +184,8 @@ def write_tfds_metadata(plan: Plan, info: dict, out_url: str) -> None:
         "supervisedKeys": {"tuple": {"items": [{"featureKey": "image"}, {"featureKey": "label"}]}},
     }
     out.child("label.labels.txt").write_text("".join(f"{wnid}\n" for wnid in plan.wnids))
-    out.child("features.json").write_text(json.dumps(formats.tfds_features(len(plan.wnids)), indent=1) + "\n")
+    features = formats.tfds_features(len(plan.wnids), fixed_size(info.get("resize")))
+    out.child("features.json").write_text(json.dumps(features, indent=1) + "\n")
     out.child(INFO_FILE).write_text(json.dumps(tfds_info, indent=1) + "\n")
 
 
