@@ -37,7 +37,17 @@ import simplejpeg
 
 from . import records
 from .boxes import BOX_SCHEMA
-from .image import Resize, check_jpeg, decode, encode_jpeg, jpeg_coding, peek_within, plain_jpeg_size
+from .image import (
+    BadImage,
+    Resize,
+    check_jpeg,
+    decode,
+    encode_jpeg,
+    fixed_size,
+    jpeg_coding,
+    peek_within,
+    plain_jpeg_size,
+)
 
 SEED, TF_MODELS, TFDS = FORMATS = ("seed", "tf-models", "tfds")
 DEFAULT_JPEG_QUALITY = 95
@@ -263,6 +273,31 @@ _KEYS = {  # format: (image, label, file name) keys; seed's image is image_raw w
 def keys(fmt: str) -> tuple[str, str, str]:
     """The (image, label, file name) keys of a format's records."""
     return _KEYS[fmt]
+
+
+def record_size(fmt: str, record: bytes) -> tuple[int, int]:
+    """(height, width) of a serialized record's image, without decoding its pixels: seed's height and
+    width, the JPEG header of tf-models and tfds (ValueError when it has none; KeyError, IndexError
+    naming a missing feature)."""
+    ex = records.parse_example(record)
+    if fmt == SEED:
+        return ex["height"][0], ex["width"][0]
+    try:
+        _, h, w, _ = peek_within(ex[_KEYS[fmt][0]][0])
+    except BadImage as e:
+        raise ValueError(f"{_KEYS[fmt][0]}: {e}") from None
+    return h, w
+
+
+def size_problem(resize: dict, height: int, width: int) -> str | None:
+    """What is wrong with an image of ``height`` x ``width`` in an output resized as ``resize`` says
+    (dataset_info.json's record, image.Resize.record), or None."""
+    fixed = fixed_size(resize)
+    if fixed and (height, width) != fixed:
+        return f"image is {width}x{height} (width x height), the resize made every image {fixed[1]}x{fixed[0]}"
+    if not fixed and min(height, width) > resize["shorter_side"]:
+        return f"image is {width}x{height}, its shorter side is above the resize's {resize['shorter_side']}"
+    return None
 
 
 def decode_record(fmt: str, record: bytes) -> Record:

@@ -7,6 +7,7 @@ import os
 
 from . import formats
 from .fs import Location, MissingPackageError, check_access
+from .image import fixed_size
 from .output import check_complete
 from .plan import SPLITS
 from .records import CorruptShard, feature_spec, iter_records, parse_index
@@ -122,8 +123,12 @@ def _opener(files: list[str]):
     return open_one
 
 
-def _image_shape(split: dict) -> list:
-    """[H, W, 3] when every image of the split has one size (per dataset_info.json), else [None, None, 3]."""
+def _image_shape(split: dict, resize: dict | None = None) -> list:
+    """[H, W, 3] when every image of the split has one size (the resize's, else per dataset_info.json's
+    shapes), else [None, None, 3]."""
+    fixed = fixed_size(resize)
+    if fixed:
+        return [*fixed, 3]
     shapes = [s for s, n in split.get("shapes", {}).items() if n]
     if len(shapes) == 1:
         h, w = (int(v) for v in shapes[0].split("x"))
@@ -191,7 +196,8 @@ def load(
 
     ``source`` is the output URL of a conversion (a local path, gs://, s3://, ...) or the
     pipeline's ``dataset`` artifact (an ``Input[Dataset]``). ``image`` is uint8 [H, W, 3]
-    (the static shape is set when every image of the split has the same size); ``label``
+    (the static shape is set when every image of the split has the same size, as after
+    ``--resize``); ``label``
     is int64 as stored, -1 for the test split. With ``one_hot=True`` the label is the one-hot
     vector instead: uint8 [num_classes] (plus the label offset of tf-models), all zero for the
     test split. Every format reads: seed's pixels are reshaped, the JPEGs of tf-models and tfds
@@ -226,19 +232,23 @@ def load(
     else:
         ds = names.flat_map(open_one)
     offset = int(info.get("options", {}).get("label_offset", 0))
-    parse = _parse(one_hot, _image_shape(split_info), int(info["num_classes"]), formats.of_info(info), offset)
+    shape = _image_shape(split_info, info.get("resize"))
+    parse = _parse(one_hot, shape, int(info["num_classes"]), formats.of_info(info), offset)
     return ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
 
 
-def _count_records(loc: Location, sizes: list[int] | None = None) -> tuple[int, str | None]:
+def _count_records(loc: Location, sizes: list[int] | None = None, check=None) -> tuple[int, str | None]:
     """(records read, the problem that stopped reading or None): framing and CRC32C, no TensorFlow.
 
-    The framed size of each record read is appended to ``sizes`` when given.
+    The framed size of each record read is appended to ``sizes`` when given; ``check(number, record)``
+    is called with each record when given.
     """
     n = 0
     try:
         with open(loc.path, "rb") if loc.is_local else loc.fs.open(loc.path, "rb", block_size=8 << 20) as f:
             for record in iter_records(f):
+                if check is not None:
+                    check(n, record)
                 n += 1
                 if sizes is not None:
                     sizes.append(len(record) + 16)
@@ -277,8 +287,11 @@ def _index_problem(index: Location, sizes: list[int]) -> str | None:
     return None
 
 
-def _parse_with_tf(loc: Location, num_classes: int, fmt: str = formats.SEED) -> tuple[int, list[str]]:
-    """Read one shard with tf.data and parse every record with tf.io.parse_example; plain-word problems."""
+def _parse_with_tf(
+    loc: Location, num_classes: int, fmt: str = formats.SEED, resize: dict | None = None
+) -> tuple[int, list[str]]:
+    """Read one shard with tf.data and parse every record with tf.io.parse_example; plain-word problems.
+    With ``resize`` (dataset_info.json's) every image's size is checked against it."""
     tf = tensorflow()
 
     name = _tf_name(loc)
@@ -286,10 +299,14 @@ def _parse_with_tf(loc: Location, num_classes: int, fmt: str = formats.SEED) -> 
     try:
         for batch in _opener([name])(tf.constant(name)).batch(1024):
             if fmt != formats.SEED:
-                problems += _jpeg_problems(tf.io.parse_example(batch, _jpeg_spec(fmt))[formats.keys(fmt)[0]], n)
+                encoded = tf.io.parse_example(batch, _jpeg_spec(fmt))[formats.keys(fmt)[0]]
+                problems += _jpeg_problems(encoded, n, resize)
                 n += int(tf.shape(batch)[0])
                 continue
             ex = tf.io.parse_example(batch, feature_spec())
+            if resize:
+                sizes = zip(ex["height"].numpy().tolist(), ex["width"].numpy().tolist(), strict=True)
+                problems += _size_problems(resize, sizes, n)
             pixels = tf.cast(ex["height"] * ex["width"] * ex["channel"], tf.int32)
             for i in tf.where(tf.strings.length(ex["image_raw"]) != pixels)[:, 0].numpy():
                 problems.append(f"record {n + i}: image_raw is not height*width*channel bytes")
@@ -303,17 +320,26 @@ def _parse_with_tf(loc: Location, num_classes: int, fmt: str = formats.SEED) -> 
     return n, problems
 
 
-def _jpeg_problems(encoded, first: int) -> list[str]:
-    """The records of a batch (numbered from ``first``) whose image TensorFlow cannot decode as a JPEG."""
+def _jpeg_problems(encoded, first: int, resize: dict | None = None) -> list[str]:
+    """The records of a batch (numbered from ``first``) whose image TensorFlow cannot decode as a JPEG,
+    or, with ``resize``, decodes to another size than the resize made."""
     tf = tensorflow()
 
-    problems = []
+    problems, sizes = [], []
     for i, data in enumerate(encoded):
         try:
-            tf.io.decode_jpeg(data, channels=3)
+            sizes.append(tuple(tf.io.decode_jpeg(data, channels=3).shape[:2]))
         except tf.errors.InvalidArgumentError:
             problems.append(f"record {first + i}: the image does not decode as a JPEG")
-    return problems
+            sizes.append(None)
+    return problems + (_size_problems(resize, sizes, first) if resize else [])
+
+
+def _size_problems(resize: dict, sizes, first: int) -> list[str]:
+    """The records (numbered from ``first``) whose (height, width) in ``sizes`` (None: not known) the
+    resize did not make."""
+    found = ((i, formats.size_problem(resize, *hw)) for i, hw in enumerate(sizes) if hw is not None)
+    return [f"record {first + i}: {p}" for i, p in found if p]
 
 
 def _tfds_problems(out: Location, info: dict) -> list[str]:
@@ -347,6 +373,21 @@ def _files_below(folder: Location) -> list[str]:
     return out
 
 
+def _size_check(fmt: str, resize: dict, problems: list[str]):
+    """A check for _count_records: each record's image size (formats.record_size, from the record and
+    the JPEG header, no decoding) against dataset_info.json's resize; problems are appended."""
+
+    def check(n: int, record: bytes) -> None:
+        try:
+            problem = formats.size_problem(resize, *formats.record_size(fmt, record))
+        except (KeyError, IndexError, ValueError) as e:
+            problem = f"no image size: {e}"
+        if problem:
+            problems.append(f"record {n}: {problem}")
+
+    return check
+
+
 def verify(output_url: str, *, use_tf: bool = False) -> dict:
     """Check every shard of a conversion against sizes.txt and dataset_info.json.
 
@@ -357,7 +398,9 @@ def verify(output_url: str, *, use_tf: bool = False) -> dict:
     the same shard lengths); each shard's size in bytes, and that no file is present that
     dataset_info.json does not list (a ``*.tfrecord`` glob would read it). With ``use_tf``
     TensorFlow reads and parses every record (tf.data, tf.io.parse_example) and checks the image
-    and one-hot sizes (seed) or decodes every JPEG (tf-models, tfds).
+    and one-hot sizes (seed) or decodes every JPEG (tf-models, tfds). When dataset_info.json
+    records a resize, every record's image size is checked against it (from the record and the JPEG
+    header; with ``use_tf`` from the decoded image).
 
     Returns records per split; raises VerificationError listing every mismatch, each naming the
     shard and, where known, the record (numbered from 0); FileNotFoundError when ``output_url`` is
@@ -377,11 +420,13 @@ def verify(output_url: str, *, use_tf: bool = False) -> dict:
         for shard in info["splits"][split]["shards"]:
             loc = root.child(shard["file"])
             if use_tf:
-                n, found = _parse_with_tf(loc, int(info["num_classes"]), fmt)
+                n, found = _parse_with_tf(loc, int(info["num_classes"]), fmt, info.get("resize"))
             else:
                 framed: list[int] = []
-                n, problem = _count_records(loc, framed)
-                found = [problem] if problem else []
+                sized: list[str] = []
+                check = _size_check(fmt, info["resize"], sized) if info.get("resize") else None
+                n, problem = _count_records(loc, framed, check)
+                found = sized + ([problem] if problem else [])
                 if not problem and "index" in shard:  # (outputs converted before indexes existed have none)
                     index_problem = _index_problem(root.child(shard["index"]), framed)
                     problems += [f"{shard['file']}: {index_problem}"] if index_problem else []

@@ -325,6 +325,9 @@ def cmd_run(args) -> int:
                 label_offset=args.label_offset,
                 jpeg_quality=args.jpeg_quality,
                 take_over_lease=args.take_over_lease,
+                resize=args.resize,
+                resize_mode=args.resize_mode,
+                shorter_side=args.shorter_side,
             )
         except RuntimeError:
             failure = step_failure(captured.getvalue())
@@ -411,6 +414,9 @@ def cmd_submit(args) -> int:
                 "label_offset": args.label_offset,
                 "jpeg_quality": args.jpeg_quality,
                 "take_over_lease": args.take_over_lease,
+                "resize": args.resize,
+                "resize_mode": args.resize_mode,
+                "shorter_side": args.shorter_side,
             },
             experiment_name=args.experiment,
             namespace=args.namespace,

@@ -19,6 +19,9 @@ def aggregate_stats(
     format: str = "seed",
     label_offset: int = 0,
     jpeg_quality: int = 95,
+    resize: str = "",
+    resize_mode: str = "squash",
+    shorter_side: int = 0,
 ):
     """Merge every shard's statistics into sizes.txt, labels.txt, dataset_info.json, rejects.tsv.
 
@@ -38,6 +41,9 @@ def aggregate_stats(
             project's accounting is conversion_info.json rather than dataset_info.json.
         label_offset: The label offset used (recorded).
         jpeg_quality: The JPEG quality used (recorded).
+        resize: The resize used ("WxH", width first; recorded, and every record is that size).
+        resize_mode: The resize mode used (recorded).
+        shorter_side: The shorter side used (recorded; 0: off).
 
     Returns:
         dataset: The converted dataset: dataset_info.json (conversion_info.json in the tfds
@@ -56,7 +62,14 @@ def aggregate_stats(
     from imagenet_tfrecords.tasks import aggregate_step
 
     options = Options(
-        grayscale=grayscale, image_size=image_size, format=format, label_offset=label_offset, jpeg_quality=jpeg_quality
+        grayscale=grayscale,
+        image_size=image_size,
+        format=format,
+        label_offset=label_offset,
+        jpeg_quality=jpeg_quality,
+        resize=resize,
+        resize_mode=resize_mode,
+        shorter_side=shorter_side,
     )
     info = aggregate_step(
         plan.path,

@@ -16,6 +16,9 @@ def convert_shards(
     format: str = "seed",
     label_offset: int = 0,
     jpeg_quality: int = 95,
+    resize: str = "",
+    resize_mode: str = "squash",
+    shorter_side: int = 0,
 ):
     """Convert one task's images to TFRecord shards under output_url.
 
@@ -33,6 +36,9 @@ def convert_shards(
         format: The record format: "seed", "tf-models" or "tfds" (TFDS's file names, in output_url itself).
         label_offset: tf-models: added to every label (1: the 1,001 classes of Model Garden and slim).
         jpeg_quality: tf-models and tfds: quality of the images encoded anew (clean JPEGs are stored as is).
+        resize: "WxH" (width first, e.g. "64x64") makes every image W x H; "" keeps each image's size.
+        resize_mode: With resize: "squash" (the whole image) or "center-crop" (the centre, aspect kept).
+        shorter_side: N scales images whose shorter side is longer than N down to N (aspect kept); 0: off.
 
     Returns:
         shards: The shard files this task wrote (JSON). Its metadata holds a few numbers:
@@ -43,6 +49,13 @@ def convert_shards(
     from imagenet_tfrecords.tasks import convert_step
 
     options = Options(
-        grayscale=grayscale, image_size=image_size, format=format, label_offset=label_offset, jpeg_quality=jpeg_quality
+        grayscale=grayscale,
+        image_size=image_size,
+        format=format,
+        label_offset=label_offset,
+        jpeg_quality=jpeg_quality,
+        resize=resize,
+        resize_mode=resize_mode,
+        shorter_side=shorter_side,
     )
     shards.metadata.update(convert_step(plan.path, int(task), output_url, options, workers, shards.path))

@@ -70,6 +70,9 @@ def build_pipeline(parallelism: int = DEFAULT_PARALLELISM, retries: bool = True,
         label_offset: int = Options.label_offset,
         jpeg_quality: int = Options.jpeg_quality,
         take_over_lease: bool = False,
+        resize: str = Options.resize,
+        resize_mode: str = Options.resize_mode,
+        shorter_side: int = Options.shorter_side,
     ) -> Outputs:
         """Convert an image dataset (TinyImageNet, ImageNet or class folders) to TFRecord files of tf.train.Example.
 
@@ -105,6 +108,12 @@ def build_pipeline(parallelism: int = DEFAULT_PARALLELISM, retries: bool = True,
             jpeg_quality: tf-models and tfds: quality of images encoded anew (clean JPEGs are kept as is).
             take_over_lease: gs:// and s3:// outputs: take over the lease of another run that holds
                 output_url, when that run is known to be dead (an expired lease is taken over anyway).
+            resize: "WxH" (width first, unlike image_size; e.g. "64x64") makes every image W x H
+                (antialiased; images already that size are kept as they are); "" (default) keeps sizes.
+            resize_mode: With resize: "squash" (default: the whole image, aspect not kept) or
+                "center-crop" (the shorter side to the target, then the centre).
+            shorter_side: N scales every image whose shorter side is longer than N down to N, keeping
+                the aspect ratio (never enlarged); 0 (default): off. Not with resize.
 
         Returns:
             dataset: The converted dataset (dataset_info.json, conversion_info.json in the tfds
@@ -142,6 +151,9 @@ def build_pipeline(parallelism: int = DEFAULT_PARALLELISM, retries: bool = True,
                 format=format,
                 label_offset=label_offset,
                 jpeg_quality=jpeg_quality,
+                resize=resize,
+                resize_mode=resize_mode,
+                shorter_side=shorter_side,
             )
             task.set_caching_options(False)
             if retries:
@@ -162,6 +174,9 @@ def build_pipeline(parallelism: int = DEFAULT_PARALLELISM, retries: bool = True,
             format=format,
             label_offset=label_offset,
             jpeg_quality=jpeg_quality,
+            resize=resize,
+            resize_mode=resize_mode,
+            shorter_side=shorter_side,
         )
         stats.set_caching_options(False)
         _pod(stats, AGGREGATE_CPUS, AGGREGATE_MEMORY, image)
