@@ -17,8 +17,10 @@ largest process of its tree, polled from /proc):
 - peak RSS of the conversion workers on classes of two sizes (flat in the class size);
 - for the cost model: per-image cost of ``convert_shard`` (and of the decode alone) on ~110 KB
   400x350 JPEGs, in this process, and import times; on those JPEGs too, ``convert`` with 1 and every
-  worker, and the decode-only bound against ``convert --format tf-models`` (the tf-models target where
-  images are the size of ImageNet's).
+  worker, and the decode-only bound (at full size) against ``convert --format tf-models`` (the tf-models
+  target where images are the size of ImageNet's) and against ``convert --resize 64x64`` (the resize
+  target: the scaled decode saves more than the resize and the smaller writes cost); per-image cost and
+  records' bytes at full size, 64x64 and shorter side 256, for the cost model's resize rows.
 
 Writes benchmarks/results/<small|full>.json and <small|full>-workers.png, prints a table.
 Datasets are generated once under build/bench-data/<name> and reused.
@@ -33,10 +35,21 @@ import sys
 import time
 from pathlib import Path
 
-from cost_model import ASSUMED, IMAGENET, cost_model, import_times, per_image_costs
+from cost_model import ASSUMED, IMAGENET, RESIZE_SETTINGS, cost_model, import_times, per_image_costs, resize_rows
 from data import HERE, LARGE, OUT, SIZES, count_images, dataset, large_dataset, num_tasks
 from measure import CLI, NPROC, PY, Bench, machine
-from report import BASELINE, DECODE_LARGE, PER_CLASS, TF_MODELS, TF_MODELS_LARGE, checks, plot, ratios, report
+from report import (
+    BASELINE,
+    DECODE_LARGE,
+    PER_CLASS,
+    RESIZE_LARGE,
+    TF_MODELS,
+    TF_MODELS_LARGE,
+    checks,
+    plot,
+    ratios,
+    report,
+)
 
 RESULTS = HERE / "results"
 
@@ -123,18 +136,24 @@ def measure_cost_inputs(bench: Bench, repeat: int) -> dict:
         rows.append(bench.measure(name, cmd, kind="convert", out=OUT / "large", images=LARGE["images"]))
     bound = [PY, HERE / "decode_bound.py", large, str(NPROC)]
     tf_models = [*convert_cmd(large, OUT / "large", NPROC), "--format", "tf-models"]
+    resized = [*convert_cmd(large, OUT / "large", NPROC), "--resize", "64x64"]
     for _ in range(repeat):
         bench.measure(DECODE_LARGE, bound, kind="decode", images=LARGE["images"])
         bench.measure(TF_MODELS_LARGE, tf_models, kind="convert", out=OUT / "large", images=LARGE["images"])
+        bench.measure(RESIZE_LARGE, resized, kind="convert", out=OUT / "large", images=LARGE["images"])
     imports = import_times(3)
     # A pod's CPUs are its own (request = limit): what parallel work costs is the extra CPU time per image,
     # which other work on this shared machine disturbs less than it disturbs wall time.
     efficiency = min(1.0, rows[0]["cpu_s"] / rows[-1]["cpu_s"])
     model = cost_model(costs["total_us"], efficiency, imports["kfp executor + tasks"], costs["mean_jpeg_kb"] * 1000)
+    by_setting = {
+        name: per_image_costs(large, **options) if options else costs for name, options in RESIZE_SETTINGS.items()
+    }
     return {
-        "large_images": {"per_image": costs, "convert": [_pick(r) for r in rows]},
+        "large_images": {"per_image": costs, "convert": [_pick(r) for r in rows], "resize_per_image": by_setting},
         "imports_s": imports,
         "cost_model": model,
+        "resize_cost_model": resize_rows(by_setting, efficiency, imports["kfp executor + tasks"]),
     }
 
 
@@ -194,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         "assumed": ASSUMED,
         "imagenet": IMAGENET,
         "cost_model": cost["cost_model"],
+        "resize_cost_model": cost["resize_cost_model"],
         "bench_seconds": round(time.perf_counter() - started, 1),
     }
     write_results(result, (args.output or RESULTS / f"{size}.json").resolve(), sweep)

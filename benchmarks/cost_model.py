@@ -57,17 +57,22 @@ def archive_plan_cost(segment_mib: int = 16, window_kib: int = 256) -> dict:
     }
 
 
-def per_image_costs(data: Path, passes: int = 3) -> dict:
+def per_image_costs(data: Path, passes: int = 3, **options) -> dict:
     """Microseconds per image on one core, in this process: ``convert.convert_shard`` over every shard of
-    ``data`` (read, decode, encode, frame, write, publish: what a conversion worker runs), and the decode
-    alone (``image.decode`` on bytes already in memory). The fastest of ``passes``: contention only adds time."""
+    ``data`` (read, decode, encode, frame, write, publish: what a conversion worker runs) with these
+    conversion options, and the decode alone (``image.decode`` on bytes already in memory, resized as the
+    options say). CPU time of this process (``time.process_time``: other work on a shared machine disturbs
+    it less than wall time), the fastest of ``passes``: contention only adds time. Also the records' bytes
+    per image."""
+    from imagenet_tfrecords.convert import Options
+
     files = train_files(data)
     blobs = [p.read_bytes() for p in files]
     convert_s, decode_s = math.inf, math.inf
     for _ in range(passes):
-        seconds, records, shards = _convert_pass(data, OUT / "per-image")
+        seconds, records, shards, written = _convert_pass(data, OUT / "per-image", **options)
         convert_s = min(convert_s, seconds)
-        decode_s = min(decode_s, _decode_pass(blobs))
+        decode_s = min(decode_s, _decode_pass(blobs, Options(**options).resizing()))
     if records != len(files):
         raise RuntimeError(f"convert_shard wrote {records} records of {len(files)} files in {data}")
     return {
@@ -77,31 +82,33 @@ def per_image_costs(data: Path, passes: int = 3) -> dict:
         "images": records,
         "shards": shards,
         "mean_jpeg_kb": round(sum(map(len, blobs)) / len(blobs) / 1000, 1),
+        "record_bytes": round(written / records, 1),
     }
 
 
-def _convert_pass(data: Path, out: Path) -> tuple[float, int, int]:
-    """Seconds to convert every shard into a fresh ``out`` (a shard already there would be skipped), records."""
+def _convert_pass(data: Path, out: Path, **options) -> tuple[float, int, int, int]:
+    """Seconds to convert every shard into a fresh ``out`` (a shard already there would be skipped), records,
+    shards, bytes written."""
     from imagenet_tfrecords.convert import convert_shard
 
     shutil.rmtree(out, ignore_errors=True)
-    jobs = shard_jobs(data, out)
-    started = time.perf_counter()
+    jobs = shard_jobs(data, out, **options)
+    started = time.process_time()
     stats = [convert_shard(job, shard_id, text) for job, shard_id, text in jobs]
-    seconds = time.perf_counter() - started
+    seconds = time.process_time() - started
     shutil.rmtree(out, ignore_errors=True)
     if any(s.get("resumed") for s in stats):
         raise RuntimeError(f"convert_shard resumed a shard in {out} instead of converting it")
-    return seconds, sum(s["records"] for s in stats), len(stats)
+    return seconds, sum(s["records"] for s in stats), len(stats), sum(s["bytes"] for s in stats)
 
 
-def _decode_pass(blobs: list[bytes]) -> float:
+def _decode_pass(blobs: list[bytes], resize=None) -> float:
     from imagenet_tfrecords.image import decode
 
-    started = time.perf_counter()
+    started = time.process_time()
     for blob in blobs:
-        decode(blob)
-    return time.perf_counter() - started
+        decode(blob, resize=resize)
+    return time.process_time() - started
 
 
 def import_times(repeat: int) -> dict:
@@ -157,14 +164,15 @@ def _best_grouping(pods: int, shards: int, task_start_s: float, shard_s: float) 
     }
 
 
-def cost_model(c_us: float, efficiency: float, startup_s: float, jpeg_bytes: float) -> dict:
+def cost_model(c_us: float, efficiency: float, startup_s: float, jpeg_bytes: float, out_bytes: float = 0) -> dict:
     """Full ImageNet on N pods of ASSUMED['pod_cpus'] CPUs: task time, shards_per_task, makespan.
 
     A pod converts at the lower of its CPU rate (measured per-image cost, measured parallel
-    efficiency) and its network rate (JPEG in, raw pixels out, at the assumed bandwidth).
+    efficiency) and its network rate (JPEG in, records out, at the assumed bandwidth). ``out_bytes``:
+    the records' bytes per image (default: the raw pixels of a 400x350 image, the seed format).
     """
     shards, images = _imagenet_shards()
-    raw_bytes = LARGE["height"] * LARGE["width"] * 3
+    raw_bytes = out_bytes or LARGE["height"] * LARGE["width"] * 3
     cpu_rate = ASSUMED["pod_cpus"] * efficiency / (c_us * 1e-6)  # images/s of one pod
     net_rate = ASSUMED["pod_network_mb_s"] * 1e6 / (jpeg_bytes + raw_bytes)
     pod_rate = min(cpu_rate, net_rate)
@@ -189,3 +197,62 @@ def cost_model(c_us: float, efficiency: float, startup_s: float, jpeg_bytes: flo
         "output_gb": round(images * raw_bytes / 1e9),
         "table": [_best_grouping(pods, shards, task_start_s, shard_s) for pods in PODS],
     }
+
+
+# The resize rows of the cost model: conversion options of each, against the full size.
+RESIZE_SETTINGS = {
+    "full size": {},
+    "--resize 64x64": {"resize": "64x64"},
+    "--shorter-side 256": {"shorter_side": 256},
+    "--shorter-side 256 --format tf-models": {"shorter_side": 256, "format": "tf-models"},
+}
+
+
+def resize_rows(costs: dict[str, dict], efficiency: float, startup_s: float) -> list[dict]:
+    """Full ImageNet at each of RESIZE_SETTINGS (``costs``: per_image_costs of each, on the 400x350 set):
+    records' bytes out, the pod rate and what bounds it, and the makespan on each number of PODS."""
+    rows = []
+    for name, c in costs.items():
+        m = cost_model(c["total_us"], efficiency, startup_s, c["mean_jpeg_kb"] * 1000, c["record_bytes"])
+        rows.append(
+            {
+                "setting": name,
+                "per_image_core_us": c["total_us"],
+                "record_bytes": c["record_bytes"],
+                "output_gb": round(m["images"] * c["record_bytes"] / 1e9, 1),
+                "pod_images_per_s": m["pod_images_per_s"],
+                "bound": m["bound"],
+                "makespan_min": {t["pods"]: t["makespan_min"] for t in m["table"]},
+                "pod_hours": {t["pods"]: t["pod_hours"] for t in m["table"]},
+            }
+        )
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The resize rows alone, without the whole benchmark: per-image costs measured here on the first
+    ``--images`` of the 400x350 set, the parallel efficiency and task start-up of a benchmark's results."""
+    import argparse
+    import json
+
+    from data import HERE, large_dataset
+    from report import resize_table
+
+    p = argparse.ArgumentParser(description=main.__doc__)
+    p.add_argument("--images", type=int, default=300, help="400x350 images timed (the first of the benchmark's set)")
+    p.add_argument("--results", type=Path, default=HERE / "results" / "full.json", help="efficiency and start-up")
+    args = p.parse_args(argv)
+    earlier = json.loads(args.results.read_text())
+    efficiency, startup = earlier["cost_model"]["pod_efficiency"], earlier["imports_s"]["kfp executor + tasks"]
+    data = large_dataset(args.images)
+    costs = {name: per_image_costs(data, **options) for name, options in RESIZE_SETTINGS.items()}
+    rows = resize_rows(costs, efficiency, startup)
+    print(json.dumps({"per_image": costs, "efficiency": efficiency, "task_start_s": startup, "rows": rows}, indent=1))
+    print("\n".join(resize_table(rows)))
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

@@ -48,24 +48,26 @@ def dataset(name: str, **counts) -> Path:
     return path
 
 
-def large_dataset() -> Path:
-    """A few classes of ~110 KB 400x350 JPEGs, about the average full ImageNet image (train only)."""
+def large_dataset(images: int = LARGE["images"]) -> Path:
+    """A few classes of ~110 KB 400x350 JPEGs, about the average full ImageNet image (train only); ``images``
+    of them (the same first ones whatever the count)."""
     import numpy as np
     import simplejpeg
 
     from imagenet_tfrecords.sample import write_sample
 
-    path = DATA / "large-400x350"
-    if _cached(path, LARGE):
+    spec = LARGE | {"images": images}
+    path = DATA / ("large-400x350" if images == LARGE["images"] else f"large-400x350-{images}")
+    if _cached(path, spec):
         return path
     write_sample(str(path), classes=LARGE["classes"], train_per_class=0, val=0, test=0)
     wnids = (path / "wnids.txt").read_text().split()
     rng = np.random.default_rng(1)
-    for i in range(LARGE["images"]):
+    for i in range(images):
         wnid = wnids[i % len(wnids)]
         jpeg = simplejpeg.encode_jpeg(_photo_like(rng), quality=90, colorspace="RGB")
         (path / "train" / wnid / "images" / f"{wnid}_{i}.JPEG").write_bytes(jpeg)
-    (path / ".bench-complete").write_text(json.dumps(LARGE))
+    (path / ".bench-complete").write_text(json.dumps(spec))
     return path
 
 
@@ -93,14 +95,14 @@ def train_files(data: Path) -> list[Path]:
 # The converter's plan: the only code here that knows its shape (the Plan of imagenet_tfrecords.plan).
 
 
-def shard_jobs(data: Path, out: Path) -> list[tuple]:
+def shard_jobs(data: Path, out: Path, **options) -> list[tuple]:
     """``(job, shard_id, shard_text)`` for every shard the converter plans for ``data``, written under ``out``:
-    the arguments of ``imagenet_tfrecords.convert.convert_shard``, default options."""
+    the arguments of ``imagenet_tfrecords.convert.convert_shard``, with these options (default: none)."""
     from imagenet_tfrecords.convert import Job, Options
     from imagenet_tfrecords.layouts import build_plan
 
     plan = build_plan(str(data))
-    job = Job.of(plan, str(out), Options())
+    job = Job.of(plan, str(out), Options(**options))
     return [(job, i, text) for i, (_, text) in enumerate(plan.shard_texts())]
 
 
