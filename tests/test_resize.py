@@ -7,6 +7,7 @@ verify and the report."""
 
 import io
 import json
+import shutil
 import statistics
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from imagenet_tfrecords.reader import VerificationError, verify
 from .conftest import ROOT, convert_small_shards, read_split, run_cli
 from .test_box_records import read_boxes
 from .test_formats import MODEL_GARDEN_SPEC
+from .test_object_stores import _url, bucket, download, upload  # noqa: F401  (bucket: gs:// and s3://)
 
 skdata = pytest.importorskip("skimage.data", reason="scikit-image (the dev extra) has the sample photos")
 
@@ -314,3 +316,34 @@ def test_the_pipeline_takes_the_resize_parameters():
         given = task["inputs"]["parameters"]
         for name in ("resize", "resize_mode", "shorter_side"):
             assert name in given, (task["taskInfo"], name)
+
+
+def test_archive_and_extracted_imagenet_forms_resize_alike(tmp_path):
+    from .test_imagenet_archive import _by_image, write_archives, write_extracted
+
+    outs = {}
+    for form, write in {"archives": write_archives, "extracted": write_extracted}.items():
+        outs[form] = tmp_path / f"out-{form}"
+        convert_small_shards(write(tmp_path / form), outs[form], "--resize", "24x16", "--resize-mode", "center-crop")
+    for split in ("train", "val", "test"):
+        a, e = _by_image(outs["archives"], split), _by_image(outs["extracted"], split)
+        assert a == e and a, split
+        assert {r[2] for r in a.values()} == {(16, 24, 3)}, split
+
+
+def test_bucket_to_bucket_resize_equals_a_local_one(sample_dir, bucket, tmp_path):  # noqa: F811
+    """gs:// and s3:// (emulator, moto): the same resized shards and indexes as a local conversion."""
+    local_data = tmp_path / "data"
+    shutil.copytree(sample_dir, local_data)
+    upload(local_data, bucket, "data")
+    args = ("--format", "tf-models", "--resize", "40x24", "--resize-mode", "center-crop")
+    run_cli("convert", "--data", _url(bucket, "data"), "--output", _url(bucket, "out"), *args)
+    run_cli("convert", "--data", local_data, "--output", tmp_path / "local", *args)
+    assert verify(_url(bucket, "out")) == verify(str(tmp_path / "local"))
+    got = tmp_path / "got"
+    names = [n for n in download(bucket, "out", got) if n.endswith((".tfrecord", ".idx"))]
+    assert len(names) == 6  # a shard and its index a split
+    for name in names:
+        assert (got / name).read_bytes() == (tmp_path / "local" / name).read_bytes(), name
+    again = run_cli("convert", "--data", _url(bucket, "data"), "--output", _url(bucket, "out"), *args)
+    assert "nothing to convert" in again.stdout
