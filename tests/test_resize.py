@@ -347,3 +347,27 @@ def test_bucket_to_bucket_resize_equals_a_local_one(sample_dir, bucket, tmp_path
         assert (got / name).read_bytes() == (tmp_path / "local" / name).read_bytes(), name
     again = run_cli("convert", "--data", _url(bucket, "data"), "--output", _url(bucket, "out"), *args)
     assert "nothing to convert" in again.stdout
+
+
+@pytest.mark.parametrize("h, w", [(5, 7), (9, 30), (17, 3), (600, 7), (255, 257), (64, 64)])
+@pytest.mark.parametrize("resize", [Resize(2, 2), Resize(24, 16), Resize(5, 3, "center-crop"), Resize(shorter_side=4)])
+def test_odd_sizes_come_out_exactly_and_close_to_the_reference(h, w, resize):
+    """Tiny, thin and odd sizes, enlarged or reduced: the exact target size, pixels near a full decode
+    then a Pillow resize of the same window (smooth gradients, so any misplaced window shows)."""
+    from imagenet_tfrecords.image import decode
+
+    y, x = np.mgrid[0:h, 0:w]
+    pixels = np.dstack([x * 255 // max(w - 1, 1), y * 255 // max(h - 1, 1), (x + y) * 255 // (h + w)])
+    buf = io.BytesIO()
+    Image.fromarray(pixels.astype(np.uint8)).save(buf, format="JPEG", quality=95)
+    got = decode(buf.getvalue(), resize=resize)
+    target = resize.target(h, w)
+    if target is None:
+        assert got.read is None and got.pixels.shape == (h, w, 3)
+        return
+    assert got.pixels.shape == (*target, 3) and got.read == (h, w)
+    window = resize.window(h, w)
+    filt = Image.BOX if target[0] <= window[3] - window[1] and target[1] <= window[2] - window[0] else Image.BILINEAR
+    full = Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+    reference = np.asarray(full.resize((target[1], target[0]), filt, box=window))
+    assert np.abs(got.pixels.astype(int) - reference).mean() < 6, (h, w, resize)

@@ -72,16 +72,15 @@ def _fraction(text: str) -> float:
     return value
 
 
-def _image_size(text: str) -> str:
-    if text and not parse_size(text):
-        raise argparse.ArgumentTypeError(f"expected HEIGHTxWIDTH such as 64x64, got {text!r}")
-    return text
+def size_of(form: str):
+    """A parser of sizes written ``form`` ("HEIGHTxWIDTH" or "WIDTHxHEIGHT"); "" passes."""
 
+    def parse(text: str) -> str:
+        if text and not parse_size(text):
+            raise argparse.ArgumentTypeError(f"expected {form} such as 64x64, got {text!r}")
+        return text
 
-def _resize(text: str) -> str:
-    if text and not parse_size(text):
-        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT such as 64x64, got {text!r}")
-    return text
+    return parse
 
 
 def new_file(value: str) -> str:
@@ -112,14 +111,14 @@ def add_conversion_args(p: argparse.ArgumentParser, workers_help: str) -> None:
     )
     p.add_argument(
         "--image-size",
-        type=_image_size,
+        type=size_of("HEIGHTxWIDTH"),
         default=Options.image_size,
         metavar="HxW",
         help="reject images (as read, before any --resize) of any other size: HEIGHTxWIDTH, e.g. 64x64",
     )
     p.add_argument(
         "--resize",
-        type=_resize,
+        type=size_of("WIDTHxHEIGHT"),
         default=Options.resize,
         metavar="WxH",
         help="make every image WIDTHxHEIGHT (width first, unlike --image-size; e.g. 64x64): an area "

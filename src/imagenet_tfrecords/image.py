@@ -41,6 +41,7 @@ class Decoded:
 SQUASH, CENTER_CROP = RESIZE_MODES = ("squash", "center-crop")
 SHORTER_SIDE = "shorter-side"  # the mode dataset_info.json records for --shorter-side
 DCT_SCALES = (8, 4, 2)  # libjpeg-turbo's scaled decodes used: 1/8, 1/4, 1/2 (each an average of its blocks)
+MIN_SCALED_SIDE = 16  # a scaled decode smaller than this is mostly edge blocks, which padding skews: decode fully
 
 
 @dataclass(frozen=True)
@@ -190,8 +191,11 @@ def decode(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, resize: Resize 
         source = "grayscale" if colour == "gray" else "rgb"
         if target:
             window = resize.window(h, w)
-            scale = dct_scale(window, target) if min(h, w) >= 8 else 1  # (smaller: other scales may come out)
-            pixels = _decode_jpeg(data, min_height=-(-h // scale), min_width=-(-w // scale))
+            scale = dct_scale(window, target)
+            size = (-(-h // scale), -(-w // scale))  # libjpeg-turbo's output at 1/scale
+            pixels = _decode_jpeg(data, min_height=size[0], min_width=size[1])
+            if pixels.shape[:2] != size:  # (another scale came out: its pixels do not map by 1/scale)
+                pixels, scale = _decode_jpeg(data), 1
             return Decoded(area_resize(pixels, [v / scale for v in window], target), source, (h, w))
         return Decoded(_decode_jpeg(data), source)
     img = _decode_pillow(data, fmt)
@@ -210,17 +214,18 @@ def _decode_jpeg(data: bytes, **scaled) -> np.ndarray:
 
 def dct_scale(window: tuple[float, float, float, float], target: tuple[int, int]) -> int:
     """The largest k of DCT_SCALES (libjpeg-turbo decodes at 1/k) at which ``window`` (in the file's
-    pixels) still holds at least ``target`` (height, width) pixels; 1 when none does."""
+    pixels) still holds at least ``target`` (height, width) pixels, and MIN_SCALED_SIDE; 1 when none does."""
     left, top, right, bottom = window
     for k in DCT_SCALES:
-        if (right - left) / k >= target[1] and (bottom - top) / k >= target[0]:
+        wide, high = (right - left) / k, (bottom - top) / k
+        if wide >= max(target[1], MIN_SCALED_SIDE) and high >= max(target[0], MIN_SCALED_SIDE):
             return k
     return 1
 
 
 def area_resize(pixels: np.ndarray, window, target: tuple[int, int]) -> np.ndarray:
     """``window`` (left, top, right, bottom, fractional in ``pixels``' coordinates) of ``pixels`` resized
-    to ``target`` (height, width): each output pixel the area average of what it covers (Pillow's box
+    to ``target`` (height, width): each output pixel the average of the pixels it covers (Pillow's box
     filter) when both sides shrink, else a bilinear filter (antialiased on a side that shrinks)."""
     h, w = target
     left, top, right, bottom = window
