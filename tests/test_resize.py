@@ -371,3 +371,18 @@ def test_odd_sizes_come_out_exactly_and_close_to_the_reference(h, w, resize):
     full = Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
     reference = np.asarray(full.resize((target[1], target[0]), filt, box=window))
     assert np.abs(got.pixels.astype(int) - reference).mean() < 6, (h, w, resize)
+
+
+@pytest.mark.slow
+def test_the_local_pipeline_resizes_as_convert_does(resized, photos, tmp_path):
+    """resize and resize_mode reach the convert and aggregate steps: kfp.local's run (2 tasks) writes the
+    tfds folder convert wrote, features.json's fixed shape included."""
+    out = tmp_path / "run"
+    run_cli("run", "--data", photos, "--output", out, "--max-tasks", "2", "--format", "tfds", "--resize", f"{W}x{H}")
+    expected = resized["tfds"]
+    files = sorted(p.name for p in expected.iterdir() if p.is_file() and p.name != "report.html")
+    assert sorted(p.name for p in out.iterdir() if p.is_file() and p.name != "report.html") == files
+    for name in files:
+        if name != "conversion_info.json":  # (timings, the run)
+            assert (out / name).read_bytes() == (expected / name).read_bytes(), name
+    assert json.loads((out / "conversion_info.json").read_text())["resize"]["width"] == W
