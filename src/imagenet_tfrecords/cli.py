@@ -348,10 +348,12 @@ def cmd_verify(args) -> int:
         return EXIT_BAD_INPUT
     counts = verify(args.output, use_tf=args.tf)
     print("\n".join(f"{split},{n}" for split, n in counts.items()))
-    shards = sum(len(s["shards"]) for s in dataset_info(args.output)[0]["splits"].values())
+    info = dataset_info(args.output)[0]
+    shards = sum(len(s["shards"]) for s in info["splits"].values())
     checked = "TensorFlow read and parsed every record;" if args.tf else "framing, CRC32C checksums, indexes and"
     records = sum(counts.values())
-    print(f"ok: {shards} shards, {records} records: {checked} counts match sizes.txt and dataset_info.json")
+    sized = f"; every image is {resize_text(info['resize'])}" if info.get("resize") else ""
+    print(f"ok: {shards} shards, {records} records: {checked} counts match sizes.txt and dataset_info.json{sized}")
     return 0
 
 
