@@ -8,7 +8,7 @@ ILSVRC/Data/CLS-LOC/{train,val}) whose files are hard links to a few tiny JPEGs 
 but the directory entries), under /tmp/imagenet-tfrecords-scale/<files> (kept for the next run).
 Then runs, each in a fresh Python process: ``tasks.plan_step`` (64 tasks) with per-class train
 shards, then with mixed ones (the default), and ``tasks.convert_step`` of task 0 (2 workers) of
-the mixed plan, and prints each one's wall time and peak
+the mixed plan, at the images' size and with ``--resize 64x64``, and prints each one's wall time and peak
 resident memory (``getrusage``: the process itself and its largest child, the pool's workers).
 Writes benchmarks/results/scale.json.
 """
@@ -43,7 +43,8 @@ if step.startswith("plan"):
     order = "per-class" if step == "plan per-class" else "mixed"
     _, summary = tasks.plan_step(data, out, 500, 64, f"{work}/plan.json", f"{work}/labels.txt", train_order=order)
 else:
-    summary = tasks.convert_step(f"{work}/plan.json", 0, out, Options(), 2, f"{work}/manifest.json")
+    options = Options(resize="64x64") if step == "convert 64x64" else Options()
+    summary = tasks.convert_step(f"{work}/plan.json", 0, out, options, 2, f"{work}/manifest.json")
 seconds = time.perf_counter() - t
 rss = lambda who: resource.getrusage(who).ru_maxrss // 1024  # KiB -> MiB
 print(json.dumps({"seconds": round(seconds, 1), "rss_mib": rss(resource.RUSAGE_SELF),
@@ -122,7 +123,7 @@ def main(argv: list[str] | None = None) -> None:
         generate(root, files, classes)
         print(f"{files} train files in {classes} classes: generated in {time.perf_counter() - started:.0f} s")
         row = {"train_files": files, "classes": classes}
-        for step in ("plan per-class", "plan", "convert"):
+        for step in ("plan per-class", "plan", "convert", "convert 64x64"):
             row[step] = measure(step, root)
             r = row[step]
             print(
