@@ -8,7 +8,7 @@ process is disturbed less (cache and frequency effects remain; the median of the
 
 - full decode: ``image.decode`` at full size (the decode-only bound's work);
 - scaled decode + resize: ``image.decode`` with ``--resize 64x64`` (libjpeg-turbo's DCT-scaled decode,
-  then the box filter), and the scaled decode alone;
+  then the resize), and the scaled decode alone;
 - whole pipeline: ``convert.convert_shard`` over the images' shards (read, decode, resize, frame,
   write, publish), full size and ``--resize 64x64`` (seed format) and ``--resize 64x64 --format tf-models``.
 
