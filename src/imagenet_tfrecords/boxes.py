@@ -77,6 +77,10 @@ BOX_SCHEMA = {  # key: (type, meaning), as records.SCHEMA
 INCLUSIVE, EDGES = "inclusive", "edges"
 CONVENTIONS = {"tinyimagenet": INCLUSIVE, "imagenet": EDGES}
 
+# LOC_*_solution.csv: its header line, and what makes a val ImageId a file name (ImageId + EXTENSION)
+CSV_HEADER = "ImageId,PredictionString"
+EXTENSION = ".JPEG"
+
 _NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?|[+-]?(?:nan|inf|infinity)", re.IGNORECASE)
 _ID = re.compile(r"[^\s/\\,]+")
 _F32X4 = struct.Struct("<4f")
@@ -228,8 +232,6 @@ def solution_rows(loc: Location, lines: Iterator[tuple[int, str]], *, train: boo
     """(line number, class folder, file name, [(wnid, coords)...]) of each line after the header
     (the folder: a train ImageId's '<wnid>' prefix, else ""): the grammar of ``LOC_*_solution.csv``,
     which the layout's val labels and the boxes share."""
-    from .layouts.imagenet import CSV_HEADER, EXTENSION  # (the layouts read boxes through this module)
-
     n, got = next(lines, (1, ""))
     if got.replace(" ", "") != CSV_HEADER:
         raise MetadataError(f"{loc.url}:{n}: expected the header {CSV_HEADER!r}, got {got[:80]!r}")

@@ -19,13 +19,13 @@ import time
 from importlib.metadata import entry_points
 
 from . import __version__
-from .convert import GRAYSCALE_POLICIES, Options, WorkerDied, available_cpus, parse_size
+from .convert import GRAYSCALE_POLICIES, Options, WorkerDied, parse_size
 from .formats import FORMATS, check_file_names
 from .fs import InputError, Location, MissingPackageError, check_access
 from .image import RESIZE_MODES, resize_text
 from .layouts import AUTO, LAYOUT_CHOICES
 from .plan import DEFAULT_SHARD_SIZE, MIXED, TRAIN_ORDERS, Plan, TrainShardsError
-from .procs import interrupt_on_sigterm
+from .procs import available_cpus, interrupt_on_sigterm
 from .stats import DEFAULT_MAX_REJECT_FRACTION, IncompleteConversion, TooManyRejects, check_rejects, read_info
 
 EXIT_INTERNAL, EXIT_BAD_INPUT, EXIT_VERIFY, EXIT_INTERRUPTED = 1, 3, 4, 5  # 2: argparse's, bad command line

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import multiprocessing
 import os
 import sys
@@ -32,7 +31,7 @@ from .fs import Location, publish
 from .image import DEFAULT_MAX_PIXELS, RESIZE_MODES, SQUASH, BadImage, Resize, resize_of
 from .output import WORK_DIR
 from .plan import Plan, PlanError, Shard
-from .procs import check_terminated, stop_pool, worker_init
+from .procs import available_cpus, check_terminated, stop_pool, worker_init
 
 GRAYSCALE_POLICIES = ("rgb", "skip")
 
@@ -311,33 +310,6 @@ def _finished(out: Location, file: str, fingerprint: str) -> dict | None:
         return None
     stats["resumed"] = True
     return stats
-
-
-def available_cpus() -> int:
-    """CPUs this process may use: affinity mask, capped by the cgroup CPU quota of a pod."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cpus = os.cpu_count() or 1
-    quota = _cgroup_quota()
-    return max(1, min(cpus, math.ceil(quota))) if quota else cpus
-
-
-def _cgroup_quota() -> float | None:
-    try:  # cgroup v2: "max 100000" or "200000 100000"
-        with open("/sys/fs/cgroup/cpu.max") as f:
-            q, p = f.read().split()
-        return None if q == "max" else int(q) / int(p)
-    except (OSError, ValueError):
-        pass
-    try:  # cgroup v1
-        with open("/sys/fs/cgroup/cpu/cpu.cfs_quota_us") as f:
-            q = int(f.read())
-        with open("/sys/fs/cgroup/cpu/cpu.cfs_period_us") as f:
-            p = int(f.read())
-        return None if q <= 0 else q / p
-    except (OSError, ValueError):
-        return None
 
 
 def convert(

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
 from .fs import Entry, Location, MetadataError, publish
-from .procs import check_terminated, stop_pool, worker_init
+from .procs import available_cpus, check_terminated, stop_pool, worker_init
 
 SPLITS = ("train", "val", "test")
 PLAN_VERSION = 3
@@ -505,8 +505,6 @@ class Parsed(Protocol):
 
 def _cpus() -> int:
     """CPUs this process may use for listing processes of its own (1: none; a daemon has no children)."""
-    from .convert import available_cpus  # (convert imports this module)
-
     return 1 if multiprocessing.current_process().daemon else available_cpus()
 
 

@@ -1,4 +1,5 @@
-"""Processes of a run: workers that die with their parent, and stopping on SIGTERM as on Ctrl-C.
+"""Processes of a run: workers that die with their parent, stopping on SIGTERM as on Ctrl-C, and
+how many CPUs a run may use (``available_cpus``).
 
 Kubernetes stops a pod with SIGTERM, the out-of-memory killer with SIGKILL. Neither may leave a
 worker behind: pool workers and listing processes are forked with ``worker_init`` as their
@@ -13,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import logging  # noqa: F401 - imported before register_at_fork below
+import math
 import os
 import signal
 import sys
@@ -118,3 +120,30 @@ def kill_descendants(grace: float = 2.0) -> None:
         if time.monotonic() > deadline:
             sig = signal.SIGKILL
         time.sleep(0.05)
+
+
+def available_cpus() -> int:
+    """CPUs this process may use: affinity mask, capped by the cgroup CPU quota of a pod."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    quota = _cgroup_quota()
+    return max(1, min(cpus, math.ceil(quota))) if quota else cpus
+
+
+def _cgroup_quota() -> float | None:
+    try:  # cgroup v2: "max 100000" or "200000 100000"
+        with open("/sys/fs/cgroup/cpu.max") as f:
+            q, p = f.read().split()
+        return None if q == "max" else int(q) / int(p)
+    except (OSError, ValueError):
+        pass
+    try:  # cgroup v1
+        with open("/sys/fs/cgroup/cpu/cpu.cfs_quota_us") as f:
+            q = int(f.read())
+        with open("/sys/fs/cgroup/cpu/cpu.cfs_period_us") as f:
+            p = int(f.read())
+        return None if q <= 0 else q / p
+    except (OSError, ValueError):
+        return None

@@ -25,6 +25,7 @@ import collections
 import re
 
 from .. import boxes
+from ..boxes import EXTENSION
 from ..fs import Location, check_inside
 from ..plan import (
     MIXED,
@@ -49,8 +50,6 @@ VAL_CSV = "LOC_val_solution.csv"
 TRAIN_CSV = "LOC_train_solution.csv"  # boxes of the train images (optional)
 REQUIRED = (MAPPING, VAL_CSV)
 DATA = "ILSVRC/Data/CLS-LOC"  # the split folders, relative to the root
-CSV_HEADER = "ImageId,PredictionString"
-EXTENSION = ".JPEG"  # a val ImageId's file is ImageId + EXTENSION
 
 _ID = re.compile(r"[^\s/\\,]+")
 
