@@ -133,7 +133,7 @@ def import_times(repeat: int) -> dict:
 def _imagenet_shards() -> tuple[int, int]:
     """(shards, images) of full ImageNet: mixed train shards of about 1,000 images (the default), val and
     test in shards of shard_size."""
-    from imagenet_tfrecords.plan import default_train_shards
+    from imagenet_tfrecords.listing import default_train_shards
 
     val_shards = math.ceil(IMAGENET["val"] / IMAGENET["shard_size"])
     test_shards = math.ceil(IMAGENET["test"] / IMAGENET["shard_size"])

@@ -13,7 +13,8 @@ import pytest
 
 from imagenet_tfrecords import tasks
 from imagenet_tfrecords.convert import Options
-from imagenet_tfrecords.plan import PlanError, source_hash
+from imagenet_tfrecords.listing import source_hash
+from imagenet_tfrecords.plan import PlanError
 
 from .conftest import read_records, read_split, run_cli
 from .test_imagefolder import write_imagefolder

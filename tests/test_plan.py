@@ -6,12 +6,12 @@ from collections import Counter
 
 import pytest
 
-from imagenet_tfrecords import plan as planning
+from imagenet_tfrecords import listing
 from imagenet_tfrecords.fs import Location
 from imagenet_tfrecords.layouts import build_plan
 from imagenet_tfrecords.layouts.tinyimagenet import parse_val_annotations, parse_wnids, parse_words
+from imagenet_tfrecords.listing import CLASSES_PER_TASK, source_hash
 from imagenet_tfrecords.plan import (
-    CLASSES_PER_TASK,
     MAX_TASKS,
     MetadataError,
     Plan,
@@ -20,7 +20,6 @@ from imagenet_tfrecords.plan import (
     Source,
     group_tasks,
     read_slice,
-    source_hash,
     write_slices,
 )
 from imagenet_tfrecords.sample import write_sample
@@ -110,7 +109,7 @@ def test_an_explicit_train_shard_count_still_plans_every_train_image(sample_dir)
 def test_listing_processes_plan_what_one_process_plans_across_their_tasks(tmp_path, monkeypatch, order):
     """Class folders listed by forked processes, CLASSES_PER_TASK a task, give the same shards as a
     listing in this process, and each problem and missing boxes file is named for its own class."""
-    if planning._cpus() < 2:
+    if listing._cpus() < 2:
         pytest.skip("one CPU: planning lists every class folder in this process")
     root = tmp_path / "data"
     write_sample(str(root), classes=2 * CLASSES_PER_TASK + 3, train_per_class=3, val=4, test=2)
@@ -120,7 +119,7 @@ def test_listing_processes_plan_what_one_process_plans_across_their_tasks(tmp_pa
         f.unlink()
     (root / "train" / unboxed / f"{unboxed}_boxes.txt").unlink()
     forked = build_plan(str(root), train_order=order)
-    monkeypatch.setattr(planning, "_cpus", lambda: 1)
+    monkeypatch.setattr(listing, "_cpus", lambda: 1)
     alone = build_plan(str(root), train_order=order)
     assert list(forked.shard_texts()) == list(alone.shard_texts())
     outcome = "class has no train records" if order == "mixed" else "class gets an empty shard"

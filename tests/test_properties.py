@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 from imagenet_tfrecords import records
 from imagenet_tfrecords.fs import Entry, Location
 from imagenet_tfrecords.layouts.tinyimagenet import parse_val_annotations, parse_wnids, parse_words
-from imagenet_tfrecords.plan import MIXED, PER_CLASS, Source, listed_rows, pack, train_shards
+from imagenet_tfrecords.listing import listed_rows, pack, train_shards
+from imagenet_tfrecords.plan import MIXED, PER_CLASS, Source
 
 SETTINGS = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 INT64 = st.integers(-(2**63), 2**63 - 1)
@@ -210,7 +211,7 @@ source = st.builds(
 @SETTINGS
 @given(st.lists(source, max_size=20, unique_by=lambda s: s.name), st.sampled_from([MIXED, PER_CLASS]))
 def test_train_shards_made_from_rows_hold_the_sources_as_listed(sources, order):
-    """plan.train_shards writes each shard's JSON from plain rows, not from Source objects: every
+    """listing.train_shards writes each shard's JSON from plain rows, not from Source objects: every
     kind of source (rejected, archive member, with boxes) reads back as it was listed."""
     entries = [Entry(s.name, "file", len(s.name), 7) for s in sources]
     rows = listed_rows("train", list(zip(sources, entries, strict=True)), order, 0)

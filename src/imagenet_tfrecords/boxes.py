@@ -61,7 +61,8 @@ from functools import cache, lru_cache
 from typing import NamedTuple
 
 from .fs import Location, excerpt
-from .plan import Box, MetadataError, pickled_batches, read_lines, stream_lines
+from .listing import pickled_batches, read_lines, stream_lines
+from .plan import Box, MetadataError
 from .records import _entry, _field, _varint
 
 FLOAT_KEYS = tuple(f"image/object/bbox/{k}" for k in ("xmin", "ymin", "xmax", "ymax"))

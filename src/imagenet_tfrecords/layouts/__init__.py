@@ -4,7 +4,7 @@
     REQUIRED   metadata files that must exist, relative to the root (checked before any work);
                a layout of several forms has ``required(root)`` giving those of the form found
     plan(root: Location, shard_size: int, train_order: str, train_count: int) -> Plan
-                   train shards through plan.train_shards (train_order: mixed or per-class;
+                   train shards through listing.train_shards (train_order: mixed or per-class;
                    train_count: mixed shards, 0 for the default)
 
 A new layout is one more module here and one more line in LAYOUTS (and, for "auto", in detect).

@@ -12,7 +12,7 @@ the format is still judged from the bytes when converting. Other files, entries 
 regular files and images of a class that train/ does not have are rejects with their reason.
 
 Every shard's sources are fixed here, a non-image file becoming a reject that names its extension.
-Train shards are planned by plan.train_shards from the class folders' listings (mixed by path
+Train shards are planned by listing.train_shards from the class folders' listings (mixed by path
 hash, or one class each). Val and test hold ``shard_size`` sources each, class by class, each
 class folder in natural file order.
 """
@@ -23,18 +23,8 @@ import collections
 import os
 
 from ..fs import Entry, Location
-from ..plan import (
-    MIXED,
-    ClassInfo,
-    MetadataError,
-    Plan,
-    Shard,
-    Source,
-    class_listings,
-    fixed_shards,
-    list_images,
-    train_shards,
-)
+from ..listing import class_listings, fixed_shards, list_images, train_shards
+from ..plan import MIXED, ClassInfo, MetadataError, Plan, Shard, Source
 
 NAME = "imagefolder"
 REQUIRED = ()

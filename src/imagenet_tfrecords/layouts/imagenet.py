@@ -10,7 +10,7 @@
 Labels index the sorted wnids of the mapping (as TFDS, Keras and torchvision number them), whatever
 the mapping's line order. A val image's label is the wnid of its line's boxes. Every image carries
 its boxes from the two CSV files (see boxes.py; pixel edges, as tensorflow/models reads them). Train
-shards are planned by plan.train_shards from the class folders' listings (mixed by path hash, or one
+shards are planned by listing.train_shards from the class folders' listings (mixed by path hash, or one
 class each); val and test shards hold ``shard_size`` sources each, in natural file order. Bad
 metadata raises MetadataError naming the file and line; problems with single images become rejects,
 as in tinyimagenet.
@@ -27,21 +27,8 @@ import re
 from .. import boxes
 from ..boxes import EXTENSION
 from ..fs import Location, check_inside
-from ..plan import (
-    MIXED,
-    ClassInfo,
-    MetadataError,
-    Plan,
-    Shard,
-    Source,
-    class_listings,
-    fixed_shards,
-    list_files,
-    natural_key,
-    read_lines,
-    test_shards,
-    train_shards,
-)
+from ..listing import class_listings, fixed_shards, list_files, natural_key, read_lines, test_shards, train_shards
+from ..plan import MIXED, ClassInfo, MetadataError, Plan, Shard, Source
 from . import imagenet_archive
 
 NAME = "imagenet"

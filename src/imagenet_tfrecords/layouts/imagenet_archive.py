@@ -11,9 +11,9 @@ The classes are the 1,000 leaf synsets of meta.mat (num_children 0); labels inde
 wnids, as in the extracted form (the ILSVRC2012_ID order of the ground truth is another order).
 Planning reads the devkit whole and only the tar headers of the image archives (archive.py); every
 source is an archive member with its byte span, read as a range when converted. The class tars are
-listed ``GROUP`` at a time and each class goes on to plan.train_shards (which spills it) as soon as
+listed ``GROUP`` at a time and each class goes on to listing.train_shards (which spills it) as soon as
 its group is listed, so planning holds one group's sources, not the whole train set. Train shards
-mix the classes or hold one class each (plan.train_shards), val and test shards ``shard_size``
+mix the classes or hold one class each (listing.train_shards), val and test shards ``shard_size``
 members each, in natural name order. Bad metadata raises MetadataError naming the file and line
 (meta.mat: the synsets entry); problems with single members become rejects.
 """
@@ -32,21 +32,9 @@ import numpy as np
 from .. import boxes
 from ..archive import Member, iter_inner, list_tar
 from ..fs import Entry, Location, check_inside, file_entry, is_ignored
-from ..plan import (
-    MIXED,
-    PER_CLASS,
-    ClassInfo,
-    MetadataError,
-    Plan,
-    Shard,
-    Source,
-    TrainShards,
-    fixed_shards,
-    listed_rows,
-    natural_key,
-    packed_classes,
-)
-from ..plan import train_shards as plan_train_shards
+from ..listing import TrainShards, fixed_shards, listed_rows, natural_key, packed_classes
+from ..listing import train_shards as plan_train_shards
+from ..plan import MIXED, PER_CLASS, ClassInfo, MetadataError, Plan, Shard, Source
 
 DEVKIT = "ILSVRC2012_devkit_t12.tar.gz"
 TRAIN_TAR = "ILSVRC2012_img_train.tar"
@@ -71,7 +59,7 @@ class Synset:
 
 def plan(root: Location, shard_size: int, layout: str, train_order: str = MIXED, train_count: int = 0) -> Plan:
     """Read the devkit and the archives' headers under ``root`` and plan every output shard (train
-    through plan.train_shards: ``train_order``, ``train_count`` mixed shards or 0 for the default)."""
+    through listing.train_shards: ``train_order``, ``train_count`` mixed shards or 0 for the default)."""
     synsets, truth, truth_url = read_devkit(root.child(DEVKIT))
     by_wnid = {s.wnid: s for s in synsets.values()}
     labels = {w: i for i, w in enumerate(sorted(by_wnid))}
@@ -184,7 +172,7 @@ def parse_ground_truth(url: str, data: bytes, synsets: dict[int, Synset]) -> dic
 def train_shards(
     root: Location, per_class: Iterable[tuple[str, list[Source]]], order: str, count: int, problems: list[dict]
 ) -> TrainShards:
-    """The train shards (plan.train_shards) of the members of each ``<wnid>.tar`` in the train
+    """The train shards (listing.train_shards) of the members of each ``<wnid>.tar`` in the train
     archive (``per_class``: (wnid, sources), one class at a time); a class tar without images is a
     problem of the plan."""
     archive = file_entry(root.child(TRAIN_TAR))
@@ -298,7 +286,7 @@ def _member_entry(source: Source, archive: Entry) -> Entry:
 
 
 def _fixed(root: Location, split: str, archive: str, sources: list[Source], size: int) -> list[Shard]:
-    """plan.fixed_shards over archive members (identities: _member_entry)."""
+    """listing.fixed_shards over archive members (identities: _member_entry)."""
     stamp = file_entry(root.child(archive))
     files: dict[str, Entry] = {}
     for s in sources:

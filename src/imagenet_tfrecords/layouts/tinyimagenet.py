@@ -8,7 +8,7 @@
     val/val_annotations.txt       file<TAB>wnid[<TAB>x0<TAB>y0<TAB>x1<TAB>y1]
     test/images/*                 unlabelled test images (optional)
 
-Train shards are planned by plan.train_shards from the class folders' listings (mixed by path
+Train shards are planned by listing.train_shards from the class folders' listings (mixed by path
 hash, or one class each); val and test shards hold ``shard_size`` sources each, fixed here. Train
 and val images carry their boxes (see boxes.py; inclusive pixel indices). Bad
 metadata raises MetadataError naming the file and line. Problems with single images (an
@@ -23,21 +23,8 @@ import re
 
 from .. import boxes
 from ..fs import Location, check_inside, excerpt
-from ..plan import (
-    MIXED,
-    ClassInfo,
-    MetadataError,
-    Plan,
-    Shard,
-    Source,
-    class_listings,
-    fixed_shards,
-    list_files,
-    natural_key,
-    read_lines,
-    test_shards,
-    train_shards,
-)
+from ..listing import class_listings, fixed_shards, list_files, natural_key, read_lines, test_shards, train_shards
+from ..plan import MIXED, ClassInfo, MetadataError, Plan, Shard, Source
 
 NAME = "tinyimagenet"
 REQUIRED = ("wnids.txt", "words.txt", "val/val_annotations.txt")
