@@ -110,7 +110,7 @@ def test_tfds_records_and_box_free_layouts_carry_no_box_keys(sample_dir, tmp_pat
 
 
 def test_the_readme_box_table_is_the_schema():
-    from imagenet_tfrecords.boxes import BOX_SCHEMA
+    from imagenet_tfrecords.records import BOX_SCHEMA
 
     from .conftest import ROOT
 

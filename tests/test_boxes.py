@@ -128,13 +128,13 @@ def test_real_val_annotations(meta_dir):
     assert {f: b[0][4] for f, b in parsed.boxes.items()} == {f: label for f, (label, _) in annotations.items()}
     coords = [c for (b,) in parsed.boxes.values() for c in b[:4]]
     assert min(coords) == 0 and max(coords) == 63
-    counts = [boxes.normalise(b, 64, 64, inclusive=True)[1:] for b in parsed.boxes.values()]
+    counts = [records.normalise(b, 64, 64, inclusive=True)[1:] for b in parsed.boxes.values()]
     assert sum(c for c, _ in counts) == 0 and sum(d for _, d in counts) == 0
     # val_243.JPEG n02056570 63 48 63 54: a one-pixel column on the right border, kept
-    (box,), _, _ = boxes.normalise(parsed.boxes["val_243.JPEG"], 64, 64, inclusive=True)
+    (box,), _, _ = records.normalise(parsed.boxes["val_243.JPEG"], 64, 64, inclusive=True)
     assert box == (63 / 64, 48 / 64, 1.0, 55 / 64, labels["n02056570"])
     # read as edges, the 41 one-pixel boxes would be empty
-    dropped_as_edges = sum(boxes.normalise(b, 64, 64, inclusive=False)[2] for b in parsed.boxes.values())
+    dropped_as_edges = sum(records.normalise(b, 64, 64, inclusive=False)[2] for b in parsed.boxes.values())
     assert dropped_as_edges == 41
 
 
@@ -241,7 +241,7 @@ def test_imagenet_solution_needs_its_header(tmp_path, text):
     ],
 )
 def test_normalise_keeps(box, inclusive, expected, clipped):
-    assert boxes.normalise([box], 64, 64, inclusive=inclusive) == ((expected,), clipped, 0)
+    assert records.normalise([box], 64, 64, inclusive=inclusive) == ((expected,), clipped, 0)
 
 
 @pytest.mark.parametrize(
@@ -259,12 +259,12 @@ def test_normalise_keeps(box, inclusive, expected, clipped):
     ],
 )
 def test_normalise_drops(box, inclusive):
-    assert boxes.normalise([box], 64, 64, inclusive=inclusive) == ((), 0, 1)
+    assert records.normalise([box], 64, 64, inclusive=inclusive) == ((), 0, 1)
 
 
 def test_normalise_keeps_order_and_counts():
     given_boxes = [(0, 0, 9, 9, 0), (9, 9, 0, 0, 1), (-5, 0, 9, 9, 2), (70, 0, 80, 9, 3), (0, 0, 9, 120, 4)]
-    kept, clipped, dropped = boxes.normalise(given_boxes, 100, 50, inclusive=True)
+    kept, clipped, dropped = records.normalise(given_boxes, 100, 50, inclusive=True)
     assert [b[4] for b in kept] == [0, 2, 4] and (clipped, dropped) == (2, 2)
     assert kept[0] == (0.0, 0.0, f32(10 / 50), f32(10 / 100), 0)  # x by the width, y by the height
 
@@ -272,7 +272,7 @@ def test_normalise_keeps_order_and_counts():
 @pytest.mark.parametrize(("height", "width"), [(0, 64), (64, 0), (-1, 64)])
 def test_normalise_needs_an_image_size(height, width):
     with pytest.raises(ValueError, match="image size must be positive"):
-        boxes.normalise([], height, width, inclusive=True)
+        records.normalise([], height, width, inclusive=True)
 
 
 COORD = st.one_of(
@@ -286,7 +286,7 @@ BOX = st.tuples(COORD, COORD, COORD, COORD, st.integers(0, 999))
 @given(st.lists(BOX, max_size=6), st.integers(1, 256), st.integers(1, 256), st.booleans())
 def test_normalise_invariants(drawn, height, width, inclusive):
     given_boxes = [(*b[:4], i) for i, b in enumerate(drawn)]  # labels number the boxes
-    kept, clipped, dropped = boxes.normalise(given_boxes, height, width, inclusive=inclusive)
+    kept, clipped, dropped = records.normalise(given_boxes, height, width, inclusive=inclusive)
     assert len(kept) + dropped == len(given_boxes) and 0 <= clipped <= len(kept)
     for xmin, ymin, xmax, ymax, _ in kept:
         assert 0.0 <= xmin < xmax <= 1.0 and 0.0 <= ymin < ymax <= 1.0
@@ -298,7 +298,7 @@ def test_normalise_invariants(drawn, height, width, inclusive):
         for x0, y0, x1, y1, _ in given_boxes
     ):  # boxes of a pixel or more inside the image: all kept, none clipped
         assert (len(kept), clipped, dropped) == (len(given_boxes), 0, 0)
-    assert boxes.normalise(given_boxes, height, width, inclusive=inclusive) == (kept, clipped, dropped)
+    assert records.normalise(given_boxes, height, width, inclusive=inclusive) == (kept, clipped, dropped)
 
 
 @st.composite
@@ -314,7 +314,7 @@ def inside(draw):
 @given(inside())
 def test_boxes_inside_the_image_are_kept_as_they_are(case):
     height, width, given_boxes = case
-    kept, clipped, dropped = boxes.normalise(given_boxes, height, width, inclusive=True)
+    kept, clipped, dropped = records.normalise(given_boxes, height, width, inclusive=True)
     assert (clipped, dropped) == (0, 0)
     assert kept == tuple(
         (f32(x0 / width), f32(y0 / height), f32((x1 + 1) / width), f32((y1 + 1) / height), label)
@@ -335,8 +335,8 @@ def record_with(entries: bytes, *, label: int = 1) -> bytes:
 def parse_with_tensorflow(record: bytes) -> dict:
     import tensorflow as tf
 
-    spec = records.feature_spec() | {k: tf.io.VarLenFeature(tf.float32) for k in boxes.FLOAT_KEYS}
-    spec[boxes.LABEL_KEY] = tf.io.VarLenFeature(tf.int64)
+    spec = records.feature_spec() | {k: tf.io.VarLenFeature(tf.float32) for k in records.FLOAT_KEYS}
+    spec[records.LABEL_KEY] = tf.io.VarLenFeature(tf.int64)
     ex = tf.io.parse_single_example(record, spec)
     return {k: (tf.sparse.to_dense(v) if isinstance(v, tf.SparseTensor) else v).numpy() for k, v in ex.items()}
 
@@ -346,19 +346,19 @@ def test_box_entries_read_back_by_tensorflow_and_parse_example(tmp_path):
     import tensorflow as tf
 
     given_boxes = [(0, 0, 5, 3, 2), (1, 1, 2, 1, 0), (-3, 2, 9, 3, 1), (5, 3, 2, 1, 0), (7, 0, 9, 2, 1)]
-    entries, clipped, dropped = boxes.box_entries(given_boxes, 4, 6, inclusive=True)
+    entries, clipped, dropped = records.box_entries(given_boxes, 4, 6, inclusive=True)
     assert (clipped, dropped) == (1, 2)  # (-3..9) clipped; (5,3,2,1) inverted and (7..9) outside dropped
-    kept, _, _ = boxes.normalise(given_boxes, 4, 6, inclusive=True)
-    expected = {k: [b[i] for b in kept] for i, k in enumerate((*boxes.FLOAT_KEYS, boxes.LABEL_KEY))}
-    assert expected[boxes.LABEL_KEY] == [2, 0, 1]
+    kept, _, _ = records.normalise(given_boxes, 4, 6, inclusive=True)
+    expected = {k: [b[i] for b in kept] for i, k in enumerate((*records.FLOAT_KEYS, records.LABEL_KEY))}
+    assert expected[records.LABEL_KEY] == [2, 0, 1]
     record = record_with(entries)
     path = tmp_path / "boxes.tfrecord"
     path.write_bytes(records.frame(record))
     (raw,) = list(tf.data.TFRecordDataset(str(path)))
     ex = parse_with_tensorflow(raw.numpy())
-    for key in boxes.FLOAT_KEYS:
+    for key in records.FLOAT_KEYS:
         assert ex[key].dtype == np.float32 and ex[key].tolist() == expected[key]
-    assert ex[boxes.LABEL_KEY].dtype == np.int64 and ex[boxes.LABEL_KEY].tolist() == expected[boxes.LABEL_KEY]
+    assert ex[records.LABEL_KEY].dtype == np.int64 and ex[records.LABEL_KEY].tolist() == expected[records.LABEL_KEY]
     assert ex["label"] == 1 and ex["filename"] == b"val/images/val_0.JPEG"  # the other features intact
     parsed = records.parse_example(record)
     assert {k: parsed[k] for k in expected} == expected
@@ -366,12 +366,12 @@ def test_box_entries_read_back_by_tensorflow_and_parse_example(tmp_path):
 
 def test_no_boxes_give_empty_lists(tmp_path):
     for given_boxes in ([], [(9, 9, 1, 1, 0)]):
-        entries, clipped, dropped = boxes.box_entries(given_boxes, 4, 6, inclusive=False)
+        entries, clipped, dropped = records.box_entries(given_boxes, 4, 6, inclusive=False)
         assert (clipped, dropped) == (0, len(given_boxes))
         ex = parse_with_tensorflow(record_with(entries, label=-1))
-        assert all(ex[k].size == 0 for k in boxes.BOX_SCHEMA) and ex["label"] == -1
+        assert all(ex[k].size == 0 for k in records.BOX_SCHEMA) and ex["label"] == -1
         parsed = records.parse_example(record_with(entries))
-        assert all(parsed[k] == [] for k in boxes.BOX_SCHEMA)
+        assert all(parsed[k] == [] for k in records.BOX_SCHEMA)
 
 
 @pytest.mark.parametrize("values", [[], [0.0], [0.25, 1.0, f32(0.1)], [f32(1 / 3)] * 40])
@@ -382,14 +382,14 @@ def test_list_entries_are_what_protobuf_writes(values):
     def serialized(**feature):
         return tf.train.Features(feature={"k": tf.train.Feature(**feature)}).SerializeToString()
 
-    assert boxes.float_list_entry("k", values) == serialized(float_list=tf.train.FloatList(value=values))
+    assert records.float_list_entry("k", values) == serialized(float_list=tf.train.FloatList(value=values))
     labels = [int(v * 1000) for v in values] + ([-1, 2**40] if values else [])
-    assert boxes.int64_list_entry("k", labels) == serialized(int64_list=tf.train.Int64List(value=labels))
+    assert records.int64_list_entry("k", labels) == serialized(int64_list=tf.train.Int64List(value=labels))
 
 
 def test_box_schema_documented_in_module_docstring():
     rows = {
         m.group(1): (m.group(2), m.group(3))
-        for m in re.finditer(r"^\| `([^`]+)` \| ([^|]+) \| (.+) \|$", boxes.__doc__, re.MULTILINE)
+        for m in re.finditer(r"^\| `([^`]+)` \| ([^|]+) \| (.+) \|$", records.__doc__, re.MULTILINE)
     }
-    assert {k: (kind, text.replace("`", "")) for k, (kind, text) in rows.items()} == boxes.BOX_SCHEMA
+    assert {k: (kind, text.replace("`", "")) for k, (kind, text) in rows.items()} == records.BOX_SCHEMA

@@ -14,11 +14,10 @@ import scipy.io
 from PIL import Image
 
 from imagenet_tfrecords.archive import RangeReader, list_nested, list_tar
-from imagenet_tfrecords.boxes import BOX_SCHEMA
 from imagenet_tfrecords.fs import Location
 from imagenet_tfrecords.layouts import build_plan, detect, imagenet_archive
 from imagenet_tfrecords.plan import MetadataError
-from imagenet_tfrecords.records import SCHEMA
+from imagenet_tfrecords.records import BOX_SCHEMA, SCHEMA
 
 from .conftest import convert_small_shards, read_split, run_cli
 

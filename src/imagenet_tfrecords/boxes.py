@@ -1,22 +1,10 @@
-"""Bounding boxes: the layouts' box metadata, normalised boxes, and their ``tf.train.Example`` features.
+"""Bounding boxes as the layouts' metadata give them: the box files parsed, and their pixel conventions.
 
-Where a layout has boxes, each record carries them, next to the features of ``records.SCHEMA``,
-as the TensorFlow object detection API names them (``BOX_SCHEMA``):
-
-| key | type | value |
-|---|---|---|
-| `image/object/bbox/xmin` | float list | left edge of each box, a fraction of the image width |
-| `image/object/bbox/ymin` | float list | top edge of each box, a fraction of the image height |
-| `image/object/bbox/xmax` | float list | right edge of each box, a fraction of the image width |
-| `image/object/bbox/ymax` | float list | bottom edge of each box, a fraction of the image height |
-| `image/object/bbox/label` | int64 list | index of each box's class id in the sorted class ids (as `label`) |
-
-One value per box in each list, boxes in the metadata's order; an image without boxes has five
-empty lists, so every record parses with ``tf.io.VarLenFeature`` (tf.float32, tf.int64). Values are
-float32 in [0, 1] with xmin < xmax and ymin < ymax.
+Each record carries its image's boxes where the layout has them: ``records.box_entries`` encodes
+them (``records.BOX_SCHEMA``), normalised by ``records.normalise`` by the convention below.
 
 Pixel conventions. The metadata give each box's corners in pixels of the image
-(``plan.Box``, kept as written); ``normalise`` turns them into edges divided by the image size:
+(``plan.Box``, kept as written); ``records.normalise`` turns them into edges divided by the image size:
 
 - TinyImageNet (``train/<wnid>/<wnid>_boxes.txt``, ``val/val_annotations.txt``): the 0-based
   indices of the box's first and last pixel, both inside the box (``INCLUSIVE``): edges
@@ -27,12 +15,6 @@ Pixel conventions. The metadata give each box's corners in pixels of the image
 - ImageNet (``LOC_train_solution.csv``, ``LOC_val_solution.csv``): as tensorflow/models'
   ``process_bounding_boxes.py`` reads ImageNet's boxes, the coordinates divided by the width
   and height: ``(x0 / W, y0 / H, x1 / W, y1 / H)``.
-
-Boxes that do not fit: a box partly outside the image is clipped to it and counted as clipped;
-a box that is empty or inverted once clipped (xmin >= xmax or ymin >= ymax in float32: a box
-wholly outside the image becomes empty) or has a NaN or infinite coordinate is dropped and
-counted. Unlike ``process_bounding_boxes.py``, an inverted box is not swapped: which corner was
-meant is a guess. Nothing raises: bad boxes never stop a conversion.
 
 Class ids. A box whose class id is not a class of the dataset cannot have a label; it is dropped
 and counted per image (``Parsed.unknown``), and the image itself is kept: its own label comes
@@ -48,32 +30,19 @@ of all its lines, in line order: a repeated line adds no box.
 
 from __future__ import annotations
 
-import math
 import os
 import pickle
 import re
 import shutil
-import struct
 import tempfile
 import weakref
-from collections.abc import Iterable, Iterator, Sequence
-from functools import cache, lru_cache
+from collections.abc import Iterator, Sequence
 from typing import NamedTuple
 
 from .fs import Location, excerpt
 from .listing import pickled_batches, read_lines, stream_lines
 from .plan import Box, MetadataError
-from .records import _entry, _field, _varint
 
-FLOAT_KEYS = tuple(f"image/object/bbox/{k}" for k in ("xmin", "ymin", "xmax", "ymax"))
-LABEL_KEY = "image/object/bbox/label"
-BOX_SCHEMA = {  # key: (type, meaning), as records.SCHEMA
-    FLOAT_KEYS[0]: ("float list", "left edge of each box, a fraction of the image width"),
-    FLOAT_KEYS[1]: ("float list", "top edge of each box, a fraction of the image height"),
-    FLOAT_KEYS[2]: ("float list", "right edge of each box, a fraction of the image width"),
-    FLOAT_KEYS[3]: ("float list", "bottom edge of each box, a fraction of the image height"),
-    LABEL_KEY: ("int64 list", "index of each box's class id in the sorted class ids (as label)"),
-}
 # How a layout's boxes count pixels (Plan.boxes): the last pixel inside the box, or the far edge.
 INCLUSIVE, EDGES = "inclusive", "edges"
 CONVENTIONS = {"tinyimagenet": INCLUSIVE, "imagenet": EDGES}
@@ -84,7 +53,6 @@ EXTENSION = ".JPEG"
 
 _NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?|[+-]?(?:nan|inf|infinity)", re.IGNORECASE)
 _ID = re.compile(r"[^\s/\\,]+")
-_F32X4 = struct.Struct("<4f")
 _PLAIN = re.compile(r"[0-9]+")  # the common case of a coordinate, a number by _NUMBER too
 _PLAIN_TRAIN_LINE = re.compile(r"([^\t]+)\t([0-9]+)\t([0-9]+)\t([0-9]+)\t([0-9]+)")
 
@@ -248,81 +216,6 @@ def solution_rows(loc: Location, lines: Iterator[tuple[int, str]], *, train: boo
             raise MetadataError(f"{loc.url}:{n}: expected a train ImageId '<wnid>_<number>', got {excerpt(image_id)}")
         boxes = [(tokens[i], _coords(tokens[i + 1 : i + 5], loc, n)) for i in range(0, len(tokens), 5)]
         yield n, folder if train else "", image_id + EXTENSION, boxes
-
-
-def normalise(boxes: Iterable[Box], height: int, width: int, *, inclusive: bool) -> tuple[tuple[Box, ...], int, int]:
-    """The boxes as float32 edges in [0, 1] (see the module docstring), how many were clipped
-    and how many dropped. ``inclusive``: x1, y1 are the last pixel inside the box
-    (``CONVENTIONS[layout]`` is INCLUSIVE), else its far edge."""
-    if height <= 0 or width <= 0:
-        raise ValueError(f"image size must be positive, got {height}x{width}")
-    end = 1 if inclusive else 0
-    kept: list[Box] = []
-    clipped = total = 0
-    for x0, y0, x1, y1, label in boxes:
-        total += 1
-        edges = e0, e1, e2, e3 = (x0 / width, y0 / height, (x1 + end) / width, (y1 + end) / height)
-        if 0.0 <= e0 <= 1.0 and 0.0 <= e1 <= 1.0 and 0.0 <= e2 <= 1.0 and 0.0 <= e3 <= 1.0:  # nothing to clip
-            xmin, ymin, xmax, ymax = _F32X4.unpack(_F32X4.pack(e0 + 0.0, e1 + 0.0, e2 + 0.0, e3 + 0.0))  # no -0.0
-            if xmin < xmax and ymin < ymax:
-                kept.append((xmin, ymin, xmax, ymax, label))
-            continue
-        if not all(map(math.isfinite, edges)):
-            continue
-        xmin, ymin, xmax, ymax = _F32X4.unpack(_F32X4.pack(*[min(max(e, 0.0), 1.0) + 0.0 for e in edges]))  # no -0.0
-        if xmin >= xmax or ymin >= ymax:
-            continue
-        clipped += not all(0.0 <= e <= 1.0 for e in edges)
-        kept.append((xmin, ymin, xmax, ymax, label))
-    return tuple(kept), clipped, total - len(kept)
-
-
-def float_list_entry(key: str, values: Sequence[float]) -> bytes:
-    """A ``Features.feature`` map entry holding a FloatList (packed float32), as protobuf writes it."""
-    payload = _field(1, struct.pack(f"<{len(values)}f", *values)) if values else b""
-    return _entry(key.encode(), _field(2, payload))  # Feature.float_list = 2; FloatList.value = 1
-
-
-def int64_list_entry(key: str, values: Sequence[int]) -> bytes:
-    """A ``Features.feature`` map entry holding an Int64List (packed varints), as protobuf writes it."""
-    payload = _field(1, b"".join(map(_varint, values))) if values else b""
-    return _entry(key.encode(), _field(3, payload))  # Feature.int64_list = 3; Int64List.value = 1
-
-
-def box_entries(boxes: Iterable[Box], height: int, width: int, *, inclusive: bool) -> tuple[bytes, int, int]:
-    """The serialized feature-map entries of ``BOX_SCHEMA`` for an image's boxes, to be joined
-    with a record's other entries (e.g. after ``records.fixed_entries``, before
-    ``records.example_parts``), and how many boxes were clipped and dropped (``normalise``)."""
-    kept, clipped, dropped = normalise(boxes, height, width, inclusive=inclusive)
-    if not kept:
-        return _no_box_entries(), clipped, dropped
-    columns = list(zip(*kept, strict=True))
-    pack = _floats(len(kept)).pack
-    entries = [head + pack(*c) for head, c in zip(_float_heads(len(kept)), columns, strict=False)]
-    entries.append(_label_entry(columns[4]))
-    return b"".join(entries), clipped, dropped
-
-
-@cache
-def _no_box_entries() -> bytes:
-    return b"".join(float_list_entry(k, ()) for k in FLOAT_KEYS) + int64_list_entry(LABEL_KEY, ())
-
-
-@lru_cache(maxsize=64)
-def _floats(n: int) -> struct.Struct:
-    return struct.Struct(f"<{n}f")
-
-
-@lru_cache(maxsize=64)
-def _float_heads(n: int) -> tuple[bytes, ...]:
-    """Everything of each float_list_entry of FLOAT_KEYS for ``n`` values before the packed values
-    (whose length depends on ``n`` only), so that box_entries packs the values alone."""
-    return tuple(float_list_entry(k, [0.0] * n)[: -4 * n] for k in FLOAT_KEYS)
-
-
-@lru_cache(maxsize=4096)  # boxes' labels repeat: one per class, mostly one box an image
-def _label_entry(labels: tuple[int, ...]) -> bytes:
-    return int64_list_entry(LABEL_KEY, labels)
 
 
 def unknown_warnings(loc: Location, parsed: Parsed) -> list[str]:

@@ -229,9 +229,9 @@ def _write_shard(job: Job, shard: Shard, directory: Location, sources, target: L
             if with_boxes:
                 if img.read:  # boxes in the file's pixels, normalised to the part that became the image
                     given_boxes, wh, ww = _in_window(given_boxes, resize.window(*img.read))
-                    extra, clipped, dropped = boxes.box_entries(given_boxes, wh, ww, inclusive=inclusive)
+                    extra, clipped, dropped = records.box_entries(given_boxes, wh, ww, inclusive=inclusive)
                 else:
-                    extra, clipped, dropped = boxes.box_entries(given_boxes, h, w, inclusive=inclusive)
+                    extra, clipped, dropped = records.box_entries(given_boxes, h, w, inclusive=inclusive)
                 given, clipped_boxes, dropped_boxes = (
                     given + len(given_boxes),
                     clipped_boxes + clipped,
@@ -269,7 +269,7 @@ def _write_shard(job: Job, shard: Shard, directory: Location, sources, target: L
 
 def _in_window(given: tuple, window: tuple[float, float, float, float]) -> tuple[tuple, float, float]:
     """Boxes (in an image's pixels) relative to ``window`` (left, top, right, bottom) of the image, and
-    the window's height and width: boxes.box_entries then clips them to it and drops what is outside."""
+    the window's height and width: records.box_entries then clips them to it and drops what is outside."""
     left, top, right, bottom = window
     if not (left or top):
         return given, bottom, right

@@ -22,7 +22,7 @@ size of the file. An image already at its target size is stored exactly as witho
 An encoder serves one conversion (``encoder(job)``): ``image(data)`` validates one file's bytes into
 a ``Stored``; ``record(stored, label, path)`` returns the pieces of its ``tf.train.Example``. A
 record's entries are the ones shared by every record of its label and size (built once) followed by
-the per-image ones, then ``extra`` entries: the boxes (``boxes.box_entries``) where the layout has
+the per-image ones, then ``extra`` entries: the boxes (``records.box_entries``) where the layout has
 them, in seed and tf-models (tfds records hold only what its features.json declares).
 ``decode_record`` reads any format's record back to pixels without TensorFlow.
 """
@@ -36,7 +36,6 @@ import numpy as np
 import simplejpeg
 
 from . import records
-from .boxes import BOX_SCHEMA
 from .image import (
     BadImage,
     Resize,
@@ -76,7 +75,7 @@ def schema(fmt: str, boxes: str = "") -> dict:
     """The record keys of a format: key -> (type, meaning); with the box keys for a layout with
     boxes (``boxes``: Plan.boxes) in the formats that carry them."""
     keys = {SEED: records.SCHEMA, TF_MODELS: TF_MODELS_KEYS, TFDS: TFDS_KEYS}[fmt]
-    return keys | BOX_SCHEMA if boxes and fmt != TFDS else keys
+    return keys | records.BOX_SCHEMA if boxes and fmt != TFDS else keys
 
 
 def of_info(info: dict) -> str:

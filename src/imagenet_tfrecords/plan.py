@@ -25,6 +25,7 @@ from typing import NamedTuple, Protocol
 
 from .fs import Location, publish
 from .fs import MetadataError as MetadataError  # the layouts raise it; imported from here too
+from .records import Box
 
 SPLITS = ("train", "val", "test")
 PLAN_VERSION = 3
@@ -47,9 +48,6 @@ class TrainShardsError(ValueError):
 
 class PlanError(ValueError):
     """plan.json is not a plan this version reads."""
-
-
-Box = tuple[float, float, float, float, int]  # xmin, ymin, xmax, ymax in pixels as the metadata gives them; label
 
 
 class Source(NamedTuple):

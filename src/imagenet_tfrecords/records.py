@@ -1,4 +1,5 @@
-"""The record schema and the TFRecord file format, written without importing TensorFlow.
+"""The records' encoding, written without importing TensorFlow: the schema, the feature entries
+every format builds its records from (boxes included), the TFRecord framing, and reading them back.
 
 Each record is a serialized ``tf.train.Example`` with the features of ``SCHEMA`` (the one
 definition: dataset_info.json's "features" and the README's table are checked against it).
@@ -9,11 +10,38 @@ seconds and hundreds of megabytes that importing TensorFlow costs. Every shard s
 back with ``tf.data.TFRecordDataset`` and ``tf.io.parse_single_example(feature_spec())``;
 the tests check exactly that. ``iter_records`` and ``parse_example`` read both layers back
 without TensorFlow (resumption checks and the report use them).
+
+Formats (formats.py) build their records from the public entries: ``int64_entry``,
+``bytes_entry``, ``float_list_entry``, ``int64_list_entry``, ``fixed_entries``, ``box_entries``.
+
+Bounding boxes. Where a layout has boxes, each record carries them, next to its other features,
+as the TensorFlow object detection API names them (``BOX_SCHEMA``):
+
+| key | type | value |
+|---|---|---|
+| `image/object/bbox/xmin` | float list | left edge of each box, a fraction of the image width |
+| `image/object/bbox/ymin` | float list | top edge of each box, a fraction of the image height |
+| `image/object/bbox/xmax` | float list | right edge of each box, a fraction of the image width |
+| `image/object/bbox/ymax` | float list | bottom edge of each box, a fraction of the image height |
+| `image/object/bbox/label` | int64 list | index of each box's class id in the sorted class ids (as `label`) |
+
+One value per box in each list, boxes in the metadata's order; an image without boxes has five
+empty lists, so every record parses with ``tf.io.VarLenFeature`` (tf.float32, tf.int64). Values are
+float32 in [0, 1] with xmin < xmax and ymin < ymax.
+
+``normalise`` turns the metadata's pixels into those fractions by the layout's pixel convention
+(boxes.py). Boxes that do not fit: a box partly outside the image is clipped to it and counted as
+clipped; a box that is empty or inverted once clipped (xmin >= xmax or ymin >= ymax in float32: a box
+wholly outside the image becomes empty) or has a NaN or infinite coordinate is dropped and
+counted. Unlike ``process_bounding_boxes.py``, an inverted box is not swapped: which corner was
+meant is a guess. Nothing raises: bad boxes never stop a conversion.
 """
 
 from __future__ import annotations
 
+import math
 import struct
+from collections.abc import Iterable, Sequence
 from functools import cache, lru_cache
 from typing import BinaryIO
 
@@ -31,6 +59,19 @@ SCHEMA = {  # key: (type, meaning)
 }
 INT_FEATURES = tuple(k for k, (kind, _) in SCHEMA.items() if kind == "int64")
 BYTES_FEATURES = tuple(k for k, (kind, _) in SCHEMA.items() if kind == "bytes")
+# A box: xmin, ymin, xmax, ymax, label; in pixels as the metadata give them (plan.Source.boxes),
+# or as fractions of the image once normalised
+Box = tuple[float, float, float, float, int]
+FLOAT_KEYS = tuple(f"image/object/bbox/{k}" for k in ("xmin", "ymin", "xmax", "ymax"))
+LABEL_KEY = "image/object/bbox/label"
+BOX_SCHEMA = {  # key: (type, meaning), as records.SCHEMA
+    FLOAT_KEYS[0]: ("float list", "left edge of each box, a fraction of the image width"),
+    FLOAT_KEYS[1]: ("float list", "top edge of each box, a fraction of the image height"),
+    FLOAT_KEYS[2]: ("float list", "right edge of each box, a fraction of the image width"),
+    FLOAT_KEYS[3]: ("float list", "bottom edge of each box, a fraction of the image height"),
+    LABEL_KEY: ("int64 list", "index of each box's class id in the sorted class ids (as label)"),
+}
+_F32X4 = struct.Struct("<4f")
 _MASK_DELTA = 0xA282EAD8
 _U64 = (1 << 64) - 1
 
@@ -162,6 +203,81 @@ def one_hot(label: int, num_classes: int) -> bytes:
     if label >= 0:
         out[label] = 1
     return bytes(out)
+
+
+def normalise(boxes: Iterable[Box], height: int, width: int, *, inclusive: bool) -> tuple[tuple[Box, ...], int, int]:
+    """The boxes as float32 edges in [0, 1] (see the module docstring and boxes.py), how many were clipped
+    and how many dropped. ``inclusive``: x1, y1 are the last pixel inside the box
+    (``CONVENTIONS[layout]`` is INCLUSIVE), else its far edge."""
+    if height <= 0 or width <= 0:
+        raise ValueError(f"image size must be positive, got {height}x{width}")
+    end = 1 if inclusive else 0
+    kept: list[Box] = []
+    clipped = total = 0
+    for x0, y0, x1, y1, label in boxes:
+        total += 1
+        edges = e0, e1, e2, e3 = (x0 / width, y0 / height, (x1 + end) / width, (y1 + end) / height)
+        if 0.0 <= e0 <= 1.0 and 0.0 <= e1 <= 1.0 and 0.0 <= e2 <= 1.0 and 0.0 <= e3 <= 1.0:  # nothing to clip
+            xmin, ymin, xmax, ymax = _F32X4.unpack(_F32X4.pack(e0 + 0.0, e1 + 0.0, e2 + 0.0, e3 + 0.0))  # no -0.0
+            if xmin < xmax and ymin < ymax:
+                kept.append((xmin, ymin, xmax, ymax, label))
+            continue
+        if not all(map(math.isfinite, edges)):
+            continue
+        xmin, ymin, xmax, ymax = _F32X4.unpack(_F32X4.pack(*[min(max(e, 0.0), 1.0) + 0.0 for e in edges]))  # no -0.0
+        if xmin >= xmax or ymin >= ymax:
+            continue
+        clipped += not all(0.0 <= e <= 1.0 for e in edges)
+        kept.append((xmin, ymin, xmax, ymax, label))
+    return tuple(kept), clipped, total - len(kept)
+
+
+def float_list_entry(key: str, values: Sequence[float]) -> bytes:
+    """A ``Features.feature`` map entry holding a FloatList (packed float32), as protobuf writes it."""
+    payload = _field(1, struct.pack(f"<{len(values)}f", *values)) if values else b""
+    return _entry(key.encode(), _field(2, payload))  # Feature.float_list = 2; FloatList.value = 1
+
+
+def int64_list_entry(key: str, values: Sequence[int]) -> bytes:
+    """A ``Features.feature`` map entry holding an Int64List (packed varints), as protobuf writes it."""
+    payload = _field(1, b"".join(map(_varint, values))) if values else b""
+    return _entry(key.encode(), _field(3, payload))  # Feature.int64_list = 3; Int64List.value = 1
+
+
+def box_entries(boxes: Iterable[Box], height: int, width: int, *, inclusive: bool) -> tuple[bytes, int, int]:
+    """The serialized feature-map entries of ``BOX_SCHEMA`` for an image's boxes, to be joined
+    with a record's other entries (e.g. after ``records.fixed_entries``, before
+    ``records.example_parts``), and how many boxes were clipped and dropped (``normalise``)."""
+    kept, clipped, dropped = normalise(boxes, height, width, inclusive=inclusive)
+    if not kept:
+        return _no_box_entries(), clipped, dropped
+    columns = list(zip(*kept, strict=True))
+    pack = _floats(len(kept)).pack
+    entries = [head + pack(*c) for head, c in zip(_float_heads(len(kept)), columns, strict=False)]
+    entries.append(_label_entry(columns[4]))
+    return b"".join(entries), clipped, dropped
+
+
+@cache
+def _no_box_entries() -> bytes:
+    return b"".join(float_list_entry(k, ()) for k in FLOAT_KEYS) + int64_list_entry(LABEL_KEY, ())
+
+
+@lru_cache(maxsize=64)
+def _floats(n: int) -> struct.Struct:
+    return struct.Struct(f"<{n}f")
+
+
+@lru_cache(maxsize=64)
+def _float_heads(n: int) -> tuple[bytes, ...]:
+    """Everything of each float_list_entry of FLOAT_KEYS for ``n`` values before the packed values
+    (whose length depends on ``n`` only), so that box_entries packs the values alone."""
+    return tuple(float_list_entry(k, [0.0] * n)[: -4 * n] for k in FLOAT_KEYS)
+
+
+@lru_cache(maxsize=4096)  # boxes' labels repeat: one per class, mostly one box an image
+def _label_entry(labels: tuple[int, ...]) -> bytes:
+    return int64_list_entry(LABEL_KEY, labels)
 
 
 def _mask(crc: int) -> int:
