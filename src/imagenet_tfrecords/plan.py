@@ -15,6 +15,7 @@ back, so no step holds every file's entry. A plan of another version is refused.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import itertools
 import json
@@ -224,6 +225,43 @@ class Plan:
             boxes=d["boxes"],
             ignored=d.get("ignored", {}),
             run=d.get("run", ""),
+        )
+
+
+@dataclass
+class Found:
+    """What a layout finds while it reads a dataset besides its classes and shards, gathered as it
+    goes: inputs no shard holds ({"path", "reason"}), warnings, problems about folders, and the
+    entries ignored by name (fs.is_ignored) counted by split. ``plan`` makes the Plan of it all."""
+
+    rejects: list[dict] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    problems: list[dict] = field(default_factory=list)
+    ignored: collections.Counter = field(default_factory=collections.Counter)
+
+    def plan(
+        self,
+        root: Location,
+        layout: str,
+        classes: list[ClassInfo],
+        shards: list[Shard],
+        train_order: str,
+        train: SpilledShards | None,
+        boxes: str = "",
+    ) -> Plan:
+        """The plan of the dataset at ``root`` as ``layout`` read it (``boxes``: its pixel convention)."""
+        return Plan(
+            data=root.url,
+            classes=classes,
+            shards=shards,
+            rejects=self.rejects,
+            warnings=self.warnings,
+            layout=layout,
+            problems=self.problems,
+            train_order=train_order,
+            train=train,
+            boxes=boxes,
+            ignored=dict(self.ignored),
         )
 
 

@@ -19,12 +19,11 @@ class folder in natural file order.
 
 from __future__ import annotations
 
-import collections
 import os
 
 from ..fs import Entry, Location
 from ..listing import class_listings, fixed_shards, list_images, train_shards
-from ..plan import MIXED, ClassInfo, MetadataError, Plan, Shard, Source
+from ..plan import MIXED, ClassInfo, Found, MetadataError, Plan, Shard, Source
 
 NAME = "imagefolder"
 REQUIRED = ()
@@ -57,7 +56,8 @@ def plan(root: Location, shard_size: int, train_order: str = MIXED, train_count:
         raise MetadataError(
             f"{root.url}: no train/, val/, validation/ or test/ folder (imagefolder layout: <split>/<class>/<image>)"
         )
-    ignored: collections.Counter = collections.Counter()
+    found = Found()
+    ignored = found.ignored
     listings = {}
     for split, folder in present:
         listed = root.child(folder).list_dir(root)
@@ -69,9 +69,7 @@ def plan(root: Location, shard_size: int, train_order: str = MIXED, train_count:
         if any(c in name for c in "\t\r\n"):
             raise MetadataError(f"{root.child('train', name).url}: a class folder name may not hold a tab or newline")
     labels = {name: i for i, name in enumerate(classes)}
-    rejects: list[dict] = []
-    warnings: list[str] = []
-    problems: list[dict] = []
+    rejects, warnings, problems = found.rejects, found.warnings, found.problems
     shards: list[Shard] = []
     train_plan = None
     for split, folder in present:
@@ -107,17 +105,8 @@ def plan(root: Location, shard_size: int, train_order: str = MIXED, train_count:
     for split in ("train", "val", "test"):
         if split not in {s for s, _ in present}:
             warnings.append(f"{root.url}: no {split} split (folder not found)")
-    return Plan(
-        data=root.url,
-        classes=[ClassInfo(wnid=name, words=name) for name in classes],
-        shards=shards,
-        rejects=rejects,
-        warnings=warnings,
-        layout=NAME,
-        problems=problems,
-        train_order=train_order,
-        train=train_plan,
-        ignored=dict(ignored),
+    return found.plan(
+        root, NAME, [ClassInfo(wnid=name, words=name) for name in classes], shards, train_order, train_plan
     )
 
 

@@ -28,7 +28,7 @@ from .. import boxes
 from ..boxes import EXTENSION
 from ..fs import Location, check_inside
 from ..listing import class_listings, fixed_shards, list_files, natural_key, read_lines, test_shards, train_shards
-from ..plan import MIXED, ClassInfo, MetadataError, Plan, Shard, Source
+from ..plan import MIXED, ClassInfo, Found, MetadataError, Plan, Shard, Source
 from . import imagenet_archive
 
 NAME = "imagenet"
@@ -106,10 +106,8 @@ def plan(root: Location, shard_size: int, train_order: str = MIXED, train_count:
     words = {w: text for w, text, _ in mapping}
     wnids = sorted(words)
     labels = {w: i for i, w in enumerate(wnids)}
-    rejects: list[dict] = []
-    warnings: list[str] = []
-    problems: list[dict] = []
-    ignored: collections.Counter = collections.Counter()
+    found = Found()
+    rejects, warnings, problems, ignored = found.rejects, found.warnings, found.problems, found.ignored
     _check_train(root, mapping, labels, rejects, ignored)
     rel = f"{DATA}/train"
     solution = _train_solution(root, labels, warnings)
@@ -126,19 +124,7 @@ def plan(root: Location, shard_size: int, train_order: str = MIXED, train_count:
     shards += _val_shards(root, labels, shard_size, rejects, warnings, ignored)
     shards += test_shards(root, f"{DATA}/test", shard_size, rejects, warnings, ignored)
     classes = [ClassInfo(w, words[w]) for w in wnids]
-    return Plan(
-        data=root.url,
-        classes=classes,
-        shards=shards,
-        rejects=rejects,
-        warnings=warnings,
-        layout=NAME,
-        problems=problems,
-        train_order=train_order,
-        train=train,
-        boxes=boxes.CONVENTIONS[NAME],
-        ignored=dict(ignored),
-    )
+    return found.plan(root, NAME, classes, shards, train_order, train, boxes.CONVENTIONS[NAME])
 
 
 def _train_solution(root: Location, labels: dict[str, int], warnings: list[str]) -> boxes.TrainSolution | None:

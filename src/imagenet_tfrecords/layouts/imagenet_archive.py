@@ -34,7 +34,7 @@ from ..archive import Member, iter_inner, list_tar
 from ..fs import Entry, Location, check_inside, file_entry, is_ignored
 from ..listing import TrainShards, fixed_shards, listed_rows, natural_key, packed_classes
 from ..listing import train_shards as plan_train_shards
-from ..plan import MIXED, PER_CLASS, ClassInfo, MetadataError, Plan, Shard, Source
+from ..plan import MIXED, PER_CLASS, ClassInfo, Found, MetadataError, Plan, Shard, Source
 
 DEVKIT = "ILSVRC2012_devkit_t12.tar.gz"
 TRAIN_TAR = "ILSVRC2012_img_train.tar"
@@ -63,10 +63,8 @@ def plan(root: Location, shard_size: int, layout: str, train_order: str = MIXED,
     synsets, truth, truth_url = read_devkit(root.child(DEVKIT))
     by_wnid = {s.wnid: s for s in synsets.values()}
     labels = {w: i for i, w in enumerate(sorted(by_wnid))}
-    rejects: list[dict] = []
-    warnings: list[str] = []
-    problems: list[dict] = []
-    ignored: collections.Counter = collections.Counter()
+    found = Found()
+    rejects, warnings, problems, ignored = found.rejects, found.warnings, found.problems, found.ignored
     per_class = train_sources(root, by_wnid, labels, rejects, GROUP, ignored)
     train = train_shards(root, per_class, train_order, train_count, problems)
     shards = train.light()
@@ -82,19 +80,7 @@ def plan(root: Location, shard_size: int, layout: str, train_order: str = MIXED,
     # The archives hold no boxes; the records still carry the box keys, empty, as the extracted
     # form's do for an image without boxes: both forms' records have the same keys.
     warnings.append(f"{root.url}: the archive form holds no bounding boxes (the records' box lists are empty)")
-    return Plan(
-        data=root.url,
-        classes=classes,
-        shards=shards,
-        rejects=rejects,
-        warnings=warnings,
-        layout=layout,
-        problems=problems,
-        train_order=train_order,
-        train=train,
-        boxes=boxes.CONVENTIONS[layout],
-        ignored=dict(ignored),
-    )
+    return found.plan(root, layout, classes, shards, train_order, train, boxes.CONVENTIONS[layout])
 
 
 def read_devkit(loc: Location) -> tuple[dict[int, Synset], dict[int, int], str]:

@@ -24,7 +24,7 @@ import re
 from .. import boxes
 from ..fs import Location, check_inside, excerpt
 from ..listing import class_listings, fixed_shards, list_files, natural_key, read_lines, test_shards, train_shards
-from ..plan import MIXED, ClassInfo, MetadataError, Plan, Shard, Source
+from ..plan import MIXED, ClassInfo, Found, MetadataError, Plan, Shard, Source
 
 NAME = "tinyimagenet"
 REQUIRED = ("wnids.txt", "words.txt", "val/val_annotations.txt")
@@ -90,10 +90,8 @@ def plan(root: Location, shard_size: int, train_order: str = MIXED, train_count:
     wnids = sorted(w for w, _ in wnid_lines)
     labels = {w: i for i, w in enumerate(wnids)}
     words = _words(root, wnid_lines)
-    rejects: list[dict] = []
-    warnings: list[str] = []
-    problems: list[dict] = []
-    ignored: collections.Counter = collections.Counter()
+    found = Found()
+    rejects, warnings, problems, ignored = found.rejects, found.warnings, found.problems, found.ignored
     _check_train(root, wnid_lines, labels, rejects, ignored)
     classes = [(f"{w}/images", i) for w, i in sorted(labels.items())]
     notes: list[tuple[str, dict | None]] = []
@@ -108,19 +106,7 @@ def plan(root: Location, shard_size: int, train_order: str = MIXED, train_count:
     shards += _val_shards(root, labels, shard_size, rejects, warnings, ignored)
     shards += test_shards(root, "test/images", shard_size, rejects, warnings, ignored)
     classes = [ClassInfo(w, words[w]) for w in wnids]
-    return Plan(
-        data=root.url,
-        classes=classes,
-        shards=shards,
-        rejects=rejects,
-        warnings=warnings,
-        layout=NAME,
-        problems=problems,
-        train_order=train_order,
-        train=train,
-        boxes=boxes.CONVENTIONS[NAME],
-        ignored=dict(ignored),
-    )
+    return found.plan(root, NAME, classes, shards, train_order, train, boxes.CONVENTIONS[NAME])
 
 
 def _words(root: Location, wnid_lines: list[tuple[str, int]]) -> dict[str, str]:
