@@ -1,4 +1,7 @@
-"""Turn a TinyImageNet-layout image dataset into TFRecords (core library; never imports kfp)."""
+"""Turn image datasets in folder layouts (TinyImageNet, ImageNet, class folders) into TFRecords.
+
+The core library; it never imports kfp.
+"""
 
 __version__ = "0.1.0"
 

@@ -1,3 +1,5 @@
+"""The pipeline's last step as a component: statistics, report and metrics (tasks.aggregate_step)."""
+
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Output
 

@@ -1,3 +1,5 @@
+"""The pipeline's conversion step as a component: one task's shards (tasks.convert_step)."""
+
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Output
 

@@ -1,3 +1,5 @@
+"""The pipeline's first step as a component: plan the conversion (tasks.plan_step)."""
+
 from kfp import dsl
 from kfp.dsl import Artifact, Output
 
