@@ -20,8 +20,9 @@ from importlib.metadata import entry_points
 
 from . import __version__
 from .convert import GRAYSCALE_POLICIES, Options, WorkerDied, parse_size
+from .credentials import check_access
 from .formats import FORMATS, check_file_names
-from .fs import InputError, Location, MissingPackageError, check_access
+from .fs import InputError, Location, MissingPackageError
 from .image import RESIZE_MODES, resize_text
 from .layouts import AUTO, LAYOUT_CHOICES
 from .plan import DEFAULT_SHARD_SIZE, MIXED, TRAIN_ORDERS, Plan, TrainShardsError

@@ -6,7 +6,8 @@ import json
 import os
 
 from . import formats
-from .fs import Location, MissingPackageError, check_access
+from .credentials import check_access
+from .fs import Location, MissingPackageError
 from .image import fixed_size
 from .output import check_complete
 from .plan import SPLITS

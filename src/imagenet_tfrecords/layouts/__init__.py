@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import os
 
-from ..fs import BadOutput, Location, check_access, check_inside, check_output
+from ..credentials import check_access
+from ..fs import BadOutput, Location, check_inside, check_output
 from ..plan import DEFAULT_SHARD_SIZE, MIXED, SPLITS, TRAIN_ORDERS, MetadataError, Plan
 from . import imagefolder, imagenet, tinyimagenet
 
