@@ -1,6 +1,6 @@
 """Bounding boxes: the layouts' box files parsed (generated ones and TinyImageNet's real
 val_annotations.txt), normalisation, and the box features read back by TensorFlow and by
-records.parse_example."""
+recordio.parse_example."""
 
 import math
 import re
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from imagenet_tfrecords import boxes, records
+from imagenet_tfrecords import boxes, recordio, records
 from imagenet_tfrecords.fs import Location
 from imagenet_tfrecords.layouts.tinyimagenet import parse_val_annotations, parse_wnids
 from imagenet_tfrecords.plan import MetadataError
@@ -322,7 +322,7 @@ def test_boxes_inside_the_image_are_kept_as_they_are(case):
     )
 
 
-# box_entries: the features as TensorFlow and records.parse_example read them
+# box_entries: the features as TensorFlow and recordio.parse_example read them
 
 
 def record_with(entries: bytes, *, label: int = 1) -> bytes:
@@ -360,7 +360,7 @@ def test_box_entries_read_back_by_tensorflow_and_parse_example(tmp_path):
         assert ex[key].dtype == np.float32 and ex[key].tolist() == expected[key]
     assert ex[records.LABEL_KEY].dtype == np.int64 and ex[records.LABEL_KEY].tolist() == expected[records.LABEL_KEY]
     assert ex["label"] == 1 and ex["filename"] == b"val/images/val_0.JPEG"  # the other features intact
-    parsed = records.parse_example(record)
+    parsed = recordio.parse_example(record)
     assert {k: parsed[k] for k in expected} == expected
 
 
@@ -370,7 +370,7 @@ def test_no_boxes_give_empty_lists(tmp_path):
         assert (clipped, dropped) == (0, len(given_boxes))
         ex = parse_with_tensorflow(record_with(entries, label=-1))
         assert all(ex[k].size == 0 for k in records.BOX_SCHEMA) and ex["label"] == -1
-        parsed = records.parse_example(record_with(entries))
+        parsed = recordio.parse_example(record_with(entries))
         assert all(parsed[k] == [] for k in records.BOX_SCHEMA)
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from imagenet_tfrecords import records
+from imagenet_tfrecords import recordio, records
 from imagenet_tfrecords.convert import Options, convert
 from imagenet_tfrecords.layouts import build_plan
 from imagenet_tfrecords.sample import write_sample
@@ -126,7 +126,7 @@ def _check_published(out: Path) -> dict[str, tuple[int, int]]:
     for shard in sorted(out.rglob("*.tfrecord")):
         rel = shard.relative_to(out).as_posix()
         with open(shard, "rb") as f:
-            count = sum(1 for _ in records.iter_records(f))  # framing and CRC32C of every record
+            count = sum(1 for _ in recordio.iter_records(f))  # framing and CRC32C of every record
         assert _tf_count(shard) == count, rel  # and TensorFlow's own reader and parser
         recorded = out / "_work" / f"{shard.name}.json"
         if recorded.exists():
@@ -240,8 +240,8 @@ def test_a_flipped_byte_in_a_finished_shard_is_found_and_the_shard_rewritten(sam
     offset = {"length field": 3, "image bytes": len(data) // 2, "last checksum": len(data) - 1}[where]
     data[offset] ^= 0x01
     victim.write_bytes(bytes(data))  # same size, same record count when framing is read without CRCs
-    with open(victim, "rb") as f, pytest.raises(records.CorruptShard):
-        records.count_records(f)
+    with open(victim, "rb") as f, pytest.raises(recordio.CorruptShard):
+        recordio.count_records(f)
     others = [p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.tfrecord") if p != victim]
     stamps = _stamps(tmp_path, others)
     results = _run(sample_dir, tmp_path)

@@ -15,7 +15,7 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from imagenet_tfrecords import records
+from imagenet_tfrecords import recordio, records
 from imagenet_tfrecords.fs import Entry, Location
 from imagenet_tfrecords.layouts.tinyimagenet import parse_val_annotations, parse_wnids, parse_words
 from imagenet_tfrecords.listing import listed_rows, pack, train_shards
@@ -175,7 +175,7 @@ def test_records_read_back_with_tensorflow(batch):
         path = Path(d) / "shard.tfrecord"
         path.write_bytes(b"".join(records.frame(e) for e in encoded))
         with open(path, "rb") as f:
-            assert list(records.iter_records(f)) == encoded
+            assert list(recordio.iter_records(f)) == encoded
         spec = records.feature_spec()
         read = list(tf.data.TFRecordDataset(str(path)))
     assert len(read) == len(batch)

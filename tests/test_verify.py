@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-from imagenet_tfrecords.records import SCHEMA, encode_example, frame, parse_example
+from imagenet_tfrecords.recordio import parse_example
+from imagenet_tfrecords.records import SCHEMA, encode_example, frame
 
 from .conftest import run_cli
 

@@ -25,7 +25,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass
 from functools import cached_property
 
-from . import boxes, formats, records
+from . import boxes, formats, recordio, records
 from .archive import read_sources
 from .fs import Location, publish
 from .image import DEFAULT_MAX_PIXELS, RESIZE_MODES, SQUASH, BadImage, Resize, resize_of
@@ -304,9 +304,9 @@ def _finished(out: Location, file: str, fingerprint: str) -> dict | None:
         if index.size() != stats["index_bytes"]:
             return None
         with target.fs.open(target.path, "rb") as f:
-            if records.count_records(f) != stats["records"]:
+            if recordio.count_records(f) != stats["records"]:
                 return None
-    except (ValueError, KeyError, TypeError, records.CorruptShard):
+    except (ValueError, KeyError, TypeError, recordio.CorruptShard):
         return None
     stats["resumed"] = True
     return stats

@@ -35,7 +35,7 @@ from typing import NamedTuple
 import numpy as np
 import simplejpeg
 
-from . import records
+from . import recordio, records
 from .image import (
     BadImage,
     Resize,
@@ -278,7 +278,7 @@ def record_size(fmt: str, record: bytes) -> tuple[int, int]:
     """(height, width) of a serialized record's image, without decoding its pixels: seed's height and
     width, the JPEG header of tf-models and tfds (ValueError when it has none; KeyError, IndexError
     naming a missing feature)."""
-    ex = records.parse_example(record)
+    ex = recordio.parse_example(record)
     if fmt == SEED:
         return ex["height"][0], ex["width"][0]
     try:
@@ -305,7 +305,7 @@ def decode_record(fmt: str, record: bytes) -> Record:
     Raises KeyError or IndexError naming a missing feature, ValueError for pixels that do not fit
     (seed) or a JPEG that does not decode.
     """
-    ex = records.parse_example(record)
+    ex = recordio.parse_example(record)
     image_key, label_key, name_key = _KEYS[fmt]
     label, name = ex[label_key][0], ex[name_key][0].decode(errors="replace") if ex.get(name_key) else ""
     if fmt == SEED:

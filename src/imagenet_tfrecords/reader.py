@@ -11,7 +11,8 @@ from .fs import Location, MissingPackageError
 from .image import fixed_size
 from .output import check_complete
 from .plan import SPLITS
-from .records import CorruptShard, feature_spec, iter_records, parse_index
+from .recordio import CorruptShard, iter_records, parse_index
+from .records import feature_spec
 from .stats import INFO_FILE, read_info
 
 
@@ -109,7 +110,7 @@ def _opener(files: list[str]):
     """A function: shard name (a string tensor) -> tf.data.Dataset of its serialized records.
 
     TensorFlow's TFRecordDataset when TensorFlow can open every file; otherwise the shards are
-    streamed through fsspec and unframed by records.iter_records (CRCs checked).
+    streamed through fsspec and unframed by recordio.iter_records (CRCs checked).
     """
     tf = tensorflow()
 

@@ -7,7 +7,7 @@ grid of sample images decoded back from the written records, and the rejects. Ev
 inline (``data:`` URIs) and there is no script, so it renders as a Kubeflow HTML artifact, in a
 mail or offline.
 
-Records are read with ``records.iter_records`` and a small reader of the protobuf wire
+Records are read with ``recordio.iter_records`` and a small reader of the protobuf wire
 format, so building the report never imports TensorFlow.
 """
 
@@ -26,7 +26,7 @@ from . import formats
 from .fs import Location
 from .image import resize_text
 from .plan import SPLITS
-from .records import CorruptShard, iter_records
+from .recordio import CorruptShard, iter_records
 from .stats import read_info
 
 SAMPLES_PER_SPLIT = 8

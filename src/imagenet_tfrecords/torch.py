@@ -2,7 +2,7 @@
 
 ``TFRecordImages(source, split)`` is a ``torch.utils.data.IterableDataset`` of ``(image, label)``:
 ``image`` a uint8 tensor [H, W, 3], ``label`` an int as stored (-1 for test), in every format. Records
-are unframed by ``records.iter_records`` (both CRC32C checksums checked) and decoded by
+are unframed by ``recordio.iter_records`` (both CRC32C checksums checked) and decoded by
 ``formats.decode_record`` (the JPEG of tf-models and tfds records by libjpeg-turbo). Files are read
 through fsspec, so local paths, gs:// and s3:// all work.
 
@@ -27,7 +27,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from . import formats
 from .fs import Location
 from .reader import dataset_info
-from .records import CorruptShard, iter_records, parse_index
+from .recordio import CorruptShard, iter_records, parse_index
 
 _BLOCK = 256  # records: with shuffle, a part's ranges are cut into blocks of this size read in a random order
 
