@@ -18,7 +18,8 @@ from PIL import Image
 from imagenet_tfrecords import tasks
 from imagenet_tfrecords.convert import Options
 from imagenet_tfrecords.recordio import iter_records, parse_example
-from imagenet_tfrecords.report import build_report, decode_any, run_metrics
+from imagenet_tfrecords.report import build_report, decode_any
+from imagenet_tfrecords.stats import run_metrics
 from imagenet_tfrecords_kfp.compile import COMPILED
 
 from .conftest import read_records, read_split, run_cli

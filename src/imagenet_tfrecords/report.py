@@ -1,4 +1,4 @@
-"""A self-contained HTML report of a converted dataset, and the run's metrics.
+"""A self-contained HTML report of a converted dataset.
 
 The report is built from an output root: ``dataset_info.json`` (``conversion_info.json`` in the
 tfds format), ``labels.txt`` and the TFRecord shards themselves, in any format. It shows records
@@ -27,7 +27,7 @@ from .fs import Location
 from .image import resize_text
 from .plan import SPLITS
 from .recordio import CorruptShard, iter_records
-from .stats import read_info
+from .stats import read_info, throughput
 
 SAMPLES_PER_SPLIT = 8
 MAX_ROWS = 200
@@ -84,42 +84,6 @@ def read_samples(
 
 
 # --- metrics -----------------------------------------------------------------------------
-
-
-def throughput(info: dict) -> dict:
-    """Records, summed shard seconds, images/s per worker and, when known, over the last run's wall
-    time: the records that run converted (a resumed shard was converted earlier), not all records."""
-    records = sum(s["num_records"] for s in info["splits"].values())
-    seconds = sum(s.get("seconds", 0.0) for s in info["splits"].values())
-    out = {"records": records, "shard_seconds": round(seconds, 3)}
-    if seconds > 0:
-        out["images_per_second_per_worker"] = round(records / seconds, 1)
-    run = info.get("run", {})
-    if run.get("wall_seconds"):
-        out["wall_seconds"] = run["wall_seconds"]
-        out["shards_resumed"] = run["shards_resumed"]
-        if run["records_converted"]:
-            out["images_per_second"] = round(run["records_converted"] / run["wall_seconds"], 1)
-    return out
-
-
-def run_metrics(info: dict) -> dict[str, float]:
-    """The numbers a Kubeflow Metrics artifact shows for a finished conversion."""
-    m: dict[str, float] = {}
-    for split, s in info["splits"].items():
-        m[f"{split}_records"] = s["num_records"]
-        m[f"{split}_rejected"] = s["rejected"]
-        m[f"{split}_skipped"] = s["skipped"]
-    m["records_total"] = sum(s["num_records"] for s in info["splits"].values())
-    m["rejected_total"] = info["rejected"]
-    m["skipped_total"] = sum(s["skipped"] for s in info["splits"].values())
-    m["converted_to_rgb"] = sum(sum(s["converted"].values()) for s in info["splits"].values())
-    m["bytes_total"] = sum(s["num_bytes"] for s in info["splits"].values())
-    t = throughput(info)
-    for key in ("shard_seconds", "images_per_second_per_worker", "wall_seconds", "images_per_second"):
-        if key in t:
-            m[key] = t[key]
-    return m
 
 
 # --- HTML --------------------------------------------------------------------------------

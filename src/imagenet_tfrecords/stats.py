@@ -1,4 +1,5 @@
-"""Merge per-shard statistics into the files that describe the converted dataset.
+"""Merge per-shard statistics into the files that describe the converted dataset, and the run's
+throughput and metrics (``run_metrics``: a Kubeflow Metrics artifact's numbers) derived from them.
 
 Written under the output root:
 
@@ -202,3 +203,39 @@ def check_rejects(info: dict, max_reject_fraction: float) -> None:
             f"above the allowed {max_reject_fraction:.1%} (--max-reject-fraction, pipeline parameter "
             f"max_reject_fraction); top reasons: {top}{more}; see rejects.tsv"
         )
+
+
+def throughput(info: dict) -> dict:
+    """Records, summed shard seconds, images/s per worker and, when known, over the last run's wall
+    time: the records that run converted (a resumed shard was converted earlier), not all records."""
+    records = sum(s["num_records"] for s in info["splits"].values())
+    seconds = sum(s.get("seconds", 0.0) for s in info["splits"].values())
+    out = {"records": records, "shard_seconds": round(seconds, 3)}
+    if seconds > 0:
+        out["images_per_second_per_worker"] = round(records / seconds, 1)
+    run = info.get("run", {})
+    if run.get("wall_seconds"):
+        out["wall_seconds"] = run["wall_seconds"]
+        out["shards_resumed"] = run["shards_resumed"]
+        if run["records_converted"]:
+            out["images_per_second"] = round(run["records_converted"] / run["wall_seconds"], 1)
+    return out
+
+
+def run_metrics(info: dict) -> dict[str, float]:
+    """The numbers a Kubeflow Metrics artifact shows for a finished conversion."""
+    m: dict[str, float] = {}
+    for split, s in info["splits"].items():
+        m[f"{split}_records"] = s["num_records"]
+        m[f"{split}_rejected"] = s["rejected"]
+        m[f"{split}_skipped"] = s["skipped"]
+    m["records_total"] = sum(s["num_records"] for s in info["splits"].values())
+    m["rejected_total"] = info["rejected"]
+    m["skipped_total"] = sum(s["skipped"] for s in info["splits"].values())
+    m["converted_to_rgb"] = sum(sum(s["converted"].values()) for s in info["splits"].values())
+    m["bytes_total"] = sum(s["num_bytes"] for s in info["splits"].values())
+    t = throughput(info)
+    for key in ("shard_seconds", "images_per_second_per_worker", "wall_seconds", "images_per_second"):
+        if key in t:
+            m[key] = t[key]
+    return m

@@ -60,7 +60,7 @@ def aggregate_stats(
             rejects and skipped images.
     """
     from imagenet_tfrecords.convert import Options
-    from imagenet_tfrecords.report import run_metrics
+    from imagenet_tfrecords.stats import run_metrics
     from imagenet_tfrecords.tasks import aggregate_step
 
     options = Options(
