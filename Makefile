@@ -25,7 +25,7 @@ KFP_PIN := $(shell grep -o '^kfp==[0-9][0-9.]*' images/requirements.in | cut -d=
 TORCH_PIN := torch==2.13.0
 TORCH_INDEX ?=
 
-.PHONY: install install-dev test test-fast run demo compile compile-check image image-tf lock print-image image-check lint bench bench-small clean
+.PHONY: install install-dev test test-fast run demo compile compile-check image image-tf lock print-image image-check lint bench bench-small docs clean
 
 # What 'make run' needs: the converter, kfp and the object-store clients, no TensorFlow.
 install: $(STAMP)
@@ -94,6 +94,22 @@ image-check: install-dev
 lint: install-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# docs/cli.md from the parser (tests/test_docs.py fails when it is stale), docs/report.png from the report of a
+# fresh conversion of the sample, screenshotted by headless Chromium (apt-get install chromium).
+CHROMIUM ?= $(shell command -v chromium || command -v chromium-browser)
+DOCS_BUILD ?= /tmp/imagenet-tfrecords
+docs: install
+	env -u IMAGENET_TFRECORDS_IMAGE $(PY) -m imagenet_tfrecords.clidoc docs/cli.md
+	rm -rf $(DOCS_BUILD) && mkdir -p $(DOCS_BUILD)
+	cd $(DOCS_BUILD) && $(CURDIR)/$(BIN)/imagenet-tfrecords sample --output sample >/dev/null
+	cd $(DOCS_BUILD) && $(CURDIR)/$(BIN)/imagenet-tfrecords convert --data sample --output tfrecords
+	@test -n "$(CHROMIUM)" || { echo "headless Chromium is needed for docs/report.png: apt-get install chromium" >&2; exit 1; }
+	$(CHROMIUM) --headless --no-sandbox --disable-gpu --no-first-run --disable-background-networking \
+	  --disable-component-update --disable-sync --force-device-scale-factor=1 --force-color-profile=srgb \
+	  --hide-scrollbars --user-data-dir=$(DOCS_BUILD)/chromium --window-size=1200,1060 \
+	  --screenshot=$(CURDIR)/docs/report.png file://$(DOCS_BUILD)/tfrecords/report.html 2>/dev/null
+	@echo "wrote docs/cli.md and docs/report.png"
 
 bench: install-dev
 	$(PY) benchmarks/bench.py $(BENCH_ARGS)

@@ -109,12 +109,12 @@ def test_tfds_records_and_box_free_layouts_carry_no_box_keys(sample_dir, tmp_pat
     assert not any(k.startswith("image/object") for k in tf.train.Example.FromString(raw.numpy()).features.feature)
 
 
-def test_the_readme_box_table_is_the_schema():
+def test_the_documented_box_table_is_the_schema():
     from imagenet_tfrecords.records import BOX_SCHEMA
 
     from .conftest import ROOT
 
-    table = (ROOT / "README.md").read_text().split("#### Bounding boxes", 1)[1].split("\n\n", 3)[2]
+    table = (ROOT / "docs" / "formats.md").read_text().split("## Bounding boxes", 1)[1].split("\n\n", 3)[2]
     rows = [[c.strip().strip("`") for c in line.strip("|").split("|")] for line in table.splitlines()[2:]]
     assert {key: (kind, meaning.replace("`", "")) for key, kind, meaning in rows} == {
         k: (kind, meaning) for k, (kind, meaning) in BOX_SCHEMA.items()
