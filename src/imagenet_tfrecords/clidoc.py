@@ -48,7 +48,8 @@ one-line cause and exits with the code above; local runs never retry (a failure 
 deterministic). `verify` checks, without TensorFlow, that the output is complete, every shard's
 framing, both CRC32C checksums of every record, its index, its size, the counts against `sizes.txt`
 and `dataset_info.json`, and that no file is in the split folders (or named `*.tfrecord*` in the
-root) that `dataset_info.json` does not list; errors name the shard and record. `verify --tf` also
+root) that `dataset_info.json` does not list, and with a resize every image's size against it; errors
+name the shard and record. `verify --tf` also
 parses every record with TensorFlow and checks the image and one-hot sizes. Sizes in the report are
 binary (KiB, MiB, GiB). Nothing is left in the temporary folder.
 """
