@@ -136,7 +136,7 @@ STEP_YAMLS = ROOT / "components"
 
 def _pipeline_from_step_yamls(task_yaml: str | None = None):
     """The committed pipeline's shape, wired from components/*.yaml as a user reusing them would, with the
-    caching, resources and retries the committed pipeline sets (the README shows the same)."""
+    caching, resources and retries the committed pipeline sets (docs/cluster.md shows the same)."""
     from kfp import components
 
     from imagenet_tfrecords_kfp.pipelines import tinyimagenet_to_tfrecords as p
