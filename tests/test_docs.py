@@ -60,12 +60,23 @@ def test_every_command_and_option_the_readme_names_exists():
     assert {"make", "run", "convert", "verify", "sample", "compile", "submit"} <= seen
 
 
-def test_the_readme_links_resolve():
-    for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
-        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", page.read_text()):
-            if "://" in target or target == "docs/architecture.md":  # architecture.md: written on its own
+def _anchors(page: Path) -> set[str]:
+    """GitHub's anchors of a page's headings: lower case, punctuation dropped, spaces as hyphens."""
+    headings = re.findall(r"^#+ (.+)$", page.read_text(), re.M)
+    return {re.sub(r"[^\w\- ]", "", h.lower()).replace(" ", "-") for h in headings}
+
+
+def test_the_docs_links_resolve():
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "benchmarks" / "README.md"]
+    pages += [ROOT / "components" / "README.md", ROOT / "pipelines" / "README.md"]
+    for page in pages:
+        for target, anchor in re.findall(r"\]\(([^)#\s]*)(?:#([^)\s]*))?\)", page.read_text()):
+            if "://" in target or target.endswith("architecture.md"):  # architecture.md: written on its own
                 continue
-            assert (page.parent / target).exists(), f"{page.name} links to {target}, which does not exist"
+            linked = (page.parent / target) if target else page
+            assert linked.exists(), f"{page.name} links to {target}, which does not exist"
+            if anchor and linked.suffix == ".md":
+                assert anchor in _anchors(linked), f"{page.name} links to {target}#{anchor}: no such heading"
 
 
 def test_docs_cli_md_is_generated_from_the_parser():
