@@ -3,7 +3,7 @@ every format builds its records from (boxes included), and the TFRecord framing 
 them back).
 
 Each record is a serialized ``tf.train.Example`` with the features of ``SCHEMA`` (the one
-definition: dataset_info.json's "features" and the README's table are checked against it).
+definition: dataset_info.json's "features" and docs/formats.md's table are checked against it).
 
 The Example protobuf and the TFRecord framing (length, masked CRC32C of the length, data,
 masked CRC32C of the data) are encoded by hand: the conversion workers never pay the
