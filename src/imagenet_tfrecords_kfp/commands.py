@@ -19,18 +19,15 @@ import time
 import warnings
 
 from imagenet_tfrecords import lock
+from imagenet_tfrecords.arguments import add_conversion_args, new_file, options_of, whole_number
 from imagenet_tfrecords.cli import (
     EXIT_BAD_INPUT,
     EXIT_INTERNAL,
     EXIT_INTERRUPTED,
     CommandError,
     _progress,
-    add_conversion_args,
     layout_line,
-    new_file,
-    options_of,
     print_summary,
-    whole_number,
 )
 from imagenet_tfrecords.fs import BadOutput, Location
 from imagenet_tfrecords.layouts import check_locations, check_output_for
