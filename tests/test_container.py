@@ -260,8 +260,10 @@ def test_a_killed_conversion_container_resumes_on_the_next_run(image, tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
-    before = _published(out)
-    assert 3 <= len(before) < len(_published(ref)), "the container was killed after its last shard"
+    # finished: the shard's statistics, written last, are under _work/ (a shard killed between its publication
+    # and its statistics is converted again, as it should be)
+    before = {k: v for k, v in _published(out).items() if (out / "_work" / f"{k.rsplit('/', 1)[-1]}.json").exists()}
+    assert 2 <= len(before) < len(_published(ref)), "the container was killed after its last shard"
     assert proc.returncode == 5, stderr
     print(f"killed with {len(before)} of {len(_published(ref))} shards published: {stderr.strip().splitlines()[-1]}")
     assert "convert_shards" in stderr and "killed" in stderr, stderr
