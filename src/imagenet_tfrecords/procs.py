@@ -47,6 +47,7 @@ def stop_pool(pool) -> None:
 
 
 _terminated = False
+_main = 0  # the process that turned SIGTERM into KeyboardInterrupt
 _forking = 0  # >0 while this process forks: Python only prints an exception raised in an at-fork callback
 
 
@@ -66,6 +67,8 @@ os.register_at_fork(before=_fork_starts, after_in_parent=_fork_ends, after_in_ch
 
 def _interrupt(signum, frame):
     global _terminated
+    if os.getpid() != _main:  # a worker forked before its worker_init: die as SIGTERM kills it there
+        os._exit(128 + signum)
     _terminated = True
     if not _forking:  # else check_terminated raises it once the fork is over
         raise KeyboardInterrupt
@@ -73,6 +76,8 @@ def _interrupt(signum, frame):
 
 def interrupt_on_sigterm() -> None:
     """From now on SIGTERM raises KeyboardInterrupt in the main thread, as Ctrl-C does."""
+    global _main
+    _main = os.getpid()
     signal.signal(signal.SIGTERM, _interrupt)
 
 
