@@ -137,10 +137,13 @@ def task_summary(results: list[dict], started: float, finished: float) -> dict:
     }
 
 
-def finish(plan: Plan, output_url: str, options: Options, tasks: list[dict]) -> tuple[dict, str]:
+def finish(
+    plan: Plan, output_url: str, options: Options, tasks: list[dict], max_reject_fraction: float | None = None
+) -> tuple[dict, str]:
     """Merge the shards' statistics; write sizes.txt, labels.txt, dataset_info.json, rejects.tsv and
     report.html under ``output_url`` (and TFDS's metadata in the tfds format), then mark the output
-    complete; return (dataset_info, report HTML).
+    complete, or rejected when more than ``max_reject_fraction`` of the inputs were rejected (None:
+    no limit); return (dataset_info, report HTML).
 
     ``tasks`` are the conversion tasks' summaries (task_summary): dataset_info's "run" says what
     this run converted and kept, and its wall time, first task start to last task end (pods'
@@ -160,7 +163,8 @@ def finish(plan: Plan, output_url: str, options: Options, tasks: list[dict]) -> 
     stats.write_reports(plan, info, output_url)
     html = build_report(output_url, info=info)
     Location.of(output_url).child("report.html").write_text(html)
-    output.mark_complete(output_url)  # last
+    too_many = stats.over_rejects(info, float(max_reject_fraction)) if max_reject_fraction is not None else None
+    output.mark_complete(output_url, rejected=too_many or "")  # last
     return info, html
 
 
@@ -178,6 +182,7 @@ def convert_dataset(
     on_plan=None,
     on_done=None,
     take_over_lease: bool = False,
+    max_reject_fraction: float | None = None,
 ) -> tuple[dict, dict]:
     """The whole conversion in this process, through the same steps as the pipeline: check and claim
     the output, plan (slices included, ``max_tasks`` of them), mark the output incomplete, convert
@@ -191,7 +196,8 @@ def convert_dataset(
 
     The output is held for this run from the checks to the reports (lock.hold): another run
     writing it is refused before any work; ``take_over_lease`` takes over a live lease on an object
-    store (its holder is dead).
+    store (its holder is dead). An output with more than ``max_reject_fraction`` of its inputs
+    rejected is marked "rejected", not "complete" (None: no limit); the caller raises TooManyRejects.
     """
     options = options or Options()
     formats.check_file_names(options.format, data_url)  # (before any work)
@@ -216,7 +222,8 @@ def convert_dataset(
 
         results = convert(plan, shards, output_url, options, workers=workers, on_done=done, count=len(plan.shards))
         writer.check()
-        info, _ = finish(plan, output_url, options, [task_summary(results, since, time.time())])
+        summary = [task_summary(results, since, time.time())]
+        info, _ = finish(plan, output_url, options, summary, max_reject_fraction)
     return plan, info
 
 
@@ -230,10 +237,11 @@ def aggregate_step(
     sizes_path: str,
     report_path: str,
 ) -> dict:
-    """Write the reports under ``output_url`` and into the artifacts; fail on too many rejects."""
+    """Write the reports under ``output_url`` and into the artifacts; fail on too many rejects (the
+    output is then marked "rejected", see finish)."""
     plan = _read_plan(plan_path)
     with lock.hold(output_url, run=plan.run or None) as writer:  # the run ends here: its lease goes
-        info, html = finish(plan, output_url, options, tasks)
+        info, html = finish(plan, output_url, options, tasks, float(max_reject_fraction))
         writer.check()
     # The Dataset artifact describes the TFRecords under output_url (dataset_info.json names
     # the shards relative to its "root"), so the next step can read them with reader.load().
