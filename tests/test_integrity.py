@@ -411,3 +411,26 @@ def test_the_pipelines_aggregate_step_marks_an_output_over_its_reject_fraction_r
     assert _marker(Path(out))["state"] == "rejected"
     tasks.aggregate_step(*paths[:4], 0.05, *paths[5:])
     assert _marker(Path(out))["state"] == "complete"
+
+
+# --- a re-run with another format or size says what it removed ---------------------------------------------
+
+
+def test_a_rerun_with_another_format_or_resize_says_what_it_removed(sample_dir, tmp_path):
+    out = tmp_path / "out"
+    p = _convert(sample_dir, out, "--train-shards", "2")
+    assert "removed" not in p.stdout
+    n = sum(len(s["shards"]) for s in json.loads((out / "dataset_info.json").read_text())["splits"].values())
+    p = _convert(sample_dir, out, "--train-shards", "2", "--format", "tf-models")
+    assert p.stdout.splitlines()[0] == (
+        f"removed {n} shards of an earlier run (format seed, images at their own size): this run writes format "
+        "tf-models, images at their own size"
+    )
+    p = _convert(sample_dir, out, "--train-shards", "2", "--format", "tf-models", "--resize", "32x24")
+    assert p.stdout.splitlines()[0] == (
+        f"removed {n} shards of an earlier run (format tf-models, images at their own size): this run writes format "
+        "tf-models, images resized to 32x24 (width x height, squash)"
+    )
+    p = _convert(sample_dir, out, "--train-shards", "2", "--format", "tf-models", "--resize", "32x24")
+    assert "removed" not in p.stdout and "nothing to convert" in p.stdout
+    run_cli("verify", out)

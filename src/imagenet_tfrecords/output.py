@@ -287,17 +287,19 @@ def release_new(out_url: str) -> None:
             os.rmdir(folder)
 
 
-def mark_writing(out_url: str, files: list[str], fmt: str) -> list[str]:
+def mark_writing(out_url: str, files: list[str], fmt: str, replace=()) -> list[str]:
     """Say the output is being written, then remove what earlier runs recorded and this run does not
     write (``files``: every file this run writes, relative to the root); return the files removed.
 
-    The marker lists both runs' files while they are removed, so an interrupted removal is finished
-    by the next run.
+    ``replace``: files of earlier runs that this run writes anew and that go first (the same names,
+    another format or size). The marker lists both runs' files while they are removed, so an
+    interrupted removal is finished by the next run.
     """
     out = Location.of(out_url)
     earlier = set(claim(out_url))
     files = set(files)
-    stale = sorted(rel for rel in earlier - files if rel != MARKER and rel.split("/", 1)[0] != WORK_DIR)
+    gone = (earlier - files) | (earlier & set(replace))
+    stale = sorted(rel for rel in gone if rel != MARKER and rel.split("/", 1)[0] != WORK_DIR)
     for rel in stale:  # (before any change)
         if _is_folder(out, rel):
             raise DamagedMarker(

@@ -14,8 +14,10 @@ import time
 from . import formats, lock, output, stats
 from .convert import Options, convert, index_file, recorded_stats
 from .fs import Location
+from .image import resize_text
 from .layouts import AUTO, build_plan, check_locations
 from .plan import DEFAULT_SHARD_SIZE, MIXED, Plan, read_slice, stream_slices, write_slices
+from .records import INDEX_SUFFIX
 from .report import build_report
 
 
@@ -40,11 +42,53 @@ def claim(data_url: str, output_url: str, layout: str = AUTO) -> str:
     return name
 
 
-def begin_writing(plan: Plan, output_url: str, fmt: str) -> None:
+def begin_writing(plan: Plan, output_url: str, fmt: str, options: Options | None = None) -> None:
     """Mark the output incomplete and remove what earlier runs wrote there that this plan does not
-    make (another plan's or format's shards and reports): a ``*.tfrecord`` glob never mixes them."""
+    make (another plan's or format's shards and reports): a ``*.tfrecord`` glob never mixes them.
+
+    When the earlier output was of another format or (``options`` given) another resize, its shards
+    are removed even where this run writes the same names, and one line says what was removed.
+    """
     shards = [formats.shard_file(s, fmt, plan.data) for s in plan.shards]
-    output.mark_writing(output_url, shards + [index_file(f) for f in shards] + stats.report_files(fmt), fmt)
+    earlier = _earlier_output(output_url)
+    replace: list[str] = []
+    if earlier is not None:
+        resize = options.resizing() if options is not None else None
+        now = (fmt, resize.record() if resize else None) if options is not None else (fmt, earlier[1])
+        if earlier[:2] != now:
+            replace = earlier[2]
+    files = shards + [index_file(f) for f in shards] + stats.report_files(fmt)
+    removed = output.mark_writing(output_url, files, fmt, replace=replace)
+    gone = [f for f in removed if ".tfrecord" in f and not f.endswith(INDEX_SUFFIX)]
+    if gone and replace:
+        was = f"format {earlier[0]}, {_size_words(earlier[1])}"
+        now_words = f"format {fmt}" + (f", {_size_words(resize.record() if resize else None)}" if options else "")
+        print(f"removed {len(gone)} shards of an earlier run ({was}): this run writes {now_words}")
+
+
+def _size_words(resize: dict | None) -> str:
+    return f"images resized to {resize_text(resize)}" if resize else "images at their own size"
+
+
+def _earlier_output(output_url: str) -> tuple[str, dict | None, list[str]] | None:
+    """(format, resize record, shard and index files) of the output an earlier run completed at
+    ``output_url``, from its dataset_info.json; None when there is none (or it cannot be read)."""
+    try:
+        info = stats.read_info(Location.of(output_url))
+    except stats.IncompleteConversion:
+        return None
+    if info is None:
+        return None
+    files = [
+        f
+        for s in info["splits"].values()
+        if isinstance(s, dict)
+        for shard in s.get("shards", [])
+        if isinstance(shard, dict)
+        for f in (shard.get("file"), shard.get("index"))
+        if isinstance(f, str)
+    ]
+    return formats.of_info(info), info.get("resize"), files
 
 
 def plan_step(
@@ -207,7 +251,7 @@ def convert_dataset(
             data_url, layout=name, shard_size=shard_size, train_order=train_order, train_shards=train_shards
         )
         plan.run = writer.run
-        begin_writing(plan, output_url, options.format)
+        begin_writing(plan, output_url, options.format, options)
         # One slice by default, as `imagenet-tfrecords run` plans; each shard is converted as its
         # slice line is written, rather than after every slice is written and read back.
         shards = stream_slices(plan, output_url, max_tasks)
