@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,8 @@ from imagenet_tfrecords import output, tasks
 from imagenet_tfrecords.convert import Options
 
 from .conftest import CLI, run_cli
+from .test_object_stores import GcsBucket, S3Bucket, _url
+from .test_ownership import checksums
 
 
 def _convert(data, out, *args, **kw) -> subprocess.CompletedProcess:
@@ -150,6 +153,39 @@ def test_another_librarys_dataset_folder_is_refused(maker, sample_dir, tmp_path,
     assert p.returncode == 3, p.stdout + p.stderr
     assert _error_line(p).startswith(f"error: {out}: not empty and not an output of imagenet-tfrecords (it holds ")
     assert _digests(out) == before
+
+
+@pytest.fixture(params=["gs", "s3"])
+def store(request):
+    """A new bucket (gs:// on the emulator, s3:// on moto)."""
+    request.getfixturevalue("store_env")
+    name = f"it-{uuid.uuid4().hex[:12]}"
+    if request.param == "gs":
+        b = GcsBucket(request.getfixturevalue("gcs_server"), name)
+    else:
+        b = S3Bucket(request.getfixturevalue("s3_server"), name)
+    b.url = lambda key: _url(b, key)
+    return b
+
+
+def test_a_save_to_disk_folder_in_a_bucket_is_refused_and_dot_files_are_nobodys(
+    store, sample_dir, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    hf = tmp_path / "hf"
+    _hf_save_to_disk(hf, tmp_path)
+    for f in hf.iterdir():
+        store.put(f"hf/{f.name}", f.read_bytes())
+    before = checksums(store, "hf")
+    p = _convert(sample_dir, store.url("hf"), check=False)
+    assert p.returncode == 3, p.stderr
+    assert _error_line(p).startswith(f"error: {store.url('hf')}: not empty and not an output of imagenet-tfrecords")
+    assert checksums(store, "hf") == before
+    store.put("dots/._notes.txt", b"\0\5\26\7AppleDouble")
+    store.put("dots/.DS_Store", b"\0\0\0\1Bud1")
+    _convert(sample_dir, store.url("dots"))
+    run_cli("verify", store.url("dots"))
 
 
 def test_an_old_output_naming_a_users_file_as_a_shard_is_refused(sample_dir, tmp_path):

@@ -35,6 +35,9 @@ def tensorflow():
     return tensorflow
 
 
+NOT_RECORDED = "its content is not the one recorded (SHA-256 differs from dataset_info.json's)"
+
+
 class VerificationError(RuntimeError):
     """The output does not match what its reports say."""
 
@@ -283,8 +286,6 @@ def _index_problem(index: Location, sizes: list[int], sha256: str | None = None)
     name = index.url.rsplit("/", 1)[-1]
     try:
         data = index.read_bytes()
-        if sha256 and hashlib.sha256(data).hexdigest() != sha256:
-            return f"index {name}: its content is not the one recorded (SHA-256 differs from dataset_info.json's)"
         entries = parse_index(data.decode("ascii"))
     except FileNotFoundError:
         return f"index {name}: file not found"
@@ -304,6 +305,8 @@ def _index_problem(index: Location, sizes: list[int], sha256: str | None = None)
         offset += size
     if len(entries) > len(sizes):
         return f"index {name}: {len(entries)} lines, the shard has {len(sizes)} records"
+    if sha256 and hashlib.sha256(data).hexdigest() != sha256:
+        return f"index {name}: {NOT_RECORDED}"
     return None
 
 
@@ -469,13 +472,13 @@ def verify(output_url: str, *, use_tf: bool = False) -> dict:
                 if not problem and "index" in shard:  # (outputs converted before indexes existed have none)
                     index_problem = _index_problem(root.child(shard["index"]), framed, shard.get("index_sha256"))
                     problems += [f"{shard['file']}: {index_problem}"] if index_problem else []
-            if shard.get("sha256") and digest and digest[0] != shard["sha256"]:
-                found = [*found, "its content is not the one recorded (SHA-256 differs from dataset_info.json's)"]
             problems += [f"{shard['file']}: {p}" for p in found]
             if n != shard["records"] and not found:
                 problems.append(f"{shard['file']}: {n} records, dataset_info.json says {shard['records']}")
             elif not found and "bytes" in shard and (size := loc.size()) != shard["bytes"]:
                 problems.append(f"{shard['file']}: {size} bytes, dataset_info.json says {shard['bytes']}")
+            elif not found and shard.get("sha256") and digest and digest[0] != shard["sha256"]:
+                problems.append(f"{shard['file']}: {NOT_RECORDED}")
             total += n
         counted[split] = total
         if int(sizes.get(split, -1)) != total:
