@@ -96,7 +96,11 @@ def test_a_dataset_info_naming_an_index_through_a_link_removes_nothing_outside(s
     ours = _digests(out)
     p = _convert(sample_dir, out, "--train-shards", "3", check=False)
     assert p.returncode == 3, p.stderr
-    assert _error_line(p).startswith(f"error: {out}: not empty and not an output of imagenet-tfrecords (")
+    assert _error_line(p) == (
+        f"error: {out}: not empty and not an output of imagenet-tfrecords (its dataset_info.json lists "
+        "'link/victim.txt' as the index of train/train-00000-of-00002.tfrecord, not the name this project gives it); "
+        "nothing was changed: choose a new or empty folder"
+    )
     assert _digests(victims) == before
     assert _digests(out) == ours  # nothing changed
 

@@ -166,9 +166,12 @@ def _legacy_files(out: Location) -> tuple[list[str] | None, str]:
     for shard in shards:
         file = shard.get("file") if isinstance(shard, dict) else None
         index = shard.get("index", f"{file}.idx") if isinstance(shard, dict) else None
-        if not _is_shard_name(fmt, file) or index != f"{file}.idx":
+        if not _is_shard_name(fmt, file):
             what = excerpt(file if isinstance(file, str) else json.dumps(shard))
             return None, f"its {name} lists {what}, not a shard name this project writes"
+        if index != f"{file}.idx":
+            what = excerpt(index if isinstance(index, str) else json.dumps(index))
+            return None, f"its {name} lists {what} as the index of {file}, not the name this project gives it"
         listed += [file, index]
     reports = stats.report_files(fmt)
     present = _walk(out)
@@ -287,13 +290,14 @@ def release_new(out_url: str) -> None:
             os.rmdir(folder)
 
 
-def mark_writing(out_url: str, files: list[str], fmt: str, replace=()) -> list[str]:
+def mark_writing(out_url: str, files: list[str], fmt: str, replace=(), **made) -> list[str]:
     """Say the output is being written, then remove what earlier runs recorded and this run does not
     write (``files``: every file this run writes, relative to the root); return the files removed.
 
     ``replace``: files of earlier runs that this run writes anew and that go first (the same names,
-    another format or size). The marker lists both runs' files while they are removed, so an
-    interrupted removal is finished by the next run.
+    another format or size). ``made``: what else the marker records of this run (its resize). The
+    marker lists both runs' files while they are removed, so an interrupted removal is finished by
+    the next run.
     """
     out = Location.of(out_url)
     earlier = set(claim(out_url))
@@ -306,7 +310,7 @@ def mark_writing(out_url: str, files: list[str], fmt: str, replace=()) -> list[s
                 f'{out.child(MARKER).url}: damaged: its "files" name {excerpt(rel)}, a folder, not a file; '
                 f"remove {MARKER} (an output is then recognised by its dataset_info.json) or choose another folder"
             )
-    _write_marker(out, WRITING, fmt, earlier | files)
+    _write_marker(out, WRITING, fmt, earlier | files, **made)
     removed = []
     for rel in stale:
         if _remove(out, rel):
@@ -318,7 +322,7 @@ def mark_writing(out_url: str, files: list[str], fmt: str, replace=()) -> list[s
                 continue  # (never through a link)
             if os.path.isdir(path) and not os.listdir(path):
                 os.rmdir(path)
-    _write_marker(out, WRITING, fmt, files)
+    _write_marker(out, WRITING, fmt, files, **made)
     return removed
 
 
@@ -361,7 +365,9 @@ def mark_complete(out_url: str, rejected: str = "") -> None:
     rejected) marks it "rejected" instead, with the reason."""
     out = Location.of(out_url)
     marker = read_marker(out) or {}
-    extra = {"rejected": rejected} if rejected else {}
+    extra = {k: v for k, v in marker.items() if k not in ("project", "state", "format", "files", "rejected")}
+    if rejected:
+        extra["rejected"] = rejected
     _write_marker(out, REJECTED if rejected else COMPLETE, marker.get("format", ""), marker.get("files", []), **extra)
 
 

@@ -47,48 +47,42 @@ def begin_writing(plan: Plan, output_url: str, fmt: str, options: Options | None
     make (another plan's or format's shards and reports): a ``*.tfrecord`` glob never mixes them.
 
     When the earlier output was of another format or (``options`` given) another resize, its shards
-    are removed even where this run writes the same names, and one line says what was removed.
+    are removed even where this run writes the same names, and one line says what was removed. (The
+    marker records the format and resize of the run writing the output: a resumed run keeps its own.)
     """
     shards = [formats.shard_file(s, fmt, plan.data) for s in plan.shards]
+    indexes = [index_file(f) for f in shards]
+    resize = options.resizing() if options is not None else None
+    now = resize.record() if resize else None
+    made = {"resize": now} if options is not None else {}
     earlier = _earlier_output(output_url)
     replace: list[str] = []
-    if earlier is not None:
-        resize = options.resizing() if options is not None else None
-        now = (fmt, resize.record() if resize else None) if options is not None else (fmt, earlier[1])
-        if earlier[:2] != now:
-            replace = earlier[2]
-    files = shards + [index_file(f) for f in shards] + stats.report_files(fmt)
-    removed = output.mark_writing(output_url, files, fmt, replace=replace)
+    if earlier is not None and (earlier[0] != fmt or (options is not None and earlier[1] != now)):
+        replace = shards + indexes
+    removed = output.mark_writing(output_url, shards + indexes + stats.report_files(fmt), fmt, replace, **made)
     gone = [f for f in removed if ".tfrecord" in f and not f.endswith(INDEX_SUFFIX)]
-    if gone and replace:
+    if gone and earlier is not None and replace:
         was = f"format {earlier[0]}, {_size_words(earlier[1])}"
-        now_words = f"format {fmt}" + (f", {_size_words(resize.record() if resize else None)}" if options else "")
-        print(f"removed {len(gone)} shards of an earlier run ({was}): this run writes {now_words}")
+        this = f"format {fmt}" + (f", {_size_words(now)}" if options is not None else "")
+        print(f"removed {len(gone)} shards of an earlier run ({was}): this run writes {this}")
 
 
 def _size_words(resize: dict | None) -> str:
     return f"images resized to {resize_text(resize)}" if resize else "images at their own size"
 
 
-def _earlier_output(output_url: str) -> tuple[str, dict | None, list[str]] | None:
-    """(format, resize record, shard and index files) of the output an earlier run completed at
-    ``output_url``, from its dataset_info.json; None when there is none (or it cannot be read)."""
+def _earlier_output(output_url: str) -> tuple[str, dict | None] | None:
+    """(format, resize record) of what earlier runs wrote at ``output_url``: the marker's, when it
+    records them, else the dataset_info.json's of a completed run; None when neither says."""
+    out = Location.of(output_url)
+    marker = output.read_marker(out) or {}
+    if marker.get("format") and "resize" in marker:
+        return marker["format"], marker["resize"]
     try:
-        info = stats.read_info(Location.of(output_url))
+        info = stats.read_info(out)
     except stats.IncompleteConversion:
         return None
-    if info is None:
-        return None
-    files = [
-        f
-        for s in info["splits"].values()
-        if isinstance(s, dict)
-        for shard in s.get("shards", [])
-        if isinstance(shard, dict)
-        for f in (shard.get("file"), shard.get("index"))
-        if isinstance(f, str)
-    ]
-    return formats.of_info(info), info.get("resize"), files
+    return (formats.of_info(info), info.get("resize")) if info is not None else None
 
 
 def plan_step(
