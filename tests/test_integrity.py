@@ -474,3 +474,27 @@ def test_a_rerun_with_another_format_or_resize_says_what_it_removed(sample_dir, 
     p = _convert(sample_dir, out, "--train-shards", "2", "--format", "tf-models", "--resize", "32x24")
     assert "removed" not in p.stdout and "nothing to convert" in p.stdout
     run_cli("verify", out)
+
+
+def test_an_interrupted_rerun_with_a_new_resize_resumes_what_it_made(sample_dir, tmp_path):
+    out = tmp_path / "out"
+    _convert(sample_dir, out)
+    done = []
+
+    def stop_after_two(stats: dict) -> None:
+        done.append(stats["file"])
+        if len(done) == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        tasks.convert_dataset(
+            str(sample_dir), str(out), Options(resize="32x24"), shard_size=16, workers=1, on_done=stop_after_two
+        )
+    assert _marker(out)["state"] == "writing" and _marker(out)["resize"] == {
+        "mode": "squash",
+        "width": 32,
+        "height": 24,
+    }
+    p = _convert(sample_dir, out, "--resize", "32x24")
+    assert "removed" not in p.stdout and ", 2 kept from an earlier run" in p.stdout, p.stdout
+    run_cli("verify", out)
