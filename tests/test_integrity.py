@@ -391,12 +391,13 @@ def test_two_shards_of_the_same_size_swapped_fail_verify_and_are_converted_again
     assert original[a["file"]] != original[b["file"]]
     (out / a["file"]).write_bytes(original[b["file"]])  # swapped: same sizes, valid framing and CRCs
     (out / b["file"]).write_bytes(original[a["file"]])
-    p = run_cli("verify", out, check=False)
-    assert p.returncode == 4, p.stderr
-    for s in (a, b):
-        assert (
-            f"{s['file']}: its content is not the one recorded (SHA-256 differs from dataset_info.json's)" in p.stderr
-        )
+    for flags in ((), ("--tf",)):
+        p = run_cli("verify", out, *flags, check=False)
+        assert p.returncode == 4, p.stderr
+        assert p.stderr.splitlines()[1:] == [
+            f"{s['file']}: its content is not the one recorded (SHA-256 differs from dataset_info.json's)"
+            for s in (a, b)
+        ], p.stderr
     p = _convert(sample_dir, out, "--shard-size", "4")
     assert f"2 shards converted, {len(shards) - 2} kept from an earlier run" in p.stdout, p.stdout
     assert {s["file"]: (out / s["file"]).read_bytes() for s in (a, b)} == original
