@@ -394,10 +394,17 @@ def test_two_shards_of_the_same_size_swapped_fail_verify_and_are_converted_again
     for flags in ((), ("--tf",)):
         p = run_cli("verify", out, *flags, check=False)
         assert p.returncode == 4, p.stderr
-        assert p.stderr.splitlines()[1:] == [
-            f"{s['file']}: its content is not the one recorded (SHA-256 differs from dataset_info.json's)"
-            for s in (a, b)
-        ], p.stderr
+        lines = p.stderr.splitlines()[1:]
+        assert len(lines) == 4, p.stderr
+        for s, (content, names) in zip((a, b), (lines[:2], lines[2:]), strict=True):
+            assert (
+                content
+                == f"{s['file']}: its content is not the one recorded (SHA-256 differs from dataset_info.json's)"
+            )
+            n = s["records"]  # each holds the other's records: none is one of its own planned inputs
+            assert names.startswith(
+                f"{s['file']}: {n} of {n} records are not of this shard's planned inputs (record 0: "
+            )
     p = _convert(sample_dir, out, "--shard-size", "4")
     assert f"2 shards converted, {len(shards) - 2} kept from an earlier run" in p.stdout, p.stdout
     assert {s["file"]: (out / s["file"]).read_bytes() for s in (a, b)} == original

@@ -5,14 +5,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 
 from . import formats
 from .credentials import check_access
 from .fs import Location, MissingPackageError, outside_root
 from .image import fixed_size
 from .output import check_complete
-from .plan import SPLITS
-from .recordio import CorruptShard, Hashing, iter_records, parse_index
+from .plan import SLICES_DIR, SPLITS, Shard
+from .recordio import CorruptShard, Hashing, iter_records, parse_example, parse_index
 from .records import feature_spec
 from .stats import INFO_FILE, read_info
 
@@ -405,6 +406,52 @@ def _outside(root: Location, rel) -> bool:
     return root.is_local and outside_root(root.child(rel).path, root.path) is not None
 
 
+def _planned_inputs(out: Location, info: dict, fmt: str) -> dict[str, frozenset[str]]:
+    """Per shard file, the inputs (paths under the dataset root) its plan converts, from the plan's
+    slices under ``_work/plan/``; empty when they are not there (or cannot be read: an output copied
+    without ``_work/``, or made before slices existed)."""
+    folder = out.child(SLICES_DIR)
+    planned: dict[str, frozenset[str]] = {}
+    try:
+        names = [e.name for e in folder.list_dir() if re.fullmatch(r"task-\d{5}\.jsonl", e.name)]
+        for name in names:
+            for line in folder.child(name).read_text().splitlines():
+                shard = Shard.from_json(json.loads(line)["shard"])
+                inputs = frozenset(f"{shard.dir}/{s.name}" for s in shard.sources or () if s.reason is None)
+                planned[formats.shard_file(shard, fmt, info.get("source", ""))] = inputs
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    return planned
+
+
+def _name_check(fmt: str, inputs: frozenset[str], odd: list[tuple[int, str]]):
+    """A check for _count_records: each record's file name against the inputs its shard was planned
+    from; (record number, name) of those that are not one of them are appended to ``odd``."""
+    key = formats.keys(fmt)[2]
+
+    def check(n: int, record: bytes) -> None:
+        try:
+            name = parse_example(record)[key][0].decode(errors="replace")
+        except (KeyError, IndexError, ValueError):
+            name = ""
+        if name not in inputs:
+            odd.append((n, name))
+
+    return check
+
+
+def _both(*checks):
+    checks = [c for c in checks if c is not None]
+    if not checks:
+        return None
+
+    def check(n: int, record: bytes) -> None:
+        for c in checks:
+            c(n, record)
+
+    return check
+
+
 def _size_check(fmt: str, resize: dict, problems: list[str]):
     """A check for _count_records: each record's image size (formats.record_size, from the record and
     the JPEG header, no decoding) against dataset_info.json's resize; problems are appended."""
@@ -432,7 +479,9 @@ def verify(output_url: str, *, use_tf: bool = False) -> dict:
     TensorFlow reads and parses every record (tf.data, tf.io.parse_example) and checks the image
     and one-hot sizes (seed) or decodes every JPEG (tf-models, tfds). Each shard's and index's
     SHA-256, when dataset_info.json records them, must be the recorded ones (a shard copied over
-    another of the same size is found). A file name dataset_info.json gives outside the output
+    another of the same size is found), and every record's file name must be one of the inputs its
+    shard was planned from (the plan's slices under ``_work/plan/``, when the output holds them). A
+    file name dataset_info.json gives outside the output
     (``..``, an absolute path, a link leaving it) is a problem, never opened. When dataset_info.json
     records a resize, every record's image size is checked against it (from the record and the JPEG
     header; with ``use_tf`` from the decoded image).
@@ -449,6 +498,7 @@ def verify(output_url: str, *, use_tf: bool = False) -> dict:
     fmt = formats.of_info(info)
     problems = _tfds_problems(out, info) if fmt == formats.TFDS else []
     problems += [f"{f}: a file dataset_info.json does not list" for f in _unlisted_files(root, info)]
+    planned = _planned_inputs(root, info, fmt)
     counted = {}
     for split in SPLITS:
         total = 0
@@ -459,15 +509,17 @@ def verify(output_url: str, *, use_tf: bool = False) -> dict:
                 continue
             loc = root.child(shard["file"])
             digest: list[str] = []
+            odd: list[tuple[int, str]] = []
+            names = _name_check(fmt, planned[shard["file"]], odd) if shard["file"] in planned else None
             if use_tf:
                 n, found = _parse_with_tf(loc, int(info["num_classes"]), fmt, info.get("resize"))
-                if not found and shard.get("sha256"):
-                    _count_records(loc, digest=digest)
+                if not found and (shard.get("sha256") or names):
+                    _count_records(loc, check=names, digest=digest)
             else:
                 framed: list[int] = []
                 sized: list[str] = []
                 check = _size_check(fmt, info["resize"], sized) if info.get("resize") else None
-                n, problem = _count_records(loc, framed, check, digest)
+                n, problem = _count_records(loc, framed, _both(check, names), digest)
                 found = sized + ([problem] if problem else [])
                 if not problem and "index" in shard:  # (outputs converted before indexes existed have none)
                     index_problem = _index_problem(root.child(shard["index"]), framed, shard.get("index_sha256"))
@@ -479,6 +531,12 @@ def verify(output_url: str, *, use_tf: bool = False) -> dict:
                 problems.append(f"{shard['file']}: {size} bytes, dataset_info.json says {shard['bytes']}")
             elif not found and shard.get("sha256") and digest and digest[0] != shard["sha256"]:
                 problems.append(f"{shard['file']}: {NOT_RECORDED}")
+            if odd and not found:
+                first, name = odd[0]
+                problems.append(
+                    f"{shard['file']}: {len(odd)} of {n} records are not of this shard's planned inputs (record "
+                    f"{first}: {name!r}, see {SLICES_DIR}/)"
+                )
             total += n
         counted[split] = total
         if int(sizes.get(split, -1)) != total:
