@@ -21,6 +21,8 @@ import pytest
 
 from imagenet_tfrecords import output, tasks
 from imagenet_tfrecords.convert import Options
+from imagenet_tfrecords.fs import InputError
+from imagenet_tfrecords.sample import write_sample
 
 from .conftest import CLI, run_cli
 from .test_object_stores import GcsBucket, S3Bucket, _url
@@ -308,10 +310,13 @@ def test_kill_9_during_the_first_marker_write_leaves_an_output_the_same_command_
 
 @pytest.mark.slow
 def test_convert_and_sample_started_together_into_one_new_folder(sample_dir, tmp_path):
+    """The CLI commands, started at once, looped: exactly one writes the folder, never a mix. (Whether a
+    loop hits the few milliseconds where both find the folder empty depends on the machine: the next
+    test makes that moment certain.)"""
     rng = random.Random(3)
     winners = []
     for attempt in range(10):
-        out = tmp_path / f"out-{attempt:02d}"
+        out = tmp_path / f"cli-{attempt:02d}"
         delay = rng.uniform(0, 0.4)
         convert = subprocess.Popen(
             [*CLI, "convert", "--data", str(sample_dir), "--output", str(out), "--workers", "1"],
@@ -327,17 +332,49 @@ def test_convert_and_sample_started_together_into_one_new_folder(sample_dir, tmp
             text=True,
         )
         (_, c_err), (_, s_err) = convert.communicate(timeout=120), sample.communicate(timeout=120)
-        codes = {"convert": convert.returncode, "sample": sample.returncode}
-        assert sorted(codes.values()) == [0, 3], (delay, codes, c_err, s_err)
-        names = set(os.listdir(out))
-        if codes["sample"] == 0:
-            winners.append("sample")
-            assert names == {"wnids.txt", "words.txt", "train", "val", "test"}, (delay, names, c_err)
-        else:
-            winners.append("convert")
-            assert "wnids.txt" not in names and _marker(out)["state"] == "complete", (delay, names, s_err)
-            run_cli("verify", out)
+        winners.append(_one_winner(out, convert.returncode, sample.returncode, f"{delay} {c_err} {s_err}"))
     print("winners:", winners)
+
+
+def _one_winner(out: Path, convert: int, sample: int, context: str) -> str:
+    """Which of convert and sample wrote ``out``; fails unless exactly one did and the folder is its alone."""
+    assert sorted((convert, sample)) == [0, 3], (context, convert, sample)
+    names = set(os.listdir(out))
+    if sample == 0:
+        assert names == {"wnids.txt", "words.txt", "train", "val", "test"}, (context, names)
+        return "sample"
+    assert "wnids.txt" not in names and _marker(out)["state"] == "complete", (context, names)
+    run_cli("verify", out)
+    return "convert"
+
+
+def test_a_conversion_claiming_the_folder_while_sample_starts_is_refused(sample_dir, tmp_path, monkeypatch):
+    """The race made certain: convert's claim runs in the middle of sample's start, between sample's
+    look at the folder and its first file. Exactly one of them may go ahead."""
+    from imagenet_tfrecords import sample as sample_module
+
+    out = tmp_path / "out"
+    convert_claim: list = []
+    draw = sample_module._class_base
+
+    def claim_meanwhile(*args):
+        if not convert_claim:
+            try:
+                output.claim(str(out))  # what convert does first
+                convert_claim.append("went ahead")
+            except InputError as e:
+                convert_claim.append(str(e))
+        return draw(*args)
+
+    monkeypatch.setattr(sample_module, "_class_base", claim_meanwhile)
+    try:
+        write_sample(str(out), classes=2, train_per_class=2, val=2, test=2)
+        sampled = "went ahead"
+    except InputError as e:
+        sampled = str(e)
+    assert [convert_claim[0], sampled].count("went ahead") == 1, (convert_claim, sampled)
+    assert convert_claim[0].startswith(f"{out}: imagenet-tfrecords sample is writing a dataset there")
+    assert set(os.listdir(out)) == {"wnids.txt", "words.txt", "train", "val", "test"}
 
 
 # --- a damaged marker's files, a dataset_info.json naming files outside -----------------------------------
