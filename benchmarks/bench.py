@@ -20,7 +20,9 @@ largest process of its tree, polled from /proc):
   worker, and the decode-only bound (at full size) against ``convert --format tf-models`` (the tf-models
   target where images are the size of ImageNet's) and against ``convert --resize 64x64`` (the resize
   target: the scaled decode saves more than the resize and the smaller writes cost); per-image cost and
-  records' bytes at full size, 64x64 and shorter side 256, for the cost model's resize rows.
+  records' bytes at full size, 64x64 and shorter side 256, for the cost model's resize rows;
+- the shards' SHA-256: ``convert`` in one process with it and without it, in turn, and SHA-256
+  alone in seconds per GB (checksum_cost.py).
 
 Writes benchmarks/results/<small|full>.json and <small|full>-workers.png, prints a table.
 Datasets are generated once under build/bench-data/<name> and reused.
@@ -35,6 +37,7 @@ import sys
 import time
 from pathlib import Path
 
+import checksum_cost
 from cost_model import ASSUMED, IMAGENET, RESIZE_SETTINGS, cost_model, import_times, per_image_costs, resize_rows
 from data import HERE, LARGE, OUT, SIZES, count_images, dataset, large_dataset, num_tasks
 from measure import CLI, NPROC, PY, Bench, machine
@@ -191,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     per_task = measure_task_overhead(bench)
     rss = measure_worker_rss(bench, args.rss_classes)
     cost = measure_cost_inputs(bench, repeat)
+    print("the shards' SHA-256: convert with and without it", flush=True)
+    checksum = checksum_cost.measure(str(data), max(repeat, 3), workers=NPROC)
 
     rows = bench.rows
     rows["decode-only bound"]["workers"] = NPROC
@@ -214,9 +219,11 @@ def main(argv: list[str] | None = None) -> int:
         "imagenet": IMAGENET,
         "cost_model": cost["cost_model"],
         "resize_cost_model": cost["resize_cost_model"],
+        "checksum_cost": checksum,
         "bench_seconds": round(time.perf_counter() - started, 1),
     }
     write_results(result, (args.output or RESULTS / f"{size}.json").resolve(), sweep)
+    print(checksum_cost.line(checksum))
     return 0
 
 

@@ -203,14 +203,14 @@ def test_an_output_made_before_markers_is_ours_by_its_dataset_info(sample_dir, t
     out = tmp_path / "out"
     _convert(sample_dir, out, "--train-shards", "6")
     (out / output.MARKER).unlink()  # as an earlier version left it
-    (out / "notes.txt").write_text("mine")
+    (out / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")  # (names starting with "." are nobody's files)
     p = _convert(sample_dir, out, "--train-shards", "6")
     assert "nothing to convert: all 10 shards kept" in p.stdout
+    (out / output.MARKER).unlink()
     _convert(sample_dir, out, "--train-shards", "3")
     assert sorted(p.name for p in (out / "train").iterdir()) == [
         f"train-0000{i}-of-00003.tfrecord{idx}" for i in range(3) for idx in ("", ".idx")
     ]
-    assert (out / "notes.txt").read_text() == "mine"
 
 
 # --- 3. incomplete is visible: an interrupted re-run of another plan ---------------------------------------

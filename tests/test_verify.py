@@ -114,9 +114,13 @@ def test_record_of_the_wrong_size_is_reported_with_tf(output):
     shard.write_bytes(b"".join(map(frame, records)))
     offsets = [sum(len(r) + 16 for r in records[:i]) for i in range(len(records))]  # and its index to match
     (output / (VAL + ".idx")).write_text("".join(f"{o} {len(records[i]) + 16}\n" for i, o in enumerate(offsets)))
-    p = _verify(output)  # framing, checksums and index are intact: only the shard's size tells
+    p = _verify(output)  # framing, CRC32Cs and index agree: the shard's size and the index's SHA-256 tell
     size = sum(len(r) + 16 for r in records)
-    assert p.stderr.splitlines()[1:] == [f"{VAL}: {size} bytes, dataset_info.json says {len(data)}"], p.stderr
+    index = VAL.rsplit("/", 1)[-1] + ".idx"
+    assert p.stderr.splitlines()[1:] == [
+        f"{VAL}: index {index}: its content is not the one recorded (SHA-256 differs from dataset_info.json's)",
+        f"{VAL}: {size} bytes, dataset_info.json says {len(data)}",
+    ], p.stderr
     p = _verify(output, "--tf")
     assert p.returncode == 4
     assert p.stderr.splitlines()[1:] == [

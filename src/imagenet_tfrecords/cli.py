@@ -78,6 +78,7 @@ def cmd_convert(args) -> int:
         train_order=args.train_order,
         train_shards=args.train_shards,
         take_over_lease=args.take_over_lease,
+        max_reject_fraction=args.max_reject_fraction,
         on_plan=on_plan,
         on_done=lambda _: bar.update(1) if bar else None,
     )

@@ -4,10 +4,12 @@ A worker streams its shard: read a file, decode it, append the framed record to 
 temporary file, move on. Memory stays flat whatever the size of a class directory. The
 finished file is published atomically (see fs.publish), then its index (``<shard file>.idx``,
 one "offset length" line per record, made from the framing as it is written), then a small JSON
-record of the shard's statistics under ``_work/``. A re-run finds that record, checks the shard
-against its recorded size, record count and checksums, its index against its recorded size, and
-that it was made from the same input files (names, sizes, change stamps), plan entry and options,
-and skips it; anything else is converted again.
+record of the shard's statistics under ``_work/``, with the SHA-256 of the shard (taken from the
+bytes as they are written) and of its index. A re-run finds that record, checks the shard against
+its recorded size, record count, CRC32C checksums and SHA-256 (another shard copied over it, even of
+the same size, is not the one recorded), its index against its recorded size and SHA-256, and that
+it was made from the same input files (names, sizes, change stamps), plan entry and options, and
+skips it; anything else is converted again.
 """
 
 from __future__ import annotations
@@ -196,8 +198,14 @@ def _write_shard(job: Job, shard: Shard, directory: Location, sources, target: L
     read_errors = 0  # inputs that could not be read (I/O), as against inputs whose content is bad
     index_lines: list[str] = []  # "offset length" of each record's framing, as written
     data_iter = read_sources(directory, [s for s in sources if s.reason is None])
+    digest = hashlib.sha256()  # of the shard's bytes, as they are written
     with publish(target) as tmp, open(tmp, "wb", buffering=1 << 16) as f:
-        write = f.write
+        write_file, hash_bytes = f.write, digest.update
+
+        def write(data: bytes) -> None:
+            hash_bytes(data)
+            write_file(data)
+
         for name, label, reason, _, given_boxes in sources:
             path = f"{shard.dir}/{name}"
             if reason is not None:
@@ -256,6 +264,8 @@ def _write_shard(job: Job, shard: Shard, directory: Location, sources, target: L
         "records": len(kept),
         "bytes": written,
         "index_bytes": len(index_data),
+        "sha256": digest.hexdigest(),
+        "index_sha256": hashlib.sha256(index_data).hexdigest(),
         "rejected": rejected,
         "skipped": skipped,
         "converted": converted,
@@ -289,8 +299,9 @@ def _finished(out: Location, file: str, fingerprint: str) -> dict | None:
     The shard is kept when it was made from the same plan entry and options, read every input it
     was to read (a shard with read errors, which may pass, is converted again), has the recorded
     size, every record's framing and CRC32C checksums are intact (a torn or bit-flipped file is
-    converted again) and its index exists with the recorded size (else the shard is converted
-    again, index and all).
+    converted again), its SHA-256 is the recorded one (not another shard copied over it; shards
+    recorded without one are converted again) and its index exists with the recorded size and
+    SHA-256 (else the shard is converted again, index and all).
     """
     recorded, target, index = stats_location(out, file), out.child(file), out.child(index_file(file))
     if not (recorded.exists() and target.exists() and index.exists()):
@@ -301,10 +312,13 @@ def _finished(out: Location, file: str, fingerprint: str) -> dict | None:
             return None
         if stats.get("fingerprint") != fingerprint or stats.get("read_errors") or target.size() != stats["bytes"]:
             return None
-        if index.size() != stats["index_bytes"]:
+        if index.size() != stats["index_bytes"] or not stats.get("sha256"):
+            return None
+        if hashlib.sha256(index.read_bytes()).hexdigest() != stats.get("index_sha256"):
             return None
         with target.fs.open(target.path, "rb") as f:
-            if recordio.count_records(f) != stats["records"]:
+            hashing = recordio.Hashing(f)
+            if recordio.count_records(hashing) != stats["records"] or hashing.hexdigest() != stats["sha256"]:
                 return None
     except (ValueError, KeyError, TypeError, recordio.CorruptShard):
         return None

@@ -387,6 +387,36 @@ def _remove_stale_temporaries(path: str) -> None:
             os.close(fd)
 
 
+def create_new(dest: Location, data: bytes) -> bool:
+    """Write the small local file ``dest`` only if nothing is there; False when something is.
+
+    The file appears complete or not at all: ``data`` goes to a temporary file in the same folder
+    (named as publish names them, so a killed writer's is removed later), which is then linked to
+    ``dest`` (link(2) fails when ``dest`` exists: of two commands creating it at once, one wins).
+    """
+    parent = os.path.dirname(dest.path)
+    try:
+        os.makedirs(parent, exist_ok=True)
+        _remove_stale_temporaries(dest.path)
+        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(dest.path)}.", suffix=".tmp", dir=parent)
+        fcntl.flock(fd, fcntl.LOCK_EX)  # (never waits: the file is new)
+    except OSError as e:
+        raise BadOutput(f"{dest.url}: cannot be written ({e.strerror or e})") from e
+    try:
+        os.fchmod(fd, 0o644)
+        os.write(fd, data)
+        os.link(tmp, dest.path)
+        return True
+    except FileExistsError:
+        return False
+    except OSError as e:
+        raise BadOutput(f"{dest.url}: cannot be written ({e.strerror or e})") from e
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+        os.close(fd)
+
+
 @contextmanager
 def publish(dest: Location) -> Iterator[str]:
     """Yield a local temporary path; when the block succeeds, move it to ``dest``.

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 
 from . import formats
 from .credentials import check_access
-from .fs import Location, MissingPackageError
+from .fs import Location, MissingPackageError, outside_root
 from .image import fixed_size
 from .output import check_complete
-from .plan import SPLITS
-from .recordio import CorruptShard, iter_records, parse_index
+from .plan import SLICES_DIR, SPLITS, Shard
+from .recordio import CorruptShard, Hashing, iter_records, parse_example, parse_index
 from .records import feature_spec
 from .stats import INFO_FILE, read_info
 
@@ -34,6 +36,9 @@ def tensorflow():
     return tensorflow
 
 
+NOT_RECORDED = "its content is not the one recorded (SHA-256 differs from dataset_info.json's)"
+
+
 class VerificationError(RuntimeError):
     """The output does not match what its reports say."""
 
@@ -51,14 +56,16 @@ def _artifact_dir(source) -> Location | None:
     )
 
 
-def dataset_info(source) -> tuple[dict, Location]:
+def dataset_info(source, allow_rejected: bool = False) -> tuple[dict, Location]:
     """(dataset_info, root of the shards) for an output URL or a kfp Dataset artifact.
 
     An output URL is its own root, so a converted folder that was moved or copied still reads.
     An artifact holds only the reports; the shards are under the "root" its dataset_info.json
     records (the pipeline's output_url), or the "root" in the artifact's metadata.
 
-    Raises output.IncompleteOutput when a conversion started changing the root and did not finish.
+    Raises output.IncompleteOutput when a conversion started changing the root and did not finish,
+    and output.RejectedOutput when it ended with more inputs rejected than it allowed (unless
+    ``allow_rejected``).
     """
     if not (hasattr(source, "path") and hasattr(source, "uri")):
         check_access(str(source))
@@ -66,10 +73,10 @@ def dataset_info(source) -> tuple[dict, Location]:
     if artifact is not None:
         info = read_info(artifact)
         root = info.get("root") or (getattr(source, "metadata", None) or {}).get("root") or artifact.url
-        check_complete(root)
+        check_complete(root, allow_rejected)
         return info, Location.of(root)
     loc = Location.of(str(source))
-    check_complete(loc.url)
+    check_complete(loc.url, allow_rejected)
     info = read_info(loc)
     if info is None:
         info_file = loc.child("dataset_info.json")
@@ -193,6 +200,7 @@ def load(
     seed: int | None = None,
     shuffle_buffer: int = 10_000,
     cycle_length: int = 16,
+    allow_rejected: bool = False,
 ):
     """A tf.data.Dataset of (image, label) for one split of a converted dataset.
 
@@ -212,10 +220,14 @@ def load(
     ``shuffle=False`` shards are read one after the other in file order (val/test order).
 
     The dataset is neither batched nor repeated: add ``.batch(n)`` and ``.prefetch``.
+
+    An output whose conversion ended with more inputs rejected than its ``--max-reject-fraction``
+    allowed is marked rejected and refused (output.RejectedOutput, naming the fraction) unless
+    ``allow_rejected=True``.
     """
     tf = tensorflow()
 
-    info, root = dataset_info(source)
+    info, root = dataset_info(source, allow_rejected)
     split_info = _split_info(info, split)
     files = [_tf_name(root.child(s["file"])) for s in split_info["shards"] if s["records"]]
     names = tf.data.Dataset.from_tensor_slices(tf.constant(files, dtype=tf.string))
@@ -239,21 +251,27 @@ def load(
     return ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
 
 
-def _count_records(loc: Location, sizes: list[int] | None = None, check=None) -> tuple[int, str | None]:
+def _count_records(
+    loc: Location, sizes: list[int] | None = None, check=None, digest: list[str] | None = None
+) -> tuple[int, str | None]:
     """(records read, the problem that stopped reading or None): framing and CRC32C, no TensorFlow.
 
     The framed size of each record read is appended to ``sizes`` when given; ``check(number, record)``
-    is called with each record when given.
+    is called with each record when given; the SHA-256 of the bytes read is appended to ``digest`` when
+    given.
     """
     n = 0
     try:
-        with open(loc.path, "rb") if loc.is_local else loc.fs.open(loc.path, "rb", block_size=8 << 20) as f:
+        with open(loc.path, "rb") if loc.is_local else loc.fs.open(loc.path, "rb", block_size=8 << 20) as raw:
+            f = Hashing(raw)
             for record in iter_records(f):
                 if check is not None:
                     check(n, record)
                 n += 1
                 if sizes is not None:
                     sizes.append(len(record) + 16)
+            if digest is not None:
+                digest.append(f.hexdigest())
     except FileNotFoundError:
         return n, "file not found"
     except OSError as e:
@@ -263,11 +281,13 @@ def _count_records(loc: Location, sizes: list[int] | None = None, check=None) ->
     return n, None
 
 
-def _index_problem(index: Location, sizes: list[int]) -> str | None:
-    """What is wrong with a shard's index given the framed sizes of the shard's records, or None."""
+def _index_problem(index: Location, sizes: list[int], sha256: str | None = None) -> str | None:
+    """What is wrong with a shard's index given the framed sizes of the shard's records (and its
+    recorded SHA-256, when there is one), or None."""
     name = index.url.rsplit("/", 1)[-1]
     try:
-        entries = parse_index(index.read_bytes().decode("ascii"))
+        data = index.read_bytes()
+        entries = parse_index(data.decode("ascii"))
     except FileNotFoundError:
         return f"index {name}: file not found"
     except OSError as e:
@@ -286,6 +306,8 @@ def _index_problem(index: Location, sizes: list[int]) -> str | None:
         offset += size
     if len(entries) > len(sizes):
         return f"index {name}: {len(entries)} lines, the shard has {len(sizes)} records"
+    if sha256 and hashlib.sha256(data).hexdigest() != sha256:
+        return f"index {name}: {NOT_RECORDED}"
     return None
 
 
@@ -375,6 +397,61 @@ def _files_below(folder: Location) -> list[str]:
     return out
 
 
+def _outside(root: Location, rel) -> bool:
+    """Whether a file name dataset_info.json gives is not a path inside the output: not a string, absolute,
+    going up (``..``), holding a NUL, or (local) reached through a link leaving the output."""
+    parts = rel.split("/") if isinstance(rel, str) else []
+    if not parts or "\x00" in rel or "" in parts or ".." in parts or "." in parts:
+        return True
+    return root.is_local and outside_root(root.child(rel).path, root.path) is not None
+
+
+def _planned_inputs(out: Location, info: dict, fmt: str) -> dict[str, frozenset[str]]:
+    """Per shard file, the inputs (paths under the dataset root) its plan converts, from the plan's
+    slices under ``_work/plan/``; empty when they are not there (or cannot be read: an output copied
+    without ``_work/``, or made before slices existed)."""
+    folder = out.child(SLICES_DIR)
+    planned: dict[str, frozenset[str]] = {}
+    try:
+        names = [e.name for e in folder.list_dir() if re.fullmatch(r"task-\d{5}\.jsonl", e.name)]
+        for name in names:
+            for line in folder.child(name).read_text().splitlines():
+                shard = Shard.from_json(json.loads(line)["shard"])
+                inputs = frozenset(f"{shard.dir}/{s.name}" for s in shard.sources or () if s.reason is None)
+                planned[formats.shard_file(shard, fmt, info.get("source", ""))] = inputs
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    return planned
+
+
+def _name_check(fmt: str, inputs: frozenset[str], odd: list[tuple[int, str]]):
+    """A check for _count_records: each record's file name against the inputs its shard was planned
+    from; (record number, name) of those that are not one of them are appended to ``odd``."""
+    key = formats.keys(fmt)[2]
+
+    def check(n: int, record: bytes) -> None:
+        try:
+            name = parse_example(record)[key][0].decode(errors="replace")
+        except (KeyError, IndexError, ValueError):
+            name = ""
+        if name not in inputs:
+            odd.append((n, name))
+
+    return check
+
+
+def _both(*checks):
+    checks = [c for c in checks if c is not None]
+    if not checks:
+        return None
+
+    def check(n: int, record: bytes) -> None:
+        for c in checks:
+            c(n, record)
+
+    return check
+
+
 def _size_check(fmt: str, resize: dict, problems: list[str]):
     """A check for _count_records: each record's image size (formats.record_size, from the record and
     the JPEG header, no decoding) against dataset_info.json's resize; problems are appended."""
@@ -400,7 +477,12 @@ def verify(output_url: str, *, use_tf: bool = False) -> dict:
     the same shard lengths); each shard's size in bytes, and that no file is present that
     dataset_info.json does not list (a ``*.tfrecord`` glob would read it). With ``use_tf``
     TensorFlow reads and parses every record (tf.data, tf.io.parse_example) and checks the image
-    and one-hot sizes (seed) or decodes every JPEG (tf-models, tfds). When dataset_info.json
+    and one-hot sizes (seed) or decodes every JPEG (tf-models, tfds). Each shard's and index's
+    SHA-256, when dataset_info.json records them, must be the recorded ones (a shard copied over
+    another of the same size is found), and every record's file name must be one of the inputs its
+    shard was planned from (the plan's slices under ``_work/plan/``, when the output holds them). A
+    file name dataset_info.json gives outside the output
+    (``..``, an absolute path, a link leaving it) is a problem, never opened. When dataset_info.json
     records a resize, every record's image size is checked against it (from the record and the JPEG
     header; with ``use_tf`` from the decoded image).
 
@@ -416,27 +498,45 @@ def verify(output_url: str, *, use_tf: bool = False) -> dict:
     fmt = formats.of_info(info)
     problems = _tfds_problems(out, info) if fmt == formats.TFDS else []
     problems += [f"{f}: a file dataset_info.json does not list" for f in _unlisted_files(root, info)]
+    planned = _planned_inputs(root, info, fmt)
     counted = {}
     for split in SPLITS:
         total = 0
         for shard in info["splits"][split]["shards"]:
+            named = [shard.get("file"), *([shard["index"]] if "index" in shard else [])]
+            if away := [rel for rel in named if _outside(root, rel)]:
+                problems += [f"{rel!r}: named in dataset_info.json, outside the output; not opened" for rel in away]
+                continue
             loc = root.child(shard["file"])
+            digest: list[str] = []
+            odd: list[tuple[int, str]] = []
+            names = _name_check(fmt, planned[shard["file"]], odd) if shard["file"] in planned else None
             if use_tf:
                 n, found = _parse_with_tf(loc, int(info["num_classes"]), fmt, info.get("resize"))
+                if not found and (shard.get("sha256") or names):
+                    _count_records(loc, check=names, digest=digest)
             else:
                 framed: list[int] = []
                 sized: list[str] = []
                 check = _size_check(fmt, info["resize"], sized) if info.get("resize") else None
-                n, problem = _count_records(loc, framed, check)
+                n, problem = _count_records(loc, framed, _both(check, names), digest)
                 found = sized + ([problem] if problem else [])
                 if not problem and "index" in shard:  # (outputs converted before indexes existed have none)
-                    index_problem = _index_problem(root.child(shard["index"]), framed)
+                    index_problem = _index_problem(root.child(shard["index"]), framed, shard.get("index_sha256"))
                     problems += [f"{shard['file']}: {index_problem}"] if index_problem else []
             problems += [f"{shard['file']}: {p}" for p in found]
             if n != shard["records"] and not found:
                 problems.append(f"{shard['file']}: {n} records, dataset_info.json says {shard['records']}")
             elif not found and "bytes" in shard and (size := loc.size()) != shard["bytes"]:
                 problems.append(f"{shard['file']}: {size} bytes, dataset_info.json says {shard['bytes']}")
+            elif not found and shard.get("sha256") and digest and digest[0] != shard["sha256"]:
+                problems.append(f"{shard['file']}: {NOT_RECORDED}")
+            if odd and not found:
+                first, name = odd[0]
+                problems.append(
+                    f"{shard['file']}: {len(odd)} of {n} records are not of this shard's planned inputs (record "
+                    f"{first}: {name!r}, see {SLICES_DIR}/)"
+                )
             total += n
         counted[split] = total
         if int(sizes.get(split, -1)) != total:

@@ -6,6 +6,7 @@ checksums checked (``iter_records``), a ``tf.train.Example`` parsed from the pro
 
 from __future__ import annotations
 
+import hashlib
 import struct
 from typing import BinaryIO
 
@@ -124,6 +125,23 @@ def iter_records(f: BinaryIO, *, check_crc: bool = True):
         offset += 12 + length + 4
         n += 1
         yield data
+
+
+class Hashing:
+    """A binary file whose bytes are hashed (SHA-256) as they are read: a shard's checksum taken on the
+    way as its records are checked, without reading it twice."""
+
+    def __init__(self, f: BinaryIO):
+        self._f = f
+        self._digest = hashlib.sha256()
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._f.read(n)
+        self._digest.update(data)
+        return data
+
+    def hexdigest(self) -> str:
+        return self._digest.hexdigest()
 
 
 def count_records(f: BinaryIO) -> int:

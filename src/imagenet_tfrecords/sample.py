@@ -14,7 +14,9 @@ import os
 import numpy as np
 import simplejpeg
 
-from .fs import BadOutput, Location
+from . import lock
+from .fs import Location
+from .output import claim_new, release_new
 
 
 def _class_base(rng: np.random.Generator, size: int) -> np.ndarray:
@@ -48,21 +50,23 @@ def write_sample(
 ) -> dict:
     """Write the dataset under ``output`` (a local directory, new or empty); return the counts written.
 
-    An existing file or a folder that is not empty is refused (BadOutput) before anything is written.
+    An existing file or a folder that is not empty is refused (BadOutput) before anything is written;
+    the folder is taken like an output (output.claim_new, lock.hold) while it is written.
     """
     rng = np.random.default_rng(seed)
     root = Location.of(output)
     if not root.is_local:
         raise ValueError("sample writes to a local directory")
-    if os.path.lexists(root.path) and not os.path.isdir(root.path):
-        raise BadOutput(f"{root.path}: the output is a file, not a folder")
-    if os.path.isdir(root.path) and (names := sorted(os.listdir(root.path))):
-        files = [n for n in names if not os.path.isdir(os.path.join(root.path, n))]
-        raise BadOutput(
-            f"{root.path}: not empty (it holds {(files or names)[0]}); nothing was changed: sample writes only "
-            "into a new or empty folder"
-        )
-    os.makedirs(root.path, exist_ok=True)
+    # The same claim and lock as a conversion's: a new folder's marker (removed when done), made only
+    # if none is there, so a conversion started into the same new folder at the same time is refused.
+    claim_new(root.url)
+    with lock.hold(root.url):
+        counts = _write(root, rng, classes, train_per_class, val, test, size, gray_every)
+    release_new(root.url)
+    return counts
+
+
+def _write(root: Location, rng, classes: int, train_per_class: int, val: int, test: int, size: int, gray_every: int):
     wnids = [f"n{90000000 + i * 7919:08d}" for i in range(classes)]
     bases = [_class_base(rng, size) for _ in wnids]
     counter = 0

@@ -7,8 +7,8 @@ Written under the output root:
 - ``labels.txt``: ``wnid<TAB>words`` per line; the line index is the label
 - ``dataset_info.json`` (``conversion_info.json`` in the tfds format, beside TFDS's metadata files
   ``dataset_info.json``, ``features.json`` and ``label.labels.txt``): per split the shard files
-  with their record counts, bytes and index files, what was found, rejected, skipped, converted
-  and re-encoded, and the class distribution; the resize, if any
+  with their record counts, bytes, index files and the SHA-256 of each shard and index, what was
+  found, rejected, skipped, converted and re-encoded, and the class distribution; the resize, if any
 - ``rejects.tsv``: ``path<TAB>reason`` for every input that did not become a record (a backslash, tab,
   newline or carriage return in either is written ``\\\\``, ``\\t``, ``\\n``, ``\\r``)
 """
@@ -61,9 +61,7 @@ def summarize(plan: Plan, shard_stats: list[dict], options: dict | None = None) 
         split_info = {
             "num_records": sum(s["records"] for s in mine),
             "num_bytes": sum(s["bytes"] for s in mine),
-            "shards": [
-                {"file": s["file"], "records": s["records"], "bytes": s["bytes"], "index": s["index"]} for s in mine
-            ],
+            "shards": [_shard_entry(s) for s in mine],
             "found": sum(s["found"] for s in mine),
             "rejected": sum(len(s["rejected"]) for s in mine),
             "skipped": sum(len(s["skipped"]) for s in mine),
@@ -106,6 +104,15 @@ def summarize(plan: Plan, shard_stats: list[dict], options: dict | None = None) 
         "skipped": sorted((r for s in shard_stats for r in s["skipped"]), key=lambda r: r["path"]),
         "warnings": plan.warnings,
     }
+
+
+def _shard_entry(s: dict) -> dict:
+    """A shard in dataset_info.json: its file, records, bytes, index, and the SHA-256 of shard and index."""
+    entry = {"file": s["file"], "records": s["records"], "bytes": s["bytes"], "index": s["index"]}
+    for key in ("sha256", "index_sha256"):
+        if key in s:
+            entry[key] = s[key]
+    return entry
 
 
 def sizes_text(info: dict) -> str:
@@ -190,18 +197,28 @@ def write_tfds_metadata(plan: Plan, info: dict, out_url: str) -> None:
     out.child(INFO_FILE).write_text(json.dumps(tfds_info, indent=1) + "\n")
 
 
+def over_rejects(info: dict, max_reject_fraction: float) -> str | None:
+    """``12 of 100 inputs rejected (12.0%), above the allowed 1.0%`` when the rejected share of inputs
+    exceeds the limit, else None."""
+    found, rejected = info["found"], info["rejected"]
+    if not (found and rejected / found > max_reject_fraction):
+        return None
+    return (
+        f"{rejected} of {found} inputs rejected ({rejected / found:.1%}), above the allowed {max_reject_fraction:.1%}"
+    )
+
+
 def check_rejects(info: dict, max_reject_fraction: float) -> None:
     """Raise TooManyRejects when the rejected share of inputs exceeds the limit; the message names
     the option and parameter that set it and the commonest reasons."""
-    found = info["found"]
-    if found and info["rejected"] / found > max_reject_fraction:
+    over = over_rejects(info, max_reject_fraction)
+    if over:
         reasons = Counter(r["reason"] for r in info.get("rejects", []))
         top = "; ".join(f"{n} \u00d7 {excerpt(reason, 80)[1:-1]}" for reason, n in reasons.most_common(3))
         more = f"; {len(reasons) - 3} other reasons" if len(reasons) > 3 else ""
         raise TooManyRejects(
-            f"{info['rejected']} of {found} inputs rejected ({info['rejected'] / found:.1%}), "
-            f"above the allowed {max_reject_fraction:.1%} (--max-reject-fraction, pipeline parameter "
-            f"max_reject_fraction); top reasons: {top}{more}; see rejects.tsv"
+            f"{over} (--max-reject-fraction, pipeline parameter max_reject_fraction); top reasons: {top}{more}; "
+            "see rejects.tsv"
         )
 
 

@@ -14,8 +14,10 @@ import time
 from . import formats, lock, output, stats
 from .convert import Options, convert, index_file, recorded_stats
 from .fs import Location
+from .image import resize_text
 from .layouts import AUTO, build_plan, check_locations
 from .plan import DEFAULT_SHARD_SIZE, MIXED, Plan, read_slice, stream_slices, write_slices
+from .records import INDEX_SUFFIX
 from .report import build_report
 
 
@@ -40,11 +42,47 @@ def claim(data_url: str, output_url: str, layout: str = AUTO) -> str:
     return name
 
 
-def begin_writing(plan: Plan, output_url: str, fmt: str) -> None:
+def begin_writing(plan: Plan, output_url: str, fmt: str, options: Options | None = None) -> None:
     """Mark the output incomplete and remove what earlier runs wrote there that this plan does not
-    make (another plan's or format's shards and reports): a ``*.tfrecord`` glob never mixes them."""
+    make (another plan's or format's shards and reports): a ``*.tfrecord`` glob never mixes them.
+
+    When the earlier output was of another format or (``options`` given) another resize, its shards
+    are removed even where this run writes the same names, and one line says what was removed. (The
+    marker records the format and resize of the run writing the output: a resumed run keeps its own.)
+    """
     shards = [formats.shard_file(s, fmt, plan.data) for s in plan.shards]
-    output.mark_writing(output_url, shards + [index_file(f) for f in shards] + stats.report_files(fmt), fmt)
+    indexes = [index_file(f) for f in shards]
+    resize = options.resizing() if options is not None else None
+    now = resize.record() if resize else None
+    made = {"resize": now} if options is not None else {}
+    earlier = _earlier_output(output_url)
+    replace: list[str] = []
+    if earlier is not None and (earlier[0] != fmt or (options is not None and earlier[1] != now)):
+        replace = shards + indexes
+    removed = output.mark_writing(output_url, shards + indexes + stats.report_files(fmt), fmt, replace, **made)
+    gone = [f for f in removed if ".tfrecord" in f and not f.endswith(INDEX_SUFFIX)]
+    if gone and earlier is not None and replace:
+        was = f"format {earlier[0]}, {_size_words(earlier[1])}"
+        this = f"format {fmt}" + (f", {_size_words(now)}" if options is not None else "")
+        print(f"removed {len(gone)} shards of an earlier run ({was}): this run writes {this}")
+
+
+def _size_words(resize: dict | None) -> str:
+    return f"images resized to {resize_text(resize)}" if resize else "images at their own size"
+
+
+def _earlier_output(output_url: str) -> tuple[str, dict | None] | None:
+    """(format, resize record) of what earlier runs wrote at ``output_url``: the marker's, when it
+    records them, else the dataset_info.json's of a completed run; None when neither says."""
+    out = Location.of(output_url)
+    marker = output.read_marker(out) or {}
+    if marker.get("format") and "resize" in marker:
+        return marker["format"], marker["resize"]
+    try:
+        info = stats.read_info(out)
+    except stats.IncompleteConversion:
+        return None
+    return (formats.of_info(info), info.get("resize")) if info is not None else None
 
 
 def plan_step(
@@ -137,10 +175,13 @@ def task_summary(results: list[dict], started: float, finished: float) -> dict:
     }
 
 
-def finish(plan: Plan, output_url: str, options: Options, tasks: list[dict]) -> tuple[dict, str]:
+def finish(
+    plan: Plan, output_url: str, options: Options, tasks: list[dict], max_reject_fraction: float | None = None
+) -> tuple[dict, str]:
     """Merge the shards' statistics; write sizes.txt, labels.txt, dataset_info.json, rejects.tsv and
     report.html under ``output_url`` (and TFDS's metadata in the tfds format), then mark the output
-    complete; return (dataset_info, report HTML).
+    complete, or rejected when more than ``max_reject_fraction`` of the inputs were rejected (None:
+    no limit); return (dataset_info, report HTML).
 
     ``tasks`` are the conversion tasks' summaries (task_summary): dataset_info's "run" says what
     this run converted and kept, and its wall time, first task start to last task end (pods'
@@ -160,7 +201,8 @@ def finish(plan: Plan, output_url: str, options: Options, tasks: list[dict]) -> 
     stats.write_reports(plan, info, output_url)
     html = build_report(output_url, info=info)
     Location.of(output_url).child("report.html").write_text(html)
-    output.mark_complete(output_url)  # last
+    too_many = stats.over_rejects(info, float(max_reject_fraction)) if max_reject_fraction is not None else None
+    output.mark_complete(output_url, rejected=too_many or "")  # last
     return info, html
 
 
@@ -178,6 +220,7 @@ def convert_dataset(
     on_plan=None,
     on_done=None,
     take_over_lease: bool = False,
+    max_reject_fraction: float | None = None,
 ) -> tuple[dict, dict]:
     """The whole conversion in this process, through the same steps as the pipeline: check and claim
     the output, plan (slices included, ``max_tasks`` of them), mark the output incomplete, convert
@@ -191,7 +234,8 @@ def convert_dataset(
 
     The output is held for this run from the checks to the reports (lock.hold): another run
     writing it is refused before any work; ``take_over_lease`` takes over a live lease on an object
-    store (its holder is dead).
+    store (its holder is dead). An output with more than ``max_reject_fraction`` of its inputs
+    rejected is marked "rejected", not "complete" (None: no limit); the caller raises TooManyRejects.
     """
     options = options or Options()
     formats.check_file_names(options.format, data_url)  # (before any work)
@@ -201,7 +245,7 @@ def convert_dataset(
             data_url, layout=name, shard_size=shard_size, train_order=train_order, train_shards=train_shards
         )
         plan.run = writer.run
-        begin_writing(plan, output_url, options.format)
+        begin_writing(plan, output_url, options.format, options)
         # One slice by default, as `imagenet-tfrecords run` plans; each shard is converted as its
         # slice line is written, rather than after every slice is written and read back.
         shards = stream_slices(plan, output_url, max_tasks)
@@ -216,7 +260,8 @@ def convert_dataset(
 
         results = convert(plan, shards, output_url, options, workers=workers, on_done=done, count=len(plan.shards))
         writer.check()
-        info, _ = finish(plan, output_url, options, [task_summary(results, since, time.time())])
+        summary = [task_summary(results, since, time.time())]
+        info, _ = finish(plan, output_url, options, summary, max_reject_fraction)
     return plan, info
 
 
@@ -230,10 +275,11 @@ def aggregate_step(
     sizes_path: str,
     report_path: str,
 ) -> dict:
-    """Write the reports under ``output_url`` and into the artifacts; fail on too many rejects."""
+    """Write the reports under ``output_url`` and into the artifacts; fail on too many rejects (the
+    output is then marked "rejected", see finish)."""
     plan = _read_plan(plan_path)
     with lock.hold(output_url, run=plan.run or None) as writer:  # the run ends here: its lease goes
-        info, html = finish(plan, output_url, options, tasks)
+        info, html = finish(plan, output_url, options, tasks, float(max_reject_fraction))
         writer.check()
     # The Dataset artifact describes the TFRecords under output_url (dataset_info.json names
     # the shards relative to its "root"), so the next step can read them with reader.load().

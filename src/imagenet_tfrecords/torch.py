@@ -70,7 +70,8 @@ class TFRecordImages(IterableDataset):
     an order drawn from (``seed``, epoch, part): blocks of records in a random order, then a shuffle
     buffer of ``shuffle_buffer`` records. Call ``set_epoch(n)`` before each epoch for a new order
     (as with DistributedSampler; with ``persistent_workers=True`` the workers keep the epoch they
-    started with). No DistributedSampler is needed: the dataset splits itself.
+    started with). No DistributedSampler is needed: the dataset splits itself. An output marked
+    rejected (too many inputs rejected) is refused unless ``allow_rejected=True``.
     """
 
     def __init__(
@@ -83,9 +84,10 @@ class TFRecordImages(IterableDataset):
         rank: int | None = None,
         world_size: int | None = None,
         shuffle_buffer: int = 10_000,
+        allow_rejected: bool = False,
     ):
         super().__init__()
-        info, root = dataset_info(source)
+        info, root = dataset_info(source, allow_rejected)
         if split not in info["splits"]:
             raise ValueError(f"no split {split!r} in dataset_info.json; the dataset has {sorted(info['splits'])}")
         if (rank is None) != (world_size is None):
