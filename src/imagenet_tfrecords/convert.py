@@ -31,13 +31,9 @@ from .fs import Location, publish
 from .image import DEFAULT_MAX_PIXELS, RESIZE_MODES, SQUASH, BadImage, Resize, resize_of
 from .output import WORK_DIR
 from .plan import Plan, PlanError, Shard
-from .procs import available_cpus, check_terminated, stop_pool, worker_init
+from .procs import WorkerDied, available_cpus, check_terminated, stop_pool, worker_init
 
 GRAYSCALE_POLICIES = ("rgb", "skip")
-
-
-class WorkerDied(RuntimeError):
-    """A worker process was killed; finished shards are kept and a re-run resumes."""
 
 
 @dataclass(frozen=True)

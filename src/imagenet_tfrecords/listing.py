@@ -25,12 +25,12 @@ import shutil
 import tempfile
 import weakref
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple, Protocol
 
 from .fs import Entry, Location, MetadataError
 from .plan import MIXED, PER_CLASS, TRAIN_ORDERS, Box, Shard, Source, TrainShardsError
-from .procs import available_cpus, check_terminated, stop_pool, worker_init
+from .procs import available_cpus, in_processes
 
 TRAIN_RECORDS_PER_SHARD = 1000  # mixed train shards' default size: 100 shards for TinyImageNet, 1,281 for ImageNet
 HASH_BUCKETS = 256  # spill files of a mixed train listing, by the first byte of the path hash
@@ -261,7 +261,7 @@ def class_listings(
 
     tasks = [range(i, min(i + CLASSES_PER_TASK, len(classes))) for i in range(0, len(classes), CLASSES_PER_TASK)]
     if root.is_local and len(tasks) > 1 and (cpus := _cpus()) > 1:
-        done = _ahead_in_processes(task, tasks, cpus)
+        done = in_processes(task, tasks, cpus, LISTING_THREADS)
     else:
         done = _ahead(task, tasks, 1 if root.is_local else LISTING_THREADS)
     outcome = "class gets an empty shard" if order == PER_CLASS else "class has no train records"
@@ -290,39 +290,6 @@ def _cpus() -> int:
     return 1 if multiprocessing.current_process().daemon else available_cpus()
 
 
-_HELD: list = []  # the function a forked listing process calls (_ahead_in_processes)
-
-
-def _hold(fn) -> None:
-    _HELD[:] = [fn]
-
-
-def _call_held(arg):
-    return _HELD[0](arg)
-
-
-def _ahead_in_processes(fn, args: Iterable, processes: int) -> Iterator:
-    """fn(arg) for each of ``args`` in order, computed by ``processes`` forked processes, at most
-    LISTING_THREADS calls per process ahead. ``fn`` reaches them by the fork, not by pickling."""
-    ctx = multiprocessing.get_context("fork")
-    # the listing processes die with this one, and are stopped at once on an error, Ctrl-C or SIGTERM
-    pool = ProcessPoolExecutor(processes, mp_context=ctx, initializer=worker_init, initargs=(os.getpid(), _hold, fn))
-    try:
-        pending: collections.deque = collections.deque()
-        for arg in args:
-            pending.append(pool.submit(_call_held, arg))
-            if len(pending) >= LISTING_THREADS * processes:
-                yield pending.popleft().result()
-                check_terminated()
-        while pending:
-            yield pending.popleft().result()
-            check_terminated()
-    except BaseException:
-        stop_pool(pool)
-        raise
-    pool.shutdown(wait=True)
-
-
 def _ahead(fn, items: Iterable, threads: int) -> Iterator:
     """fn(item) for each item in order, computed by ``threads`` threads at most ``threads`` items ahead."""
     if threads == 1:
@@ -330,12 +297,16 @@ def _ahead(fn, items: Iterable, threads: int) -> Iterator:
         return
     with ThreadPoolExecutor(threads) as pool:
         pending: collections.deque = collections.deque()
-        for item in items:
-            pending.append(pool.submit(fn, item))
-            if len(pending) >= threads:
+        try:
+            for item in items:
+                pending.append(pool.submit(fn, item))
+                if len(pending) >= threads:
+                    yield pending.popleft().result()
+            while pending:
                 yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
+        except BaseException:  # an error, Ctrl-C or SIGTERM: only the calls under way are waited for
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
 
 
 def train_shards(folder: str, classes: Iterable[Packed], order: str = MIXED, count: int = 0) -> TrainShards:
