@@ -146,3 +146,55 @@ def test_sigterm_as_the_conversion_pool_starts_is_an_interruption_not_an_interna
     _, stderr = _ended(proc, "SIGTERM as the pool's thread starts")
     assert (proc.returncode, stderr.strip().splitlines()) == (5, [INTERRUPTED])
     assert not list(out.rglob("*.tfrecord"))
+
+
+# --- a limit on open files --------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def two_thousand(tmp_path_factory) -> Path:
+    """2,000 train files in 20 classes: the mixed listing fills all 256 of its spill buckets."""
+    return wide_dataset(tmp_path_factory.mktemp("two-thousand"), 20, 100)
+
+
+def _limited(soft: int, hard: int, *args, seconds: float = 120) -> tuple[int, str, str]:
+    """A command run under ``ulimit -n`` (soft, hard): exit code, stdout, stderr."""
+    import resource
+
+    proc = subprocess.Popen(
+        [*CLI, *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        start_new_session=True,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard)),
+    )
+    stdout, stderr = _ended(proc, f"ulimit -n {soft} (hard {hard})", seconds)
+    return proc.returncode, stdout, stderr
+
+
+@pytest.mark.parametrize("limit", [256, 64])
+def test_a_conversion_fits_in_256_and_in_64_open_files(two_thousand, tmp_path, limit):
+    """256 is macOS's default soft limit; both limits hard, so that none can be raised."""
+    out = tmp_path / "out"
+    code, stdout, stderr = _limited(limit, limit, "convert", "--data", two_thousand, "--output", out, "--workers", "2")
+    assert code == 0, stderr
+    assert "train: 2000 records" in stdout
+    assert len(list((out / "train").glob("*.tfrecord"))) == 2
+
+
+def test_the_soft_limit_is_raised_to_the_hard_one(two_thousand, tmp_path):
+    out = tmp_path / "out"
+    code, stdout, stderr = _limited(16, 4096, "convert", "--data", two_thousand, "--output", out, "--workers", "2")
+    assert code == 0, stderr
+    assert "train: 2000 records" in stdout
+
+
+@pytest.mark.parametrize("limit", [12, 14, 16, 18])
+def test_too_few_open_files_end_the_run_with_one_line_and_exit_3(two_thousand, tmp_path, limit):
+    out = tmp_path / "out"
+    code, _, stderr = _limited(limit, limit, "convert", "--data", two_thousand, "--output", out, "--workers", "8")
+    lines = stderr.strip().splitlines()
+    assert (code, len(lines)) == (3, 1), stderr
+    assert lines[0].startswith("error: ") and "too many open files" in lines[0].lower(), lines

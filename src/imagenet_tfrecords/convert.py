@@ -12,6 +12,7 @@ and skips it; anything else is converted again.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import multiprocessing
@@ -200,6 +201,8 @@ def _write_shard(job: Job, shard: Shard, directory: Location, sources, target: L
                 rejected.append({"path": path, "reason": reason})
                 continue
             _, data = next(data_iter)
+            if isinstance(data, OSError) and data.errno in (errno.EMFILE, errno.ENFILE):
+                raise data  # the run's limit on open files, not the input's fault
             if isinstance(data, Exception):
                 rejected.append({"path": path, "reason": f"cannot read: {data}"})
                 read_errors += 1

@@ -12,7 +12,6 @@ so planning holds a few class folders or one hash bucket at a time, never the wh
 from __future__ import annotations
 
 import collections
-import contextlib
 import hashlib
 import io
 import itertools
@@ -346,17 +345,17 @@ def _n(n: int) -> str:
 
 
 def _spill(classes: Iterable[Packed], spill: str) -> tuple[int, int]:
-    """Append each Packed's parts to their spill files; return the number of classes and of rows."""
+    """Append each Packed's parts to their spill files; return the number of classes and of rows.
+
+    One spill file is open at a time (opened to append each part): the 256 buckets of a mixed
+    listing never hold 256 descriptors, which is the whole of macOS's default limit."""
     seen = total = 0
-    with contextlib.ExitStack() as stack:
-        files: dict[str, io.BufferedWriter] = {}
-        for packed in classes:
-            for name, blob in packed.parts.items():
-                if name not in files:
-                    files[name] = stack.enter_context(open(f"{spill}/{name}", "wb"))
-                files[name].write(blob)
-            seen += packed.classes
-            total += packed.rows
+    for packed in classes:
+        for name, blob in packed.parts.items():
+            with open(f"{spill}/{name}", "ab") as f:
+                f.write(blob)
+        seen += packed.classes
+        total += packed.rows
     return seen, total
 
 

@@ -283,6 +283,29 @@ def kill_descendants(grace: float = 2.0) -> None:
         time.sleep(0.05)
 
 
+MANY_OPEN_FILES = 65536  # as high as raise_open_files_limit goes
+
+
+def raise_open_files_limit() -> tuple[int, int]:
+    """Raise this process's soft limit on open files to its hard limit (as many tools do: the soft
+    one is often far lower, 256 on macOS, 1,024 on Linux); return (soft, hard) as they now are."""
+    try:
+        import resource
+    except ImportError:  # not POSIX
+        return (0, 0)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    infinite = resource.RLIM_INFINITY
+    # (at most MANY_OPEN_FILES; macOS refuses RLIM_INFINITY and values above kern.maxfilesperproc, 10,240)
+    for target in [min(hard, MANY_OPEN_FILES)] if hard != infinite else [MANY_OPEN_FILES, 10240]:
+        if soft != infinite and soft < target:
+            try:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+                break
+            except (ValueError, OSError):
+                continue
+    return resource.getrlimit(resource.RLIMIT_NOFILE)
+
+
 def available_cpus() -> int:
     """CPUs this process may use: affinity mask, capped by the cgroup CPU quota of a pod."""
     try:
