@@ -29,7 +29,7 @@ from functools import cached_property
 from . import boxes, formats, recordio, records
 from .archive import read_sources
 from .fs import Location, publish
-from .image import DEFAULT_MAX_PIXELS, RESIZE_MODES, SQUASH, BadImage, Resize, resize_of
+from .image import DEFAULT_MAX_PIXELS, RESIZE_MODES, SQUASH, BadImage, Resize, check_sizes, resize_of
 from .output import WORK_DIR
 from .plan import Plan, PlanError, Shard
 from .procs import WorkerDied, available_cpus, check_terminated, stop_pool, worker_init
@@ -89,6 +89,7 @@ class Options:
             raise ValueError(f"shorter_side must be 0 (off) or more, got {self.shorter_side}")
         if self.resize and self.shorter_side:
             raise ValueError("resize and shorter_side do not go together: give one of them")
+        check_sizes(parse_size(self.resize), parse_size(self.image_size), self.shorter_side, self.max_pixels)
 
     def resizing(self) -> Resize | None:
         """What size images become (image.Resize), or None: each keeps its own."""
