@@ -394,6 +394,18 @@ def test_a_malformed_metadata_line_is_quoted_short(sample_copy, tmp_path):
     assert len(_one_line(p)) < len(str(sample_copy)) + 120
 
 
+def test_a_10_mb_class_id_is_quoted_short(sample_copy, tmp_path):
+    """One word of 10 MB (no space, so it has the form of a class id): refused as longer than any
+    folder name, quoted by a short prefix (it used to be echoed whole: a 10 MB message)."""
+    with open(sample_copy / "wnids.txt", "a") as f:
+        f.write("n" * 10_000_000 + "\n")
+    p = run_cli("convert", "--data", sample_copy, "--output", tmp_path / "out", check=False)
+    assert p.returncode == 3
+    line = _one_line(p)
+    assert len(line) < len(str(sample_copy)) + 200, len(line)
+    assert "wnids.txt:7: not a class id: 10,000,000 characters, longer than a folder name may be (255 bytes)" in line
+
+
 # --- 5. outputs that break mid-run, damaged reports ---------------------------------------------
 
 

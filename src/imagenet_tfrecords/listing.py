@@ -33,6 +33,7 @@ from .procs import available_cpus, in_processes
 
 TRAIN_RECORDS_PER_SHARD = 1000  # mixed train shards' default size: 100 shards for TinyImageNet, 1,281 for ImageNet
 HASH_BUCKETS = 256  # spill files of a mixed train listing, by the first byte of the path hash
+NAME_MAX = 255  # the longest file or folder name, in bytes, of common file systems (Linux's NAME_MAX)
 SPILL_ROWS = 16384  # train sources packed together when listed by the planning process (packed_classes)
 
 

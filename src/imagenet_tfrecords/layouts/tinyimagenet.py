@@ -23,7 +23,16 @@ import re
 
 from .. import boxes
 from ..fs import Location, check_inside, excerpt
-from ..listing import class_listings, fixed_shards, list_files, natural_key, read_lines, test_shards, train_shards
+from ..listing import (
+    NAME_MAX,
+    class_listings,
+    fixed_shards,
+    list_files,
+    natural_key,
+    read_lines,
+    test_shards,
+    train_shards,
+)
 from ..plan import MIXED, ClassInfo, Found, MetadataError, Plan, Shard, Source
 
 NAME = "tinyimagenet"
@@ -36,6 +45,11 @@ def parse_wnids(loc: Location) -> list[tuple[str, int]]:
     for n, line in read_lines(loc):
         if not re.fullmatch(r"[^\s/\\]+", line):
             raise MetadataError(f"{loc.url}:{n}: not a class id: {excerpt(line)}")
+        if len(line.encode()) > NAME_MAX:
+            raise MetadataError(
+                f"{loc.url}:{n}: not a class id: {len(line):,} characters, longer than a folder name may be "
+                f"({NAME_MAX} bytes): {excerpt(line)}"
+            )
         if line in seen:
             raise MetadataError(f"{loc.url}:{n}: class id {line} repeats line {seen[line]}")
         seen[line] = n
