@@ -63,7 +63,7 @@ def _sha1s(out: Path) -> dict[str, str]:
 
 
 def test_finder_and_explorer_files_are_ignored_in_the_tinyimagenet_layout(sample_copy, tmp_path):
-    _litter(sample_copy)
+    littered = _litter(sample_copy)
     train = sample_copy / "train"
     (train / "Thumbs.db").write_bytes(JUNK["Thumbs.db"])
     (train / ".git").mkdir()  # a hidden folder beside the class folders: not a class, not a reject
@@ -77,9 +77,12 @@ def test_finder_and_explorer_files_are_ignored_in_the_tinyimagenet_layout(sample
     assert info["rejected"] == 0 and (out / "rejects.tsv").read_text() == ""
     assert info["num_classes"] == 6
     classes = len(info["splits"]["train"]["label_counts"])
-    # train/: .DS_Store, Thumbs.db, .git; each train/<wnid>/images/.DS_Store; the AppleDouble file
-    assert info["splits"]["train"]["ignored"] == 3 + classes + 1
-    assert info["splits"]["val"]["ignored"] == 2 and info["splits"]["test"]["ignored"] == 1
+    # train/: .DS_Store, Thumbs.db, .git; each train/<wnid>/.DS_Store and train/<wnid>/images/.DS_Store;
+    # the AppleDouble file. val/ and val/images/: a .DS_Store each, and desktop.ini; test/ and test/images/.
+    ignored = {split: s["ignored"] for split, s in info["splits"].items()}
+    assert ignored == {"train": 3 + 2 * classes + 1, "val": 3, "test": 2}
+    assert sum(ignored.values()) == littered - 1 + 4  # every file but the root's .DS_Store, never listed
+    assert "; 2 ignored (.DS_Store" in next(line for line in p.stdout.splitlines() if line.startswith("test:"))
     assert info["found"] == sum(s["num_records"] for s in info["splits"].values())  # not inputs
     assert "ignored" in p.stdout.splitlines()[0]
     report = (out / "report.html").read_text()

@@ -94,6 +94,11 @@ def list_images(directory: Location, root: Location, natural: bool = True) -> tu
     return {e.name: e for e in files}, others, len(listed) - len(files) - len(others)
 
 
+def ignored_in(directory: Location, root: Location) -> int:
+    """The entries of ``directory`` ignored by name (fs.is_ignored); 0 when it is not a folder."""
+    return sum(e.kind == "ignored" for e in directory.list_dir(root)) if directory.isdir() else 0
+
+
 def fixed_shards(split: str, folder: str, sources: list[Source], files: dict[str, Entry], size: int) -> list[Shard]:
     """Shards of fixed sources, ``size`` per shard, in the order given. Each shard's inputs digest
     covers those of its sources found in ``files`` (source name -> entry; the entries renamed to
@@ -227,6 +232,7 @@ def class_listings(
     box_notes: list | None = None,
     reason_of: Callable[[str], str | None] | None = None,
     ignored: collections.Counter | None = None,
+    parents: bool = False,
 ) -> Iterator[Packed]:
     """The train sources of each class folder ``folder/<sub>`` of ``classes`` ((sub, label) in
     label order), as rows (listed_rows) packed for train_shards a few classes at a time, in that
@@ -237,7 +243,8 @@ def class_listings(
     class's files by file name where the layout has them (None: the class has none); each class's
     outcome, (sub, the boxes dropped for naming an unknown class by file, or None), is appended to
     ``box_notes``. A folder without images is appended to ``problems``; entries ignored by name
-    (fs.is_ignored) are counted in ``ignored["train"]``.
+    (fs.is_ignored) are counted in ``ignored["train"]``, with ``parents`` those of the folder above
+    each class's images folder too (``train/<wnid>/`` of ``train/<wnid>/images``).
 
     boxes_of and reason_of need not be picklable: the listing processes are forked with them."""
     natural = order == PER_CLASS
@@ -245,6 +252,8 @@ def class_listings(
     def rows_of(number: int) -> tuple[list[Row], int, dict | None, int]:
         sub, label = classes[number]
         files, others, skipped = list_images(root.child(folder, sub), root, natural=natural)
+        if parents and "/" in sub:
+            skipped += ignored_in(root.child(folder, sub.rsplit("/", 1)[0]), root)
         parsed = boxes_of(sub) if boxes_of else None
         found = parsed.boxes if parsed else {}
         listing = []
