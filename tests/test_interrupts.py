@@ -198,3 +198,57 @@ def test_too_few_open_files_end_the_run_with_one_line_and_exit_3(two_thousand, t
     lines = stderr.strip().splitlines()
     assert (code, len(lines)) == (3, 1), stderr
     assert lines[0].startswith("error: ") and "too many open files" in lines[0].lower(), lines
+
+
+# --- the plan's spill folders in the temporary folder -----------------------------------------
+
+
+def _spills(tmp: Path) -> set[str]:
+    return {p.name for p in tmp.glob("imagenet-tfrecords-plan*")}
+
+
+def _start_in(tmp: Path, data: Path, out: Path) -> tuple[subprocess.Popen, str]:
+    """A convert whose temporary folder is ``tmp``, once its spill folder is there (its name)."""
+    before = _spills(tmp)
+    proc = subprocess.Popen(
+        [*CLI, "convert", "--data", str(data), "--output", str(out), "--workers", "2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "TMPDIR": str(tmp)},
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 120
+    while not (new := {n for n in _spills(tmp) - before if n.startswith("imagenet-tfrecords-plan-")}):
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "no spill folder in 120 s"
+        time.sleep(0.002)
+    return proc, new.pop()
+
+
+@pytest.mark.slow
+def test_the_next_run_removes_the_spill_of_a_killed_run_and_never_a_live_ones(wide, sample_dir, tmp_path):
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    live, alive = _start_in(tmp, wide, tmp_path / "live")
+    os.killpg(live.pid, signal.SIGSTOP)  # alive, however long the other runs take
+    try:
+        killed, dead = _start_in(tmp, wide, tmp_path / "killed")  # (it looked, and kept the live one's)
+        os.killpg(killed.pid, signal.SIGKILL)  # as the out-of-memory killer does: no clean-up of its own
+        killed.communicate()
+        assert {dead, alive} <= _spills(tmp)
+        p = subprocess.run(
+            [*CLI, "convert", "--data", str(sample_dir), "--output", str(tmp_path / "next")],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "TMPDIR": str(tmp)},
+        )
+        assert p.returncode == 0, p.stderr
+        assert dead not in _spills(tmp)  # its owner is gone
+        assert alive in _spills(tmp)  # its owner lives
+    finally:
+        os.killpg(live.pid, signal.SIGCONT)
+    live.send_signal(signal.SIGTERM)
+    _, stderr = _ended(live, "the live run after SIGTERM")
+    assert live.returncode == 5 and stderr.strip().splitlines() == [INTERRUPTED]
+    assert _spills(tmp) == set()

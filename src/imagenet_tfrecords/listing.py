@@ -12,6 +12,7 @@ so planning holds a few class folders or one hash bucket at a time, never the wh
 from __future__ import annotations
 
 import collections
+import fcntl
 import hashlib
 import io
 import itertools
@@ -21,7 +22,9 @@ import os
 import pickle
 import re
 import shutil
+import stat
 import tempfile
+import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -334,20 +337,84 @@ def train_shards(folder: str, classes: Iterable[Packed], order: str = MIXED, cou
         raise ValueError(f"train order must be one of {', '.join(TRAIN_ORDERS)}, got {order!r}")
     if count < 0:
         raise ValueError(f"train shards must be 0 (default) or more, got {count}")
-    spill = tempfile.mkdtemp(prefix="imagenet-tfrecords-plan-")
+    spill, owner = new_spill()
     try:
         classes_seen, total = _spill(classes, spill)  # (whether or not count is given: this is the listing)
     except BaseException:
-        shutil.rmtree(spill, ignore_errors=True)
+        _remove_spill(spill, owner)
         raise
     if order == MIXED and count > total:
-        shutil.rmtree(spill, ignore_errors=True)
+        _remove_spill(spill, owner)
         raise TrainShardsError(
             f"--train-shards {count} (pipeline parameter train_shards) is more than the {_n(total)} train inputs: "
             f"at most {_n(max(total, 1))} (0: about {TRAIN_RECORDS_PER_SHARD:,} records a shard)"
         )
     count = classes_seen if order == PER_CLASS else count or default_train_shards(total)
-    return TrainShards(folder, order, count, spill)
+    return TrainShards(folder, order, count, spill, owner)
+
+
+SPILL_PREFIX = "imagenet-tfrecords-plan-"  # spill folders in the temporary folder
+MAKING_PREFIX = "imagenet-tfrecords-planning-"  # one being made (its owner file not yet locked)
+OWNER_FILE = "owner.lock"  # in a spill folder: locked (flock) by the processes of the run it belongs to
+UNOWNED_AGE = 24 * 3600  # seconds after which a spill folder without an owner file (older versions') is removed
+
+
+def new_spill() -> tuple[str, int]:
+    """A new spill folder in the temporary folder, and the descriptor of its owner file, locked
+    (flock) for as long as this process or one it forks keeps it open: however the run ends, even
+    by kill -9 or the out-of-memory killer, the kernel drops the lock and the next run removes the
+    folder (remove_abandoned_spills). The folder gets its final name with its owner locked, so no
+    run sees it unowned."""
+    remove_abandoned_spills()
+    making = tempfile.mkdtemp(prefix=MAKING_PREFIX)
+    owner = os.open(os.path.join(making, OWNER_FILE), os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(owner, fcntl.LOCK_EX)
+    spill = os.path.join(os.path.dirname(making), SPILL_PREFIX + os.path.basename(making).rsplit("-", 1)[1])
+    os.rename(making, spill)
+    return spill, owner
+
+
+def _remove_spill(spill: str, owner: int) -> None:
+    shutil.rmtree(spill, ignore_errors=True)
+    os.close(owner)
+
+
+def remove_abandoned_spills(folder: str | None = None) -> list[str]:
+    """Remove the spill folders of runs that are gone (their owner file not locked) from the
+    temporary folder (or ``folder``); a live run's is never touched. Return the paths removed."""
+    folder = folder or tempfile.gettempdir()
+    removed = []
+    try:
+        names = [n for n in os.listdir(folder) if n.startswith((SPILL_PREFIX, MAKING_PREFIX))]
+    except OSError:
+        return removed
+    for name in names:
+        path = os.path.join(folder, name)
+        try:
+            st = os.lstat(path)
+        except OSError:
+            continue
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
+            continue  # (a link, or another user's)
+        try:
+            owner = os.open(os.path.join(path, OWNER_FILE), os.O_RDONLY | os.O_NOFOLLOW)
+        except FileNotFoundError:  # no owner file: made by an older version (or being made: recent)
+            if time.time() - st.st_mtime > UNOWNED_AGE:
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(path)
+            continue
+        except OSError:
+            continue
+        try:
+            fcntl.flock(owner, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # its run is alive
+            continue
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+        finally:
+            os.close(owner)
+    return removed
 
 
 def _n(n: int) -> str:
@@ -390,9 +457,9 @@ class TrainShards:
     """Train shards planned by ``train_shards``: their number now, their sources streamed from the
     spill files (removed when this object goes, or by ``close``)."""
 
-    def __init__(self, folder: str, order: str, count: int, spill: str):
+    def __init__(self, folder: str, order: str, count: int, spill: str, owner: int):
         self.folder, self.order, self.count, self.spill = folder, order, count, spill
-        self.close = weakref.finalize(self, shutil.rmtree, spill, ignore_errors=True)
+        self.close = weakref.finalize(self, _remove_spill, spill, owner)
 
     def light(self) -> list[Shard]:
         """The shards without their sources (their sizes are known once streamed: write_slices)."""
