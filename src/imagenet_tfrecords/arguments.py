@@ -70,7 +70,12 @@ def add_conversion_args(p: argparse.ArgumentParser, workers_help: str) -> None:
     p.add_argument(
         "--data", required=True, type=url_value, help="dataset root: a path, gs://, s3:// or another fsspec URL"
     )
-    p.add_argument("--output", required=True, type=url_value, help="where shards and reports go (not inside --data)")
+    p.add_argument(
+        "--output",
+        required=True,
+        type=url_value,
+        help="where shards and reports go (not --data itself, nor inside one of its split folders)",
+    )
     p.add_argument(
         "--layout",
         choices=LAYOUT_CHOICES,
