@@ -125,3 +125,79 @@ def test_the_readme_local_commands_run_as_written(tmp_path):
         p = subprocess.run([sys.executable, "-c", source], cwd=tmp_path, capture_output=True, text=True, env=env)
         assert p.returncode == 0, f"{source}\n{p.stderr[-3000:]}"
         assert p.stdout.strip(), source
+
+
+# --- every Python block of docs/*.md runs -------------------------------------------------------
+
+DOCS_BLOCKS = [
+    (page.name, n, block)
+    for page in sorted((ROOT / "docs").glob("*.md"))
+    for n, block in enumerate(_blocks(page.read_text(), "python"))
+]
+# Blocks that need a cloud project or a GPU: compiled only, and why.
+NEEDS = {
+    "aiplatform": "submits to Vertex AI (a Google Cloud project)",
+    'device="mixed"': "decodes on an NVIDIA GPU",
+}
+
+
+@pytest.fixture(scope="module")
+def outputs(sample_dir, tmp_path_factory) -> dict[str, Path]:
+    """The sample converted in each format, each in a folder of its own as ``out``."""
+    from .conftest import run_cli
+
+    found = {}
+    for fmt in ("seed", "tf-models", "tfds"):
+        where = tmp_path_factory.mktemp(fmt)
+        run_cli("convert", "--data", sample_dir, "--output", where / "out", "--format", fmt, "--workers", "1")
+        found[fmt] = where
+    return found
+
+
+def _probe(block: str) -> str:
+    """A line that uses what the block made (most end by defining a dataset or a pipeline)."""
+    if "pipe.run()" in block:
+        return "assert len(images) > 0, images"
+    if "\nds = " in block:
+        return "print(next(iter(ds)))"
+    if "\ntrain = builder" in block:
+        return "print(next(iter(train)))"
+    return ""
+
+
+@pytest.mark.parametrize("page, n, block", DOCS_BLOCKS, ids=[f"{p}-{n}" for p, n, _ in DOCS_BLOCKS])
+def test_every_python_block_of_the_docs_runs(outputs, page, n, block):
+    compile(block, f"{page} block {n}", "exec")
+    why = next((reason for marker, reason in NEEDS.items() if marker in block), None)
+    if why:
+        pytest.skip(f"{page} block {n} {why}: compiled only")
+    if "nvidia.dali" in block:
+        pytest.importorskip("nvidia.dali", reason="NVIDIA DALI is not installed (the [dali] extra, about 450 MB)")
+    if "from kfp" in block:  # a pipeline around the compiled conversion: it must compile
+        block = block.replace("    train(dataset=", "    print(").replace('"pipelines/', f'"{ROOT}/pipelines/')
+        block += "\nfrom kfp import compiler\ncompiler.Compiler().compile(train_pipeline, 'train.yaml')\n"
+    fmt = "tf-models" if "image/encoded" in block else "tfds" if "tensorflow_datasets" in block else "seed"
+    source = block.replace("gs://bucket/tinyimagenet-tfrecords", "out") + "\n" + _probe(block) + "\n"
+    p = subprocess.run(
+        [sys.executable, "-c", source],
+        cwd=outputs[fmt],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])},
+    )
+    assert p.returncode == 0, f"{page} block {n}:\n{source}\n{p.stderr[-3000:]}"
+
+
+def test_the_output_help_says_what_is_refused(sample_copy):
+    """--output inside --data is refused only in its split folders (or as --data itself): the help says so."""
+    from .conftest import run_cli
+
+    sub = next(a for a in parser()._actions if a.__class__.__name__ == "_SubParsersAction").choices
+    output = next(a for a in sub["convert"]._actions if "--output" in a.option_strings)
+    assert output.help == "where shards and reports go (not --data itself, nor inside one of its split folders)"
+    refused = run_cli("convert", "--data", sample_copy, "--output", sample_copy / "train" / "out", check=False)
+    assert refused.returncode == 3, refused.stderr
+    same = run_cli("convert", "--data", sample_copy, "--output", sample_copy, check=False)
+    assert same.returncode == 3, same.stderr
+    run_cli("convert", "--data", sample_copy, "--output", sample_copy / "converted")  # inside, beside the splits

@@ -2,8 +2,10 @@
 
 import hashlib
 import io
+import os
 import re
 import stat
+import subprocess
 import threading
 import time
 import zipfile
@@ -307,3 +309,32 @@ def test_a_host_that_cannot_be_reached_is_one_line_exit_3_at_once(tmp_path):
     assert p.returncode == 3, p.stderr
     assert p.stderr.splitlines() == [f"error: {url}: cannot connect to 127.0.0.1:{port}: Connection refused"]
     assert time.monotonic() - started < 10  # not retried with back-off
+
+
+def test_a_full_disk_while_extracting_is_one_line_exit_3_and_extracts_nothing(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(disk)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    # 2 MB of zeros deflate to a few KB: the archive fits on the disk, its contents do not
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("tiny-imagenet-200/wnids.txt", "n01443537\n")
+        zf.writestr("tiny-imagenet-200/big.bin", bytes(2_000_000))
+    try:
+        with Server() as server:
+            server.files["/tiny-imagenet-200.zip"] = buf.getvalue()
+            out = disk / "data"
+            p = run_cli("download", "--output", out, "--url", f"{server.url}/tiny-imagenet-200.zip", check=False)
+            errors = [line for line in p.stderr.splitlines() if not line.startswith("INFO ")]
+            assert p.returncode == 3 and len(errors) == 1, p.stderr
+            assert errors[0] == (
+                f"error: {out / 'tiny-imagenet-200.zip'}: cannot be extracted into {out}: No space left on device; "
+                "nothing was extracted (the archive is kept: make room and run the same command again)"
+            )
+            assert sorted(os.listdir(out)) == ["tiny-imagenet-200.zip"]
+    finally:
+        subprocess.run(["umount", str(disk)], check=False)

@@ -63,7 +63,7 @@ def _sha1s(out: Path) -> dict[str, str]:
 
 
 def test_finder_and_explorer_files_are_ignored_in_the_tinyimagenet_layout(sample_copy, tmp_path):
-    _litter(sample_copy)
+    littered = _litter(sample_copy)
     train = sample_copy / "train"
     (train / "Thumbs.db").write_bytes(JUNK["Thumbs.db"])
     (train / ".git").mkdir()  # a hidden folder beside the class folders: not a class, not a reject
@@ -77,9 +77,12 @@ def test_finder_and_explorer_files_are_ignored_in_the_tinyimagenet_layout(sample
     assert info["rejected"] == 0 and (out / "rejects.tsv").read_text() == ""
     assert info["num_classes"] == 6
     classes = len(info["splits"]["train"]["label_counts"])
-    # train/: .DS_Store, Thumbs.db, .git; each train/<wnid>/images/.DS_Store; the AppleDouble file
-    assert info["splits"]["train"]["ignored"] == 3 + classes + 1
-    assert info["splits"]["val"]["ignored"] == 2 and info["splits"]["test"]["ignored"] == 1
+    # train/: .DS_Store, Thumbs.db, .git; each train/<wnid>/.DS_Store and train/<wnid>/images/.DS_Store;
+    # the AppleDouble file. val/ and val/images/: a .DS_Store each, and desktop.ini; test/ and test/images/.
+    ignored = {split: s["ignored"] for split, s in info["splits"].items()}
+    assert ignored == {"train": 3 + 2 * classes + 1, "val": 3, "test": 2}
+    assert sum(ignored.values()) == littered - 1 + 4  # every file but the root's .DS_Store, never listed
+    assert "; 2 ignored (.DS_Store" in next(line for line in p.stdout.splitlines() if line.startswith("test:"))
     assert info["found"] == sum(s["num_records"] for s in info["splits"].values())  # not inputs
     assert "ignored" in p.stdout.splitlines()[0]
     report = (out / "report.html").read_text()
@@ -392,6 +395,18 @@ def test_a_malformed_metadata_line_is_quoted_short(sample_copy, tmp_path):
     p = run_cli("convert", "--data", sample_copy, "--output", tmp_path / "out", check=False)
     assert p.returncode == 3
     assert len(_one_line(p)) < len(str(sample_copy)) + 120
+
+
+def test_a_10_mb_class_id_is_quoted_short(sample_copy, tmp_path):
+    """One word of 10 MB (no space, so it has the form of a class id): refused as longer than any
+    folder name, quoted by a short prefix (it used to be echoed whole: a 10 MB message)."""
+    with open(sample_copy / "wnids.txt", "a") as f:
+        f.write("n" * 10_000_000 + "\n")
+    p = run_cli("convert", "--data", sample_copy, "--output", tmp_path / "out", check=False)
+    assert p.returncode == 3
+    line = _one_line(p)
+    assert len(line) < len(str(sample_copy)) + 200, len(line)
+    assert "wnids.txt:7: not a class id: 10,000,000 characters, longer than a folder name may be (255 bytes)" in line
 
 
 # --- 5. outputs that break mid-run, damaged reports ---------------------------------------------

@@ -250,6 +250,29 @@ def test_resize_options_that_do_not_go_together_exit_2(sample_dir, tmp_path, arg
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--resize", "100000x100000"], "resize 100000x100000 is 10,000,000,000 pixels, above the limit"),
+        (["--resize", "4097x4096"], "resize 4097x4096 is 16,781,312 pixels, above the limit"),
+        (["--image-size", "5000x5000"], "image_size 5000x5000 is 25,000,000 pixels, above the limit"),
+        (["--shorter-side", "4097"], "shorter_side 4097 is longer than the shorter side of any image within"),
+    ],
+)
+def test_targets_above_the_input_pixel_limit_exit_2_before_any_work(tmp_path, args, message):
+    """(--data does not exist: a run that got past the options would exit 3, and converts nothing.)"""
+    for command in ("convert", "run"):
+        p = run_cli(command, "--data", tmp_path / "none", "--output", tmp_path / "out", *args, check=False)
+        lines = p.stderr.strip().splitlines()
+        assert (p.returncode, len(lines)) == (2, 1) and message in lines[0], (command, p.stderr)
+        assert "every input image is held to (16,777,216 pixels: 4096x4096)" in lines[0]
+    # the Kubeflow steps build the same Options, and refuse the same values
+    with pytest.raises(ValueError, match="above the limit"):
+        Options(resize="100000x100000")
+    Options(resize="4096x4096")  # at the limit
+    Options(shorter_side=4096)
+
+
 def test_a_new_size_converts_again_and_the_same_size_resumes(sample_dir, tmp_path):
     out = tmp_path / "out"
     run_cli("convert", "--data", sample_dir, "--output", out, "--resize", "32x16")

@@ -4,15 +4,18 @@ shared by ``convert`` and the Kubeflow commands (``run``, ``submit``), and the O
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 
 from .convert import GRAYSCALE_POLICIES, Options, parse_size
 from .formats import FORMATS, check_file_names
-from .image import RESIZE_MODES
+from .image import DEFAULT_MAX_PIXELS, RESIZE_MODES
 from .layouts import AUTO, LAYOUT_CHOICES
 from .plan import DEFAULT_SHARD_SIZE, MIXED, TRAIN_ORDERS
 from .stats import DEFAULT_MAX_REJECT_FRACTION
+
+_CAP = math.isqrt(DEFAULT_MAX_PIXELS)  # the side of the square the input pixel limit allows
 
 
 def url_value(value: str) -> str:
@@ -67,7 +70,12 @@ def add_conversion_args(p: argparse.ArgumentParser, workers_help: str) -> None:
     p.add_argument(
         "--data", required=True, type=url_value, help="dataset root: a path, gs://, s3:// or another fsspec URL"
     )
-    p.add_argument("--output", required=True, type=url_value, help="where shards and reports go (not inside --data)")
+    p.add_argument(
+        "--output",
+        required=True,
+        type=url_value,
+        help="where shards and reports go (not --data itself, nor inside one of its split folders)",
+    )
     p.add_argument(
         "--layout",
         choices=LAYOUT_CHOICES,
@@ -98,7 +106,8 @@ def add_conversion_args(p: argparse.ArgumentParser, workers_help: str) -> None:
         help="make every image WIDTHxHEIGHT (width first, unlike --image-size; e.g. 64x64): an area "
         "average of the image, after libjpeg-turbo's DCT-scaled decode; images already that size are "
         "stored as without --resize. Seed records hold the resized pixels; tf-models and tfds the "
-        "resized image encoded at --jpeg-quality",
+        "resized image encoded at --jpeg-quality. At most "
+        f"{_CAP}x{_CAP} pixels in all, the limit every input image is held to",
     )
     p.add_argument(
         "--resize-mode",

@@ -12,6 +12,7 @@ again to resume).
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import sys
@@ -26,7 +27,7 @@ from .fs import InputError, Location, MissingPackageError
 from .image import resize_text
 from .layouts import AUTO
 from .plan import MIXED, Plan, TrainShardsError
-from .procs import available_cpus, interrupt_on_sigterm
+from .procs import available_cpus, interrupt_on_sigterm, raise_open_files_limit
 from .stats import IncompleteConversion, TooManyRejects, check_rejects, read_info
 
 EXIT_INTERNAL, EXIT_BAD_INPUT, EXIT_VERIFY, EXIT_INTERRUPTED = 1, 3, 4, 5  # 2: argparse's, bad command line
@@ -310,12 +311,25 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _too_many_files(e: OSError) -> str:
+    """The line for EMFILE (this process's limit) or ENFILE (the system's)."""
+    where = f"{e.filename}: " if e.filename else ""
+    if e.errno == errno.ENFILE:
+        return f"{where}too many open files on this machine (its limit, not this process's): close some programs"
+    soft, hard = raise_open_files_limit()
+    return (
+        f"{where}too many open files: at most {soft} a process (ulimit -n; hard limit {hard}): "
+        "raise the limit (ulimit -n 1024) or use fewer --workers"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     p = parser()
     args = p.parse_args(argv)
     if getattr(args, "train_order", MIXED) != MIXED and args.train_shards:
         p.error("--train-shards sets the number of mixed train shards; --train-order per-class makes one per class")
     interrupt_on_sigterm()  # SIGTERM (Kubernetes stopping a pod) is handled as Ctrl-C
+    raise_open_files_limit()  # (to the hard limit; a failure for want of them says both)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     log.setLevel(logging.DEBUG if args.verbose else logging.INFO)
     try:
@@ -344,6 +358,9 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(e, VerificationError):
             print(f"verification failed:\n{e}", file=sys.stderr)
             return EXIT_VERIFY
+        if isinstance(e, OSError) and e.errno in (errno.EMFILE, errno.ENFILE) and not args.verbose:
+            print(f"error: {_too_many_files(e)}", file=sys.stderr)
+            return EXIT_BAD_INPUT
         if isinstance(e, OSError) and e.filename is not None and not args.verbose:
             # a path named: the environment's problem (a full disk, a folder gone), not ours
             print(f"error: {e.filename}: {e.strerror or e}", file=sys.stderr)

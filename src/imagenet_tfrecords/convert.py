@@ -14,6 +14,7 @@ skips it; anything else is converted again.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import multiprocessing
@@ -30,16 +31,12 @@ from functools import cached_property
 from . import boxes, formats, recordio, records
 from .archive import read_sources
 from .fs import Location, publish
-from .image import DEFAULT_MAX_PIXELS, RESIZE_MODES, SQUASH, BadImage, Resize, resize_of
+from .image import DEFAULT_MAX_PIXELS, RESIZE_MODES, SQUASH, BadImage, Resize, check_sizes, resize_of
 from .output import WORK_DIR
 from .plan import Plan, PlanError, Shard
-from .procs import available_cpus, check_terminated, stop_pool, worker_init
+from .procs import WorkerDied, available_cpus, check_terminated, stop_pool, worker_init
 
 GRAYSCALE_POLICIES = ("rgb", "skip")
-
-
-class WorkerDied(RuntimeError):
-    """A worker process was killed; finished shards are kept and a re-run resumes."""
 
 
 @dataclass(frozen=True)
@@ -94,6 +91,7 @@ class Options:
             raise ValueError(f"shorter_side must be 0 (off) or more, got {self.shorter_side}")
         if self.resize and self.shorter_side:
             raise ValueError("resize and shorter_side do not go together: give one of them")
+        check_sizes(parse_size(self.resize), parse_size(self.image_size), self.shorter_side, self.max_pixels)
 
     def resizing(self) -> Resize | None:
         """What size images become (image.Resize), or None: each keeps its own."""
@@ -212,6 +210,8 @@ def _write_shard(job: Job, shard: Shard, directory: Location, sources, target: L
                 rejected.append({"path": path, "reason": reason})
                 continue
             _, data = next(data_iter)
+            if isinstance(data, OSError) and data.errno in (errno.EMFILE, errno.ENFILE):
+                raise data  # the run's limit on open files, not the input's fault
             if isinstance(data, Exception):
                 rejected.append({"path": path, "reason": f"cannot read: {data}"})
                 read_errors += 1

@@ -333,6 +333,11 @@ def extract(path: str, target: str, *, show_progress: bool | None = None) -> tup
             os.rename(os.path.join(tmp, name), os.path.join(target, name))
     except zipfile.BadZipFile as e:
         raise UnsafeArchive(f"{path}: corrupt zip archive ({e})") from e
+    except OSError as e:  # a full disk, a quota, a folder that cannot be written
+        raise DownloadError(
+            f"{path}: cannot be extracted into {target}: {e.strerror or e}; nothing was extracted "
+            "(the archive is kept: make room and run the same command again)"
+        ) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return top, files

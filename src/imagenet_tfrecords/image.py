@@ -22,6 +22,7 @@ touched.
 from __future__ import annotations
 
 import io
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -98,6 +99,36 @@ def resize_of(options: dict) -> Resize | None:
         w, h = (int(v) for v in options["resize"].lower().split("x"))  # WxH: the width first
         return Resize(w, h, options.get("resize_mode", SQUASH))
     return None
+
+
+def _limit(max_pixels: int) -> str:
+    side = math.isqrt(max_pixels)
+    square = f": {side}x{side}" if side * side == max_pixels else ""
+    return f"the limit every input image is held to ({max_pixels:,} pixels{square})"
+
+
+def check_sizes(
+    resize: tuple[int, int] | None = None,
+    image_size: tuple[int, int] | None = None,
+    shorter_side: int = 0,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> None:
+    """ValueError (its text names the option) for a target no image within ``max_pixels`` could
+    have or need: a ``resize`` (width, height) or ``image_size`` (height, width) above it, a
+    ``shorter_side`` longer than any image within it has (it would resize nothing)."""
+    if resize and resize[0] * resize[1] > max_pixels:
+        w, h = resize
+        raise ValueError(f"resize {w}x{h} is {w * h:,} pixels, above {_limit(max_pixels)}")
+    if image_size and image_size[0] * image_size[1] > max_pixels:
+        h, w = image_size
+        raise ValueError(
+            f"image_size {h}x{w} is {w * h:,} pixels, above {_limit(max_pixels)}: every image would be rejected"
+        )
+    if shorter_side > math.isqrt(max_pixels):
+        raise ValueError(
+            f"shorter_side {shorter_side} is longer than the shorter side of any image within {_limit(max_pixels)}: "
+            "nothing would be resized"
+        )
 
 
 def resize_text(resize: dict) -> str:

@@ -12,7 +12,7 @@ so planning holds a few class folders or one hash bucket at a time, never the wh
 from __future__ import annotations
 
 import collections
-import contextlib
+import fcntl
 import hashlib
 import io
 import itertools
@@ -22,18 +22,21 @@ import os
 import pickle
 import re
 import shutil
+import stat
 import tempfile
+import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple, Protocol
 
 from .fs import Entry, Location, MetadataError
 from .plan import MIXED, PER_CLASS, TRAIN_ORDERS, Box, Shard, Source, TrainShardsError
-from .procs import available_cpus, check_terminated, stop_pool, worker_init
+from .procs import available_cpus, in_processes
 
 TRAIN_RECORDS_PER_SHARD = 1000  # mixed train shards' default size: 100 shards for TinyImageNet, 1,281 for ImageNet
 HASH_BUCKETS = 256  # spill files of a mixed train listing, by the first byte of the path hash
+NAME_MAX = 255  # the longest file or folder name, in bytes, of common file systems (Linux's NAME_MAX)
 SPILL_ROWS = 16384  # train sources packed together when listed by the planning process (packed_classes)
 
 
@@ -92,6 +95,11 @@ def list_images(directory: Location, root: Location, natural: bool = True) -> tu
         files.sort(key=lambda e: natural_key(e.name))
     others = [e for e in listed if e.kind not in ("file", "ignored")]
     return {e.name: e for e in files}, others, len(listed) - len(files) - len(others)
+
+
+def ignored_in(directory: Location, root: Location) -> int:
+    """The entries of ``directory`` ignored by name (fs.is_ignored); 0 when it is not a folder."""
+    return sum(e.kind == "ignored" for e in directory.list_dir(root)) if directory.isdir() else 0
 
 
 def fixed_shards(split: str, folder: str, sources: list[Source], files: dict[str, Entry], size: int) -> list[Shard]:
@@ -227,6 +235,7 @@ def class_listings(
     box_notes: list | None = None,
     reason_of: Callable[[str], str | None] | None = None,
     ignored: collections.Counter | None = None,
+    parents: bool = False,
 ) -> Iterator[Packed]:
     """The train sources of each class folder ``folder/<sub>`` of ``classes`` ((sub, label) in
     label order), as rows (listed_rows) packed for train_shards a few classes at a time, in that
@@ -237,7 +246,8 @@ def class_listings(
     class's files by file name where the layout has them (None: the class has none); each class's
     outcome, (sub, the boxes dropped for naming an unknown class by file, or None), is appended to
     ``box_notes``. A folder without images is appended to ``problems``; entries ignored by name
-    (fs.is_ignored) are counted in ``ignored["train"]``.
+    (fs.is_ignored) are counted in ``ignored["train"]``, with ``parents`` those of the folder above
+    each class's images folder too (``train/<wnid>/`` of ``train/<wnid>/images``).
 
     boxes_of and reason_of need not be picklable: the listing processes are forked with them."""
     natural = order == PER_CLASS
@@ -245,6 +255,8 @@ def class_listings(
     def rows_of(number: int) -> tuple[list[Row], int, dict | None, int]:
         sub, label = classes[number]
         files, others, skipped = list_images(root.child(folder, sub), root, natural=natural)
+        if parents and "/" in sub:
+            skipped += ignored_in(root.child(folder, sub.rsplit("/", 1)[0]), root)
         parsed = boxes_of(sub) if boxes_of else None
         found = parsed.boxes if parsed else {}
         listing = []
@@ -261,7 +273,7 @@ def class_listings(
 
     tasks = [range(i, min(i + CLASSES_PER_TASK, len(classes))) for i in range(0, len(classes), CLASSES_PER_TASK)]
     if root.is_local and len(tasks) > 1 and (cpus := _cpus()) > 1:
-        done = _ahead_in_processes(task, tasks, cpus)
+        done = in_processes(task, tasks, cpus, LISTING_THREADS)
     else:
         done = _ahead(task, tasks, 1 if root.is_local else LISTING_THREADS)
     outcome = "class gets an empty shard" if order == PER_CLASS else "class has no train records"
@@ -290,39 +302,6 @@ def _cpus() -> int:
     return 1 if multiprocessing.current_process().daemon else available_cpus()
 
 
-_HELD: list = []  # the function a forked listing process calls (_ahead_in_processes)
-
-
-def _hold(fn) -> None:
-    _HELD[:] = [fn]
-
-
-def _call_held(arg):
-    return _HELD[0](arg)
-
-
-def _ahead_in_processes(fn, args: Iterable, processes: int) -> Iterator:
-    """fn(arg) for each of ``args`` in order, computed by ``processes`` forked processes, at most
-    LISTING_THREADS calls per process ahead. ``fn`` reaches them by the fork, not by pickling."""
-    ctx = multiprocessing.get_context("fork")
-    # the listing processes die with this one, and are stopped at once on an error, Ctrl-C or SIGTERM
-    pool = ProcessPoolExecutor(processes, mp_context=ctx, initializer=worker_init, initargs=(os.getpid(), _hold, fn))
-    try:
-        pending: collections.deque = collections.deque()
-        for arg in args:
-            pending.append(pool.submit(_call_held, arg))
-            if len(pending) >= LISTING_THREADS * processes:
-                yield pending.popleft().result()
-                check_terminated()
-        while pending:
-            yield pending.popleft().result()
-            check_terminated()
-    except BaseException:
-        stop_pool(pool)
-        raise
-    pool.shutdown(wait=True)
-
-
 def _ahead(fn, items: Iterable, threads: int) -> Iterator:
     """fn(item) for each item in order, computed by ``threads`` threads at most ``threads`` items ahead."""
     if threads == 1:
@@ -330,12 +309,16 @@ def _ahead(fn, items: Iterable, threads: int) -> Iterator:
         return
     with ThreadPoolExecutor(threads) as pool:
         pending: collections.deque = collections.deque()
-        for item in items:
-            pending.append(pool.submit(fn, item))
-            if len(pending) >= threads:
+        try:
+            for item in items:
+                pending.append(pool.submit(fn, item))
+                if len(pending) >= threads:
+                    yield pending.popleft().result()
+            while pending:
                 yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
+        except BaseException:  # an error, Ctrl-C or SIGTERM: only the calls under way are waited for
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
 
 
 def train_shards(folder: str, classes: Iterable[Packed], order: str = MIXED, count: int = 0) -> TrainShards:
@@ -354,20 +337,84 @@ def train_shards(folder: str, classes: Iterable[Packed], order: str = MIXED, cou
         raise ValueError(f"train order must be one of {', '.join(TRAIN_ORDERS)}, got {order!r}")
     if count < 0:
         raise ValueError(f"train shards must be 0 (default) or more, got {count}")
-    spill = tempfile.mkdtemp(prefix="imagenet-tfrecords-plan-")
+    spill, owner = new_spill()
     try:
         classes_seen, total = _spill(classes, spill)  # (whether or not count is given: this is the listing)
     except BaseException:
-        shutil.rmtree(spill, ignore_errors=True)
+        _remove_spill(spill, owner)
         raise
     if order == MIXED and count > total:
-        shutil.rmtree(spill, ignore_errors=True)
+        _remove_spill(spill, owner)
         raise TrainShardsError(
             f"--train-shards {count} (pipeline parameter train_shards) is more than the {_n(total)} train inputs: "
             f"at most {_n(max(total, 1))} (0: about {TRAIN_RECORDS_PER_SHARD:,} records a shard)"
         )
     count = classes_seen if order == PER_CLASS else count or default_train_shards(total)
-    return TrainShards(folder, order, count, spill)
+    return TrainShards(folder, order, count, spill, owner)
+
+
+SPILL_PREFIX = "imagenet-tfrecords-plan-"  # spill folders in the temporary folder
+MAKING_PREFIX = "imagenet-tfrecords-planning-"  # one being made (its owner file not yet locked)
+OWNER_FILE = "owner.lock"  # in a spill folder: locked (flock) by the processes of the run it belongs to
+UNOWNED_AGE = 24 * 3600  # seconds after which a spill folder without an owner file (older versions') is removed
+
+
+def new_spill() -> tuple[str, int]:
+    """A new spill folder in the temporary folder, and the descriptor of its owner file, locked
+    (flock) for as long as this process or one it forks keeps it open: however the run ends, even
+    by kill -9 or the out-of-memory killer, the kernel drops the lock and the next run removes the
+    folder (remove_abandoned_spills). The folder gets its final name with its owner locked, so no
+    run sees it unowned."""
+    remove_abandoned_spills()
+    making = tempfile.mkdtemp(prefix=MAKING_PREFIX)
+    owner = os.open(os.path.join(making, OWNER_FILE), os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(owner, fcntl.LOCK_EX)
+    spill = os.path.join(os.path.dirname(making), SPILL_PREFIX + os.path.basename(making).rsplit("-", 1)[1])
+    os.rename(making, spill)
+    return spill, owner
+
+
+def _remove_spill(spill: str, owner: int) -> None:
+    shutil.rmtree(spill, ignore_errors=True)
+    os.close(owner)
+
+
+def remove_abandoned_spills(folder: str | None = None) -> list[str]:
+    """Remove the spill folders of runs that are gone (their owner file not locked) from the
+    temporary folder (or ``folder``); a live run's is never touched. Return the paths removed."""
+    folder = folder or tempfile.gettempdir()
+    removed = []
+    try:
+        names = [n for n in os.listdir(folder) if n.startswith((SPILL_PREFIX, MAKING_PREFIX))]
+    except OSError:
+        return removed
+    for name in names:
+        path = os.path.join(folder, name)
+        try:
+            st = os.lstat(path)
+        except OSError:
+            continue
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
+            continue  # (a link, or another user's)
+        try:
+            owner = os.open(os.path.join(path, OWNER_FILE), os.O_RDONLY | os.O_NOFOLLOW)
+        except FileNotFoundError:  # no owner file: made by an older version (or being made: recent)
+            if time.time() - st.st_mtime > UNOWNED_AGE:
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(path)
+            continue
+        except OSError:
+            continue
+        try:
+            fcntl.flock(owner, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # its run is alive
+            continue
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+        finally:
+            os.close(owner)
+    return removed
 
 
 def _n(n: int) -> str:
@@ -375,17 +422,17 @@ def _n(n: int) -> str:
 
 
 def _spill(classes: Iterable[Packed], spill: str) -> tuple[int, int]:
-    """Append each Packed's parts to their spill files; return the number of classes and of rows."""
+    """Append each Packed's parts to their spill files; return the number of classes and of rows.
+
+    One spill file is open at a time (opened to append each part): the 256 buckets of a mixed
+    listing never hold 256 descriptors, which is the whole of macOS's default limit."""
     seen = total = 0
-    with contextlib.ExitStack() as stack:
-        files: dict[str, io.BufferedWriter] = {}
-        for packed in classes:
-            for name, blob in packed.parts.items():
-                if name not in files:
-                    files[name] = stack.enter_context(open(f"{spill}/{name}", "wb"))
-                files[name].write(blob)
-            seen += packed.classes
-            total += packed.rows
+    for packed in classes:
+        for name, blob in packed.parts.items():
+            with open(f"{spill}/{name}", "ab") as f:
+                f.write(blob)
+        seen += packed.classes
+        total += packed.rows
     return seen, total
 
 
@@ -410,9 +457,9 @@ class TrainShards:
     """Train shards planned by ``train_shards``: their number now, their sources streamed from the
     spill files (removed when this object goes, or by ``close``)."""
 
-    def __init__(self, folder: str, order: str, count: int, spill: str):
+    def __init__(self, folder: str, order: str, count: int, spill: str, owner: int):
         self.folder, self.order, self.count, self.spill = folder, order, count, spill
-        self.close = weakref.finalize(self, shutil.rmtree, spill, ignore_errors=True)
+        self.close = weakref.finalize(self, _remove_spill, spill, owner)
 
     def light(self) -> list[Shard]:
         """The shards without their sources (their sizes are known once streamed: write_slices)."""

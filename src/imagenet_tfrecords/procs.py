@@ -6,7 +6,8 @@ worker behind: pool workers and listing processes are forked with ``worker_init`
 initializer, which asks Linux to kill them when the process that forked them dies
 (``PR_SET_PDEATHSIG``), and leaves stopping them to that process (SIGINT ignored, SIGTERM kills).
 The parent turns SIGTERM into KeyboardInterrupt (``interrupt_on_sigterm``), so it stops its
-workers (``stop_pool``), keeps the finished shards and exits as after Ctrl-C.
+workers (``stop_pool``, ``in_processes``), keeps the finished shards and exits as after Ctrl-C,
+in seconds whatever moment the signal came at.
 """
 
 from __future__ import annotations
@@ -15,10 +16,15 @@ import contextlib
 import ctypes
 import logging  # noqa: F401 - imported before register_at_fork below
 import math
+import multiprocessing
 import os
 import signal
 import sys
+import threading
 import time
+from collections.abc import Callable, Iterable, Iterator
+from multiprocessing.connection import Connection, wait
+from typing import Any, NoReturn
 
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
@@ -37,13 +43,163 @@ def worker_init(parent: int, then=None, *args) -> None:
         then(*args)
 
 
-def stop_pool(pool) -> None:
-    """Stop a ProcessPoolExecutor now: its workers are terminated (the shards they were writing are
-    lost; their temporary files are removed by the next run), queued work is cancelled."""
-    for p in list((getattr(pool, "_processes", None) or {}).values()):
+class WorkerDied(RuntimeError):
+    """A worker process was killed; finished shards are kept and a re-run resumes."""
+
+
+def stop_pool(pool, grace: float = 5.0) -> None:
+    """Stop a ProcessPoolExecutor now, whatever moment it was interrupted at: its workers are killed
+    (the shards they were writing are lost; their temporary files are removed by the next run),
+    queued work is cancelled, and nothing is waited for longer than ``grace`` seconds."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    for p in processes:
         with contextlib.suppress(Exception):
-            p.terminate()
-    pool.shutdown(wait=True, cancel_futures=True)
+            p.kill()
+    for p in processes:
+        with contextlib.suppress(Exception):
+            p.join(grace)
+    thread = getattr(pool, "_executor_manager_thread", None)
+    if thread is not None and not _started(thread, grace):
+        # interrupted between the thread's creation and its start: there is no thread to join
+        # (joining it would raise "cannot join thread before it is started")
+        pool._executor_manager_thread = thread = None
+    # A worker killed while sending a result leaves part of it in the result pipe, where the pool's
+    # thread waits for the rest for ever. With every worker gone, closing this process's own end
+    # for writing ends that wait (the pool then counts as broken, and its thread ends).
+    queue = getattr(pool, "_result_queue", None)
+    if queue is not None:
+        with contextlib.suppress(Exception):
+            queue._writer.close()
+    pool.shutdown(wait=False, cancel_futures=True)
+    if thread is not None:
+        thread.join(grace)
+        if thread.is_alive():  # never joined at exit either (concurrent.futures joins its threads there)
+            from concurrent.futures import process
+
+            process._threads_wakeups.pop(thread, None)
+
+
+def _started(thread: threading.Thread, grace: float) -> bool:
+    """Whether ``thread`` was started (its start() interrupted or not): a thread that start() handed
+    to the system sets its started flag within ``grace`` seconds."""
+    if thread.ident is None and thread not in getattr(threading, "_limbo", {}):
+        return False  # start() was never called, or stopped before it handed the thread to the system
+    return thread._started.wait(grace)
+
+
+def in_processes(fn: Callable, args: Iterable, processes: int, ahead: int) -> Iterator:
+    """fn(arg) for each of ``args``, in order, computed by ``processes`` forked processes, at most
+    ``ahead`` calls queued per process. ``fn`` reaches them by the fork, not by pickling; an
+    exception it raises is raised here.
+
+    No thread of this process takes part: on an error, Ctrl-C or SIGTERM here (or when the caller
+    stops iterating) the processes are killed and reaped at once, and nothing is left to join.
+    Each process talks through a socket pair of its own, so one killed in the middle of a result
+    ends that result (EOF, WorkerDied) rather than leaving a reader waiting for the rest.
+    """
+    parent = os.getpid()
+    workers: dict[int, Connection] = {}  # pid -> this process's end
+    try:
+        for _ in range(processes):
+            ours, theirs = multiprocessing.Pipe()
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover - the forked process
+                _serve(fn, theirs, [ours, *workers.values()], parent)
+            workers[pid] = ours
+            theirs.close()
+        check_terminated()  # (SIGTERM while forking)
+        yield from _ordered(workers, enumerate(args), ahead)
+    finally:
+        _reap(workers)
+
+
+def _serve(fn: Callable, conn: Connection, others: list[Connection], parent: int) -> NoReturn:
+    """A forked process of in_processes: (number, arg) pairs in, (number, ok, fn(arg) or the
+    exception) out, until None or EOF. Never returns into the caller's code."""
+    code = 0
+    try:
+        for c in others:  # the other ends: EOF comes when the parent's end closes
+            c.close()
+        worker_init(parent)
+        while (item := _recv(conn)) is not None:
+            number, arg = item
+            try:
+                reply = (number, True, fn(arg))
+            except BaseException as e:  # (handed to the parent, which raises it)
+                reply = (number, False, e)
+            try:
+                conn.send(reply)
+            except Exception as e:  # an unpicklable result or exception
+                conn.send((number, False, RuntimeError(f"{type(e).__name__}: {e}")))
+    except BaseException:
+        code = 1
+    finally:
+        os._exit(code)
+
+
+def _recv(conn: Connection):
+    try:
+        return conn.recv()
+    except EOFError:
+        return None
+
+
+def _ordered(workers: dict[int, Connection], args: Iterator, ahead: int) -> Iterator:
+    """in_processes's results in order: each call sent to the process with the fewest queued."""
+    queued = {conn: 0 for conn in workers.values()}
+    results: dict[int, Any] = {}
+    sent = given = 0
+    more = True
+    while True:
+        while more and sum(queued.values()) < ahead * len(queued):
+            item = next(args, None)
+            if item is None:
+                more = False
+                break
+            conn = min(queued, key=queued.get)
+            conn.send(item)
+            queued[conn] += 1
+            sent += 1
+        if given in results:
+            yield results.pop(given)
+            given += 1
+            check_terminated()
+            continue
+        if not more and given == sent:
+            return
+        for conn in wait([c for c, n in queued.items() if n]):
+            try:
+                number, ok, value = conn.recv()
+            except (EOFError, OSError):
+                raise WorkerDied(
+                    "a listing process died abruptly (killed by a signal, e.g. by the out-of-memory killer); "
+                    "nothing was converted: run the same command again"
+                ) from None
+            queued[conn] -= 1
+            if not ok:
+                raise value
+            results[number] = value
+
+
+def _reap(workers: dict[int, Connection], grace: float = 5.0) -> None:
+    """Kill and reap in_processes's processes (those done already just exit) and close their ends."""
+    for pid in workers:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    for conn in workers.values():
+        conn.close()
+    deadline = time.monotonic() + grace
+    left = set(workers)
+    while left and time.monotonic() < deadline:
+        for pid in list(left):
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                done = pid
+            if done:
+                left.discard(pid)
+        if left:
+            time.sleep(0.01)
 
 
 _terminated = False
@@ -125,6 +281,29 @@ def kill_descendants(grace: float = 2.0) -> None:
         if time.monotonic() > deadline:
             sig = signal.SIGKILL
         time.sleep(0.05)
+
+
+MANY_OPEN_FILES = 65536  # as high as raise_open_files_limit goes
+
+
+def raise_open_files_limit() -> tuple[int, int]:
+    """Raise this process's soft limit on open files to its hard limit (as many tools do: the soft
+    one is often far lower, 256 on macOS, 1,024 on Linux); return (soft, hard) as they now are."""
+    try:
+        import resource
+    except ImportError:  # not POSIX
+        return (0, 0)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    infinite = resource.RLIM_INFINITY
+    # (at most MANY_OPEN_FILES; macOS refuses RLIM_INFINITY and values above kern.maxfilesperproc, 10,240)
+    for target in [min(hard, MANY_OPEN_FILES)] if hard != infinite else [MANY_OPEN_FILES, 10240]:
+        if soft != infinite and soft < target:
+            try:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+                break
+            except (ValueError, OSError):
+                continue
+    return resource.getrlimit(resource.RLIMIT_NOFILE)
 
 
 def available_cpus() -> int:

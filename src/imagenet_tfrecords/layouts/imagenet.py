@@ -26,8 +26,17 @@ import re
 
 from .. import boxes
 from ..boxes import EXTENSION
-from ..fs import Location, check_inside
-from ..listing import class_listings, fixed_shards, list_files, natural_key, read_lines, test_shards, train_shards
+from ..fs import Location, check_inside, excerpt
+from ..listing import (
+    NAME_MAX,
+    class_listings,
+    fixed_shards,
+    list_files,
+    natural_key,
+    read_lines,
+    test_shards,
+    train_shards,
+)
 from ..plan import MIXED, ClassInfo, Found, MetadataError, Plan, Shard, Source
 from . import imagenet_archive
 
@@ -50,6 +59,11 @@ def parse_mapping(loc: Location) -> list[tuple[str, str, int]]:
         words = words.strip()
         if not _ID.fullmatch(wnid) or not words or "\t" in words:
             raise MetadataError(f"{loc.url}:{n}: expected 'wnid words', got {line[:80]!r}")
+        if len(wnid.encode()) > NAME_MAX:
+            raise MetadataError(
+                f"{loc.url}:{n}: not a class id: {len(wnid):,} characters, longer than a folder name may be "
+                f"({NAME_MAX} bytes): {excerpt(wnid)}"
+            )
         if wnid in seen:
             raise MetadataError(f"{loc.url}:{n}: class id {wnid} repeats line {seen[wnid]}")
         seen[wnid] = n

@@ -23,7 +23,17 @@ import re
 
 from .. import boxes
 from ..fs import Location, check_inside, excerpt
-from ..listing import class_listings, fixed_shards, list_files, natural_key, read_lines, test_shards, train_shards
+from ..listing import (
+    NAME_MAX,
+    class_listings,
+    fixed_shards,
+    ignored_in,
+    list_files,
+    natural_key,
+    read_lines,
+    test_shards,
+    train_shards,
+)
 from ..plan import MIXED, ClassInfo, Found, MetadataError, Plan, Shard, Source
 
 NAME = "tinyimagenet"
@@ -36,6 +46,11 @@ def parse_wnids(loc: Location) -> list[tuple[str, int]]:
     for n, line in read_lines(loc):
         if not re.fullmatch(r"[^\s/\\]+", line):
             raise MetadataError(f"{loc.url}:{n}: not a class id: {excerpt(line)}")
+        if len(line.encode()) > NAME_MAX:
+            raise MetadataError(
+                f"{loc.url}:{n}: not a class id: {len(line):,} characters, longer than a folder name may be "
+                f"({NAME_MAX} bytes): {excerpt(line)}"
+            )
         if line in seen:
             raise MetadataError(f"{loc.url}:{n}: class id {line} repeats line {seen[line]}")
         seen[line] = n
@@ -96,7 +111,9 @@ def plan(root: Location, shard_size: int, train_order: str = MIXED, train_count:
     classes = [(f"{w}/images", i) for w, i in sorted(labels.items())]
     notes: list[tuple[str, dict | None]] = []
     boxes_of = _train_boxes(root, labels)
-    listings = class_listings(root, "train", classes, problems, train_order, boxes_of, notes, ignored=ignored)
+    listings = class_listings(
+        root, "train", classes, problems, train_order, boxes_of, notes, ignored=ignored, parents=True
+    )
     train = train_shards("train", listings, train_order, train_count)
     no_boxes = [_boxes_file(root, sub.split("/", 1)[0]).url for sub, parsed in notes if parsed is None]
     if no_boxes:
@@ -105,6 +122,7 @@ def plan(root: Location, shard_size: int, train_order: str = MIXED, train_count:
     shards = train.light()
     shards += _val_shards(root, labels, shard_size, rejects, warnings, ignored)
     shards += test_shards(root, "test/images", shard_size, rejects, warnings, ignored)
+    ignored["test"] += ignored_in(root.child("test"), root)  # (.DS_Store beside images/)
     classes = [ClassInfo(w, words[w]) for w in wnids]
     return found.plan(root, NAME, classes, shards, train_order, train, boxes.CONVENTIONS[NAME])
 
@@ -176,6 +194,7 @@ def _val_shards(
         raise MetadataError(f"{val_dir.url}: directory not found")
     listed_before = len(rejects)
     files = list_files(val_dir, root, "val/images", rejects, ignored, "val")
+    ignored["val"] += ignored_in(root.child("val"), root)  # (.DS_Store beside images/)
     # an entry rejected while listing (a link leaving the dataset, a directory) is not also "missing"
     present = set(files) | {r["path"][len("val/images/") :] for r in rejects[listed_before:]}
     for name in sorted(set(annotations) - present, key=natural_key):
