@@ -28,7 +28,7 @@ import json
 import os
 
 from . import stats
-from .fs import BadOutput, Location, _remove_stale_temporaries
+from .fs import BadOutput, Location, _remove_stale_temporaries, remove
 
 MARKER = "imagenet-tfrecords.json"
 PROJECT = "imagenet-tfrecords"
@@ -141,7 +141,7 @@ def mark_writing(out_url: str, files: list[str], fmt: str) -> list[str]:
         if out.is_local:
             _remove_stale_temporaries(loc.path)  # of a writer killed while writing it
         if loc.exists():
-            loc.fs.rm_file(loc.path)
+            remove(loc)
             removed.append(rel)
     if out.is_local:  # folders the removed files leave empty (object stores have none)
         for folder in sorted({os.path.dirname(rel) for rel in stale} - {""}, key=len, reverse=True):

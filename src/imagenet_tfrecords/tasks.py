@@ -214,7 +214,10 @@ def convert_dataset(
             if on_done:
                 on_done(stats)
 
-        results = convert(plan, shards, output_url, options, workers=workers, on_done=done, count=len(plan.shards))
+        try:
+            results = convert(plan, shards, output_url, options, workers=workers, on_done=done, count=len(plan.shards))
+        finally:
+            shards.close()  # (a slice still being written is dropped now, not when garbage-collected)
         writer.check()
         info, _ = finish(plan, output_url, options, [task_summary(results, since, time.time())])
     return plan, info
