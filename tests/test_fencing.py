@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from imagenet_tfrecords import lock
-from imagenet_tfrecords.fs import Location, LostOutput, fence, publish
+from imagenet_tfrecords.fs import Location, LostOutput, publish
 from imagenet_tfrecords.sample import write_sample
 
 from .conftest import CLI, run_cli
@@ -152,6 +152,8 @@ def test_a_lease_taken_over_while_its_run_lives_stops_that_run_and_only_the_new_
 def test_a_lost_fence_leaves_nothing_visible_and_no_upload_behind(bucket):
     """A file streamed in several parts is not made visible once the fence fails; the upload is
     aborted (S3: no multipart upload left)."""
+    from imagenet_tfrecords.fs import fence
+
     out = Location.of(f"{bucket.scheme}://{bucket.name}/out")
 
     def lost(written=None):
@@ -179,6 +181,8 @@ def test_a_write_landing_just_after_its_lease_was_lost_is_taken_back(bucket):
     """The window no store condition closes: the fence passed, then (a pause) another run took the
     lease and wrote its marker, then the commit landed. The writer's check after the commit takes
     the file back, unless the new owner's marker lists it (the new owner rewrites and checks its own)."""
+    from imagenet_tfrecords.fs import fence
+
     out = Location.of(f"{bucket.scheme}://{bucket.name}/out")
     lease = out.child("_work", "lease.json")
     real = lock.Fence(lease.url, "a", 600.0)
