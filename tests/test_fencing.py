@@ -16,6 +16,7 @@ import os
 import signal
 import subprocess
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -50,7 +51,20 @@ def b_reference(data, tmp_path_factory) -> Path:
 @pytest.fixture(params=["gs", "s3"])
 def bucket(request, store_env, gcs_server, s3_server):
     name = f"it-{uuid.uuid4().hex[:12]}"
-    return GcsBucket(gcs_server, name) if request.param == "gs" else S3Bucket(s3_server, name)
+    made = GcsBucket(gcs_server, name) if request.param == "gs" else S3Bucket(s3_server, name)
+    made.probe = gcs_server.url + "/" if request.param == "gs" else s3_server.url + "/moto-api/"
+    return made
+
+
+def _store_answers(bucket) -> bool:
+    """Whether the store answers within 3 s. The GCS emulator serves one request at a time: a run
+    stopped in the middle of sending a request holds it until it goes on (GCS itself does not)."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(bucket.probe, timeout=3) as r:
+            return r.status == 200
+    except OSError:
+        return False
 
 
 def _start(*args, env=None) -> subprocess.Popen:
@@ -101,8 +115,13 @@ def _stopped_a(bucket, data, lease_seconds: str) -> subprocess.Popen:
     env = {lock.LEASE_ENV: lease_seconds}
     a = _start("convert", "--data", data, "--output", url, "--workers", "2", "--train-shards", A_SHARDS, env=env)
     _wait_for(lambda: any(k.endswith(".tfrecord") for k in bucket.keys("out/train/")), a)
-    os.killpg(a.pid, signal.SIGSTOP)
-    return a
+    for _ in range(50):
+        os.killpg(a.pid, signal.SIGSTOP)
+        if _store_answers(bucket):
+            return a
+        os.killpg(a.pid, signal.SIGCONT)  # stopped mid-request (see _store_answers): a moment later
+        time.sleep(0.05)
+    pytest.fail("run A could not be stopped between two requests")
 
 
 def _a_stopped_by_the_fence(a: subprocess.Popen) -> str:
