@@ -310,8 +310,9 @@ def test_the_training_example_runs_in_the_tensorflow_image(base_image, image, sa
 
 
 def test_a_conversion_task_stages_one_shard_per_worker_on_local_disk(image, tmp_path, store_env, s3_server):
-    """Writing to an object store, each worker stages the shard it writes in /tmp, then uploads it: with two
-    workers, a /tmp of 2.6 shards is enough for a task of four 12 MB shards (the pods' ephemeral storage)."""
+    """Writing to an object store, each worker streams the shard it writes (nothing staged in /tmp): a task
+    of four 12 MB shards with two workers runs in a container whose /tmp holds 2.6 of them (and
+    tests/test_streaming_upload.py runs a task with a quarter of one, outside a container)."""
     from kfp import local
 
     from imagenet_tfrecords_kfp.docker import checked_exit_status, docker_runner

@@ -158,24 +158,24 @@ def test_a_live_writers_temporary_is_never_removed(tmp_path):
     temporary alone; once the first is dead its temporary is cleaned up."""
     dest = Location.of(str(tmp_path / "shard.tfrecord"))
     with publish(dest) as first:
-        Path(first).write_bytes(b"first")
+        first.write(b"first")
         with publish(dest) as second:
-            Path(second).write_bytes(b"second")
-        assert Path(first).exists(), "the live writer's temporary was removed"
+            second.write(b"second")
+        assert Path(first.name).exists(), "the live writer's temporary was removed"
     assert (tmp_path / "shard.tfrecord").read_bytes() == b"first"
     # a writer that died (no one holds its temporary's lock) leaves one to clean up
     dead = tmp_path / ".shard.tfrecord.abcd1234.tmp"
     dead.write_bytes(b"left by a killed writer")
     with publish(dest) as third:
-        Path(third).write_bytes(b"third")
+        third.write(b"third")
         assert not dead.exists()
     assert not list(tmp_path.glob(".*.tmp"))
 
 
 def test_a_run_whose_temporary_is_removed_stops_with_exit_3(tmp_path):
     dest = Location.of(str(tmp_path / "shard.tfrecord"))
-    with pytest.raises(LostOutput, match="was removed by another process"), publish(dest) as tmp:
-        os.remove(tmp)
+    with pytest.raises(LostOutput, match="was removed by another process"), publish(dest) as f:
+        os.remove(f.name)
     assert not (tmp_path / "shard.tfrecord").exists()
 
 

@@ -15,10 +15,20 @@ and each walk stops where the next one started, so the walks chain into the one 
 from byte 0 would give (a start that is no real header, e.g. inside a member that is itself a
 tar, is never reached by the chain and so never used). Local files are read through one open
 file and seeks.
+
+On object stores the walks do not wait for each other: every walk has its next read in flight as
+soon as its last one returned, up to ``in_flight_reads()`` requests at once
+(``IMAGENET_TFRECORDS_RANGE_READS``, default 256), and ``iter_inner`` keeps up to ``group`` inner
+tars walking, starting the next one as the oldest is handed over (a sliding window rather than one
+group after another). A listing then costs about (its requests / the reads in flight) latencies,
+plus the longest walk, instead of one latency per header of the largest tar of every group.
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import os
 import tarfile
 from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
@@ -31,6 +41,18 @@ BATCH = 128  # byte ranges per fs.cat_ranges call when reading images
 SEGMENT_BYTES = 16 << 20  # a flat tar is walked from one starting point per this many bytes
 WINDOW = 256 << 10  # bytes read at each starting point to find a header
 _META_TYPES = (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.XHDTYPE, tarfile.XGLTYPE)
+IN_FLIGHT_ENV = "IMAGENET_TFRECORDS_RANGE_READS"
+DEFAULT_IN_FLIGHT = 256
+
+
+def in_flight_reads() -> int:
+    """How many range reads a listing keeps in flight on an object store (IN_FLIGHT_ENV, default 256)."""
+    value = os.environ.get(IN_FLIGHT_ENV, "")
+    if not value:
+        return DEFAULT_IN_FLIGHT
+    if not value.isdigit() or int(value) < 1:
+        raise MetadataError(f"{IN_FLIGHT_ENV}={value[:20]!r}: must be a whole number of 1 or more")
+    return int(value)
 
 
 class ArchiveError(MetadataError):
@@ -56,12 +78,15 @@ class RangeReader:
     """Byte ranges of one file, counting requests and bytes: one open file and seeks on local
     disks, batched ``fs.cat_ranges`` calls (concurrent requests) on object stores."""
 
-    def __init__(self, loc: Location):
+    def __init__(self, loc: Location, in_flight: int | None = None):
         self.loc = loc
-        self.rounds = 0  # batches of reads, each waiting for the one before
+        self.rounds = 0  # batches of reads, each waiting for the one before (the longest walk, pipelined)
         self.requests = 0
         self.bytes = 0
+        self.in_flight = in_flight or in_flight_reads()
+        self.peak = 0  # the most reads in flight at once (pipelined walks)
         self._file = open(loc.path, "rb") if loc.is_local else None  # noqa: SIM115 (closed by close())
+        self._async = None if loc.is_local else _async_fs(loc, self.in_flight)
 
     def read(self, spans: Sequence[tuple[int, int]]) -> list[bytes | Exception]:
         """The bytes of each (offset, size), or the error reading it; fewer bytes at the file's end."""
@@ -113,29 +138,44 @@ def list_nested(loc: Location, reader: RangeReader | None = None) -> tuple[list[
 
 def list_inner(reader: RangeReader, tars: Sequence[Member]) -> list[list[Member]]:
     """The members of each of ``tars`` (members of the reader's file that are tars), with offsets
-    in that file, from headers alone: the walks advance together, the k-th header of each in one
-    batch of reads, so this costs about as many rounds as the largest of ``tars`` has members."""
-    walks = [_walk(m.offset, m.offset + m.size, f"{reader.loc.url}/{m.name}") for m in tars]
-    return [_chain([m.offset], [got]) for m, got in zip(tars, _run(reader, walks), strict=True)]
+    in that file, from headers alone: the walks advance together (local files: the k-th header of
+    each in one batch; object stores: each walk's next read issued as its last one returns), so this
+    costs about as many latencies as the largest of ``tars`` has members."""
+    return [members for _, members in _inner(reader, tars, len(tars) or 1)]
 
 
 def iter_inner(loc: Location, tars: Sequence[Member], group: int) -> Iterator[tuple[Member, list[Member]]]:
     """(tar, its members) for each of ``tars`` (members of the tar file at ``loc`` that are tars),
-    in order, listed ``group`` tars at a time (list_inner): memory holds one group's listing, and
-    listing them all takes about len(tars) / group times the rounds of one group."""
+    in order, with up to ``group`` tars listed or waiting to be handed over at a time: memory holds
+    that many tars' listings. Local files: one group after another; object stores: a sliding window
+    (the next tar starts as soon as the oldest is handed over), up to the reader's reads in flight."""
     if group < 1:
         raise ValueError(f"group must be 1 or more, got {group}")
     with RangeReader(loc) as reader:
+        yield from _inner(reader, tars, group)
+
+
+def _inner(reader: RangeReader, tars: Sequence[Member], group: int) -> Iterator[tuple[Member, list[Member]]]:
+    def walk(m: Member) -> Walk:
+        return _walk(m.offset, m.offset + m.size, f"{reader.loc.url}/{m.name}")
+
+    if reader._async is None:
         for i in range(0, len(tars), group):
             chunk = tars[i : i + group]
-            yield from zip(chunk, list_inner(reader, chunk), strict=True)
+            for m, got in zip(chunk, _run(reader, [walk(m) for m in chunk]), strict=True):
+                yield m, _chain([m.offset], [got])
+        return
+    for m, got in zip(tars, _pipelined(reader, (walk(m) for m in tars), len(tars), group), strict=True):
+        yield m, _chain([m.offset], [got])
 
 
 def _list(reader: RangeReader, segment: int) -> list[Member]:
     size = reader.loc.size()
     starts = [0, *_find_headers(reader, size, segment)] if segment else [0]
     walks = [_walk(start, size, reader.loc.url, frozenset(starts)) for start in starts]
-    return _chain(starts, _run(reader, walks))
+    if reader._async is None:
+        return _chain(starts, _run(reader, walks))
+    return _chain(starts, list(_pipelined(reader, iter(walks), len(walks), len(walks))))
 
 
 def _find_headers(reader: RangeReader, size: int, segment: int) -> list[int]:
@@ -210,6 +250,82 @@ def _run(reader: RangeReader, walks: list[Walk]) -> list:
                 raise ArchiveError(f"{reader.loc.url}: cannot read bytes {pending[i][0]}+{pending[i][1]}: {data}")
             _advance(walks, i, data, pending, results)
     return results
+
+
+def _async_fs(loc: Location, in_flight: int):
+    """The filesystem of ``loc`` for pipelined range reads: S3's with a connection pool as large as
+    the reads in flight (botocore's default pool holds 10 connections: more requests wait for one);
+    others as they are (gcsfs's aiohttp pool holds 100). None when it has no async interface."""
+    fs = loc.fs
+    if not getattr(fs, "async_impl", False):
+        return None
+    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    if protocol in ("s3", "s3a"):
+        options = dict(fs.storage_options)
+        config = {**options.get("config_kwargs", {}), "max_pool_connections": in_flight}
+        fs = type(fs)(**{**options, "config_kwargs": config})  # (cached by fsspec: one per pool size)
+    return fs
+
+
+def _pipelined(reader: RangeReader, walks: Iterator[Walk], count: int, window: int) -> Iterator:
+    """The results of ``count`` walks (as _run's), in order, each walk's next read issued on the
+    object store's event loop as soon as its last one returned: at most ``window`` walks started and
+    not yet handed over, at most ``reader.in_flight`` reads in flight. A read that fails raises
+    ArchiveError naming the bytes."""
+    fs, path, limit = reader._async, reader.loc.path, reader.in_flight
+    results: dict[int, object] = {}
+    depth: dict[int, int] = {}  # reads so far of each walk: the longest is the listing's rounds
+    active: dict[int, Walk] = {}
+    waiting: list[tuple[int, tuple[int, int]]] = []  # reads beyond the limit, in the order asked
+    flying: dict[concurrent.futures.Future, tuple[int, tuple[int, int]]] = {}
+    started = handed = 0
+
+    def advance(i: int, data: bytes | None) -> None:
+        try:
+            waiting.append((i, active[i].send(data)))
+        except StopIteration as done:
+            results[i] = done.value
+            del active[i]
+        except ArchiveError as e:
+            results[i] = e
+            del active[i]
+
+    def submit() -> None:
+        while waiting and len(flying) < limit:
+            i, (offset, size) = waiting.pop(0)
+            coro = fs._cat_file(path, start=offset, end=offset + size)
+            flying[asyncio.run_coroutine_threadsafe(coro, fs.loop)] = (i, (offset, size))
+        reader.peak = max(reader.peak, len(flying))
+
+    try:
+        while handed < count:
+            while started < count and started - handed < window:
+                active[started] = next(walks)
+                depth[started] = 0
+                advance(started, None)
+                started += 1
+            submit()
+            while handed in results:
+                reader.rounds = max(reader.rounds, depth.pop(handed, 0))
+                yield results.pop(handed)
+                handed += 1
+                if started - handed < window and started < count:
+                    break
+            else:
+                done, _ = concurrent.futures.wait(list(flying), return_when=concurrent.futures.FIRST_COMPLETED)
+                for fut in done:
+                    i, (offset, size) = flying.pop(fut)
+                    try:
+                        data = fut.result()
+                    except Exception as e:  # noqa: BLE001 - named with the bytes it was reading
+                        raise ArchiveError(f"{reader.loc.url}: cannot read bytes {offset}+{size}: {e}") from None
+                    reader.requests += 1
+                    reader.bytes += len(data)
+                    depth[i] += 1
+                    advance(i, data)
+    finally:
+        for fut in flying:
+            fut.cancel()
 
 
 def _advance(walks: list[Walk], i: int, data: bytes | None, pending: dict, results: list) -> None:

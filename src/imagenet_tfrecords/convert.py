@@ -2,7 +2,8 @@
 
 A worker streams its shard: read a file, decode it, append the framed record to a local
 temporary file, move on. Memory stays flat whatever the size of a class directory. The
-finished file is published atomically (see fs.publish), then its index (``<shard file>.idx``,
+finished file is published atomically (see fs.publish: streamed to object stores, made visible
+only while the run still holds the output), then its index (``<shard file>.idx``,
 one "offset length" line per record, made from the framing as it is written), then a small JSON
 record of the shard's statistics under ``_work/``, with the SHA-256 of the shard (taken from the
 bytes as they are written) and of its index. A re-run finds that record, checks the shard against
@@ -30,7 +31,7 @@ from functools import cached_property
 
 from . import boxes, formats, recordio, records
 from .archive import read_sources
-from .fs import Location, publish
+from .fs import Location, fence, fence_of, publish
 from .image import DEFAULT_MAX_PIXELS, RESIZE_MODES, SQUASH, BadImage, Resize, check_sizes, resize_of
 from .output import WORK_DIR
 from .plan import Plan, PlanError, Shard
@@ -139,10 +140,15 @@ class Job:
     options: Options = Options()
     words: tuple[str, ...] = ()  # each class's words (tf-models' image/class/text)
     boxes: str = ""  # the pixel convention of the sources' boxes (Plan.boxes); "": no boxes
+    fence: Callable[[Location | None], None] | None = (
+        None  # the output's fence (fs.fence), for workers started by spawn
+    )
 
     @classmethod
     def of(cls, plan: Plan, out_url: str, options: Options = Options()) -> Job:
-        return cls(plan.data, str(out_url), plan.wnids, options, tuple(c.words for c in plan.classes), plan.boxes)
+        words = tuple(c.words for c in plan.classes)
+        fence = fence_of(Location.of(out_url))
+        return cls(plan.data, str(out_url), plan.wnids, options, words, plan.boxes, fence)
 
     @cached_property
     def spec(self) -> str:
@@ -164,6 +170,8 @@ def convert_shard(job: Job, shard_id: int, text: str) -> dict:
     if shard.sources is None:
         raise PlanError(f"{shard.file}: the shard's sources are not in plan.json but in its task's slice")
     out, root = Location.of(job.out_url), Location.of(job.data_url)
+    if job.fence is not None and fence_of(out) is None:  # (a worker started by spawn)
+        fence(out, job.fence)
     fingerprint = _fingerprint(job, text)
     file = job.file(shard)
     done = _finished(out, file, fingerprint)
@@ -197,7 +205,7 @@ def _write_shard(job: Job, shard: Shard, directory: Location, sources, target: L
     index_lines: list[str] = []  # "offset length" of each record's framing, as written
     data_iter = read_sources(directory, [s for s in sources if s.reason is None])
     digest = hashlib.sha256()  # of the shard's bytes, as they are written
-    with publish(target) as tmp, open(tmp, "wb", buffering=1 << 16) as f:
+    with publish(target) as f:
         write_file, hash_bytes = f.write, digest.update
 
         def write(data: bytes) -> None:

@@ -1,10 +1,18 @@
 """URL handling through fsspec: local paths, file://, memory://, gs://, s3://.
 
 Every read and write of the project goes through here, so local disks and object stores
-share one code path. Shards are published atomically: they are written to a local
-temporary file first, then renamed into place (local output) or uploaded in one piece
-(object stores commit an upload only when it is complete), so a killed task never
-leaves a truncated file under a final name.
+share one code path. Files are published atomically, and every write or removal under an output
+passes one check first (``fenced``):
+
+- Local outputs: a temporary file in the destination's folder, flocked while it is written, then
+  renamed into place.
+- Object stores: the bytes stream to the store as they are written (an S3 multipart upload, a GCS
+  resumable upload, in parts of ``UPLOAD_PART`` bytes), never staged on local disk; the upload is
+  committed (the object appears) only after the block ended and the fence passed, and is aborted
+  otherwise. A killed task never leaves a truncated file under a final name.
+- The fence: a writer that holds an output (lock.py's lease) registers a check for it (``fence``);
+  ``publish``, ``Location.write_bytes`` and ``remove`` call it right before the data becomes
+  visible, so a writer that lost its lease changes nothing (LostOutput).
 """
 
 from __future__ import annotations
@@ -16,10 +24,12 @@ import glob
 import os
 import stat
 import tempfile
-from collections.abc import Iterator
+import threading
+import uuid
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import IO, NamedTuple
 
 import fsspec
 from fsspec.core import url_to_fs
@@ -114,9 +124,20 @@ class Location:
         return self.read_bytes().decode("utf-8-sig")
 
     def write_bytes(self, data: bytes) -> None:
-        """Write a small file atomically (temporary name, then move into place)."""
-        with publish(self) as tmp, open(tmp, "wb") as f:
-            f.write(data)
+        """Write a small file atomically (local disks: temporary name, then move into place; object
+        stores: one request), once the fence of its output passed (see fenced)."""
+        if self.is_local or _protocols(self.fs)[0] not in _STREAMING:
+            with publish(self) as f:
+                f.write(data)
+            return
+        check_fence(self)
+        try:
+            self.fs.pipe_file(self.path, data)
+        except OSError as e:
+            if isinstance(e, PermissionError):
+                raise
+            raise BadOutput(f"{self.url}: cannot be written ({e.strerror or e})") from e
+        check_fence(self, written=True)
 
     def write_text(self, text: str) -> None:
         self.write_bytes(text.encode("utf-8"))
@@ -417,47 +438,150 @@ def create_new(dest: Location, data: bytes) -> bool:
         os.close(fd)
 
 
-@contextmanager
-def publish(dest: Location) -> Iterator[str]:
-    """Yield a local temporary path; when the block succeeds, move it to ``dest``.
+# --- publishing, under the fence ---------------------------------------------------------------
 
-    Local destinations get a temporary file in the same directory, flocked while it is written
-    (so that no other run takes it for a dead writer's), and an atomic rename; remote ones get a
-    temporary local file uploaded in one request after the block ends. On failure the temporary
-    file is removed and ``dest`` is left untouched; temporary files of ``dest`` that a killed writer
-    left behind are removed before a new one is made. LostOutput when the temporary file was
-    removed by someone else meanwhile.
+# Stores whose uploads stream and commit on demand: an S3 multipart upload appears only when it is
+# completed, a GCS resumable upload only when its last part is sent (fsspec's ``autocommit=False``).
+_STREAMING = ("s3", "s3a", "gs", "gcs")
+# The part size of streamed uploads: what a writer holds in memory. S3 takes parts of 5 MiB and more
+# (10,000 at most: 80 GiB a file at this size), GCS multiples of 256 KiB.
+UPLOAD_PART = 8 << 20
+
+_fences: dict[tuple[str, str], Callable[[Location | None], None]] = {}
+_fences_lock = threading.Lock()
+
+
+def _key(loc: Location) -> tuple[str, str]:
+    return _protocols(loc.fs)[0], loc.path.rstrip("/")
+
+
+def fence(out: Location, check: Callable[[Location | None], None] | None) -> None:
+    """Register ``check`` (None: remove it) as the fence of the output ``out``: a callable that raises
+    LostOutput once this process may no longer write there (lock.py's lease). Every write and removal
+    under ``out`` calls it right before it becomes visible (check_fence). Forked workers inherit it."""
+    with _fences_lock:
+        if check is None:
+            _fences.pop(_key(out), None)
+        else:
+            _fences[_key(out)] = check
+
+
+def fence_of(out: Location) -> Callable[[Location | None], None] | None:
+    """The fence registered for the output ``out`` (to hand to worker processes), or None."""
+    return _fences.get(_key(out))
+
+
+def check_fence(dest: Location, written: bool = False) -> None:
+    """Raise LostOutput when ``dest`` lies in an output whose fence says this writer lost it.
+
+    ``written``: the check made again just after ``dest`` was made visible; a fence that finds the
+    output lost then takes back what the write put there if it is no file of the output's new owner
+    (see lock.Fence): a write paused between the first check and its commit leaves no stray file."""
+    protocol, path = _key(dest)
+    with _fences_lock:
+        checks = [c for (p, root), c in _fences.items() if p == protocol and (path + "/").startswith(root + "/")]
+    for check in checks:
+        check(dest if written else None)
+
+
+def remove(loc: Location) -> None:
+    """Remove the file at ``loc`` once the fence of its output passed (a missing file is no error)."""
+    check_fence(loc)
+    with contextlib.suppress(FileNotFoundError):
+        loc.fs.rm_file(loc.path)
+
+
+@contextmanager
+def publish(dest: Location) -> Iterator[IO[bytes]]:
+    """Yield a binary file to write ``dest``'s content to; when the block succeeds and the fence of
+    its output passed (check_fence), make it ``dest`` in one step.
+
+    Local destinations get a temporary file in the same directory, flocked while it is written (so
+    that no other run takes it for a dead writer's), and an atomic rename; its temporary files that a
+    killed writer left are removed first. S3 and GCS get an upload streamed in parts of UPLOAD_PART
+    bytes (nothing staged on local disk), committed after the check; other stores a temporary object
+    moved into place. On failure (the fence's LostOutput included) ``dest`` is left untouched and the
+    temporary file or upload is removed or aborted. LostOutput when the temporary file was removed by
+    someone else meanwhile. The file object is plain: a caller may wrap it (to hash what it writes).
     """
     if dest.is_local:
-        parent = os.path.dirname(dest.path)
-        try:
-            os.makedirs(parent, exist_ok=True)
-            _remove_stale_temporaries(dest.path)
-            fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(dest.path)}.", suffix=".tmp", dir=parent)
-            fcntl.flock(fd, fcntl.LOCK_EX)  # (never waits: the file is new)
-        except OSError as e:
-            raise BadOutput(f"{dest.url}: cannot be written ({e.strerror or e})") from e
-    else:
-        fd, tmp = tempfile.mkstemp(suffix=".tmp")
+        with _publish_local(dest) as f:
+            yield f
+        return
+    protocol = _protocols(dest.fs)[0]
     try:
-        yield tmp
-        if dest.is_local:
-            try:
-                os.chmod(tmp, 0o644)
-                os.replace(tmp, dest.path)
-            except FileNotFoundError:
-                raise LostOutput(
-                    f"{dest.url}: the temporary file {tmp} that this run was writing was removed by another "
-                    "process (another run writing or cleaning the same output?); stopped (finished shards are kept)"
-                ) from None
+        if protocol in _STREAMING:
+            f = dest.fs.open(dest.path, "wb", autocommit=False, block_size=UPLOAD_PART)
         else:
-            dest.fs.put_file(tmp, dest.path)
+            tmp = f"{dest.path}.{uuid.uuid4().hex[:8]}.tmp"
+            f = dest.fs.open(tmp, "wb")
+    except OSError as e:
+        if isinstance(e, PermissionError):
+            raise
+        raise BadOutput(f"{dest.url}: cannot be written ({e.strerror or e})") from e
+    committed = False
+    try:
+        yield f
+        f.close()  # (every part but the last is uploaded; nothing is visible yet)
+        check_fence(dest)
+        if protocol in _STREAMING:
+            f.commit()
+            dest.fs.invalidate_cache(dest.path)
+        else:
+            dest.fs.mv(tmp, dest.path)
+        committed = True
+        check_fence(dest, written=True)
+    except OSError as e:
+        if e.filename not in (None, dest.path) or isinstance(e, PermissionError):
+            raise
+        raise BadOutput(f"{dest.url}: cannot be written ({e.strerror or e})") from e
+    except GeneratorExit:
+        # a generator holding this block closed, maybe by the garbage collector: no request from here
+        # (an upload left uncommitted is invisible; S3 lifecycle rules and GCS abort such uploads)
+        committed = True
+        raise
+    finally:
+        if not committed:
+            with contextlib.suppress(Exception):
+                if protocol in _STREAMING:
+                    f.discard()  # abort the multipart or resumable upload
+                else:
+                    f.close()
+                    dest.fs.rm_file(tmp)
+        f.closed = True  # (never uploaded when garbage-collected)
+
+
+@contextmanager
+def _publish_local(dest: Location) -> Iterator[IO[bytes]]:
+    parent = os.path.dirname(dest.path)
+    try:
+        os.makedirs(parent, exist_ok=True)
+        _remove_stale_temporaries(dest.path)
+        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(dest.path)}.", suffix=".tmp", dir=parent)
+        fcntl.flock(fd, fcntl.LOCK_EX)  # (never waits: the file is new)
+    except OSError as e:
+        raise BadOutput(f"{dest.url}: cannot be written ({e.strerror or e})") from e
+    f = open(tmp, "wb", buffering=1 << 16)  # noqa: SIM115 - closed below (the flock stays with fd)
+    try:
+        yield f
+        f.close()
+        check_fence(dest)
+        try:
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, dest.path)
+        except FileNotFoundError:
+            raise LostOutput(
+                f"{dest.url}: the temporary file {tmp} that this run was writing was removed by another "
+                "process (another run writing or cleaning the same output?); stopped (finished shards are kept)"
+            ) from None
     except OSError as e:
         # a full disk, a quota, a folder removed meanwhile: the file that could not be written, named
-        if e.filename not in (None, tmp, dest.path) or isinstance(e, PermissionError) and not dest.is_local:
+        if e.filename not in (None, tmp, dest.path):
             raise
         raise BadOutput(f"{dest.url}: cannot be written ({e.strerror or e})") from e
     finally:
+        with contextlib.suppress(OSError):
+            f.close()
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)  # (still locked: nobody else removes it meanwhile)
         os.close(fd)

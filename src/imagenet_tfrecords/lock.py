@@ -15,6 +15,21 @@ refused before any work (BusyOutput, exit code 3), with one line naming the hold
   with ``take_over`` (the user says its run is dead). Processes of the same run rewrite the lease
   as theirs (a retried task takes over its own lease). A run whose lease was removed or taken
   over stops (LostOutput) at its next shard.
+- Fencing: a lease says who may write, but a writer paused past its lease (a long GC pause, a
+  frozen node) or overtaken by ``take_over`` would go on writing when it wakes. So the lease
+  registers a ``Fence`` for its output (fs.fence), and every write and removal under the output
+  (fs.publish, Location.write_bytes, fs.remove: the one place) calls it after the data is
+  uploaded and before it becomes visible: the fence reads the lease and lets the write through
+  only while it is still this run's, with at least a sixth of its duration left. Neither S3 nor
+  GCS can make a write conditional on another object (their preconditions concern the object
+  written), so the check is a strongly consistent read just before the commit (an S3
+  CompleteMultipartUpload or PutObject, a GCS upload's last part). What remains is the time
+  between that read and the commit landing: one request, unless the writer is paused exactly
+  there for longer than the lease's remaining sixth (then another run may have taken the lease
+  over after its expiry; the one that took over removes, when it starts writing, every file the
+  output's marker lists and its own plan does not make). Renewals read the lease before their
+  conditional write too, so a store that ignores preconditions (the GCS emulator) still sees a
+  take-over.
 
 The lease's duration is ``IMAGENET_TFRECORDS_LEASE_SECONDS`` (default 600 s): it must cover
 the gap between two steps of a pipeline run, when no process of the run renews it.
@@ -26,19 +41,23 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import math
 import os
 import socket
 import threading
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from urllib.parse import quote
 
+from . import fs
 from .fs import BadOutput, Location, LostOutput
 
 WORK_DIR = "_work"
 LEASE = "lease.json"
+MARKER = "imagenet-tfrecords.json"  # (output.MARKER: the output's marker lists its owner's files)
 WRITERS = "writers"
 # The run token of processes started by a run that holds the output itself (``imagenet-tfrecords
 # run`` for its kfp.local steps): they join that run.
@@ -65,11 +84,89 @@ def _when(t: float) -> str:
     return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+_LATEST = 32503680000.0  # 3000-01-01: a lease time beyond it is no time this code wrote
+
+
+def _time(value) -> float | None:
+    """A lease record's time (seconds since the epoch), or None when ``value`` is not one."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return float(value) if 0 <= value < _LATEST else None
+
+
 def _holder(record: dict) -> str:
+    started = _time(record.get("started"))
     return (
-        f"run {record.get('run', '?')} (pid {record.get('pid', '?')} on host {record.get('host', '?')}, "
-        f"started {_when(record['started']) if 'started' in record else 'at an unknown time'})"
+        f"run {str(record.get('run', '?'))[:40]} (pid {str(record.get('pid', '?'))[:20]} on host "
+        f"{str(record.get('host', '?'))[:80]}, started {_when(started) if started else 'at an unknown time'})"
     )
+
+
+def _damage(record: dict) -> str | None:
+    """Why a lease record read from the store cannot be a lease this code wrote, or None."""
+    if "damaged" in record:
+        return record["damaged"]
+    if "expires" not in record:
+        return "it has no 'expires'"
+    if _time(record["expires"]) is None:
+        value = repr(record["expires"])
+        return f"its 'expires' is not a time: {value[:40]}{'...' if len(value) > 40 else ''}"
+    return None
+
+
+@dataclass(frozen=True)
+class Fence:
+    """The check every write under a leased output passes right before it becomes visible (fs.fence):
+    the lease at ``lease`` (a URL) is still run ``run``'s, with at least a sixth of its ``seconds``
+    left. A lease whose renewal is late (its run was paused, the store did not answer) is waited
+    for, up to a third of its duration; LostOutput once it is another run's, removed or expired."""
+
+    lease: str
+    run: str
+    seconds: float
+
+    def __call__(self, written: Location | None = None) -> None:
+        loc = Location.of(self.lease)
+        out = self.lease.rsplit(f"/{WORK_DIR}/", 1)[0]
+        give_up = time.monotonic() + self.seconds / 3
+        while True:
+            record, _ = _read(loc)
+            if record is None or record.get("run") != self.run:
+                by = f"taken over by {_holder(record)}" if record else "removed"
+                undone = self._take_back(Location.of(out), written) if written is not None else ""
+                raise LostOutput(
+                    f"{out}: this run's lease {self.lease} was {by} while it wrote: the output is not this "
+                    f"run's any more; stopped before writing more{undone}"
+                )
+            if written is not None:
+                return  # (it landed while the lease was this run's)
+            left = (_time(record.get("expires")) or 0.0) - time.time()
+            if left > self.seconds / 6:
+                return
+            if time.monotonic() > give_up:
+                raise LostOutput(
+                    f"{out}: this run's lease {self.lease} expired without being renewed (the run was paused, or "
+                    "the store did not answer): another run may write the output; stopped before writing more"
+                )
+            time.sleep(min(0.5, self.seconds / 30))
+
+    @staticmethod
+    def _take_back(out: Location, written: Location) -> str:
+        """Remove ``written``, which landed after the lease was lost (the writer was paused between
+        the fence and the commit), unless the output's marker lists it now: then it is a file of
+        the new owner's, which that owner writes, checks and resumes itself."""
+        rel = written.path[len(out.path) + 1 :]
+        try:
+            marker = json.loads(out.child(MARKER).read_bytes())
+            files = marker.get("files") if isinstance(marker, dict) else None
+            if isinstance(files, list) and rel in files:
+                return ""
+            written.fs.rm_file(written.path)
+        except FileNotFoundError:
+            return ""  # (removed meanwhile: by the new owner, as a file of the run before it)
+        except Exception as e:  # noqa: BLE001 - say what is left instead
+            return f" ({written.url}, written as the lease was lost, could not be taken back: {e})"
+        return f" ({written.url}, written as the lease was lost, was taken back)"
 
 
 class Writer:
@@ -212,12 +309,18 @@ class _Lease(Writer):
         self._stop = threading.Event()
         for _ in range(20):  # (a conflict means another writer moved meanwhile: look again)
             record, version = _read(self.loc)
-            if record is not None and record.get("run") != run:
-                expired = float(record.get("expires", 0)) < time.time()
-                if not (expired or take_over):
+            if record is not None and record.get("run") != run and not take_over:
+                damage = _damage(record)
+                if damage:
+                    raise BusyOutput(
+                        f"{self.loc.url}: this output's lease is damaged ({damage}); if no run is writing the "
+                        f"output, remove the file or run again with {TAKE_OVER_HINT}"
+                    )
+                expires = _time(record["expires"])
+                if expires >= time.time():
                     raise BusyOutput(
                         f"{out.url}: another run is writing this output: {_holder(record)}; its lease "
-                        f"({self.loc.url}) runs until {_when(float(record.get('expires', 0)))} and is renewed while "
+                        f"({self.loc.url}) runs until {_when(expires)} and is renewed while "
                         f"it lives: wait until it ends, or if it is dead, run again after that time or with "
                         f"{TAKE_OVER_HINT}"
                     )
@@ -228,8 +331,18 @@ class _Lease(Writer):
                 time.sleep(0.05)
         else:
             raise BusyOutput(f"{out.url}: the lease {self.loc.url} keeps changing: another run is taking it")
+        self.fence = Fence(self.loc.url, run, self.seconds)
+        fs.fence(out, self.fence)
         self._thread = threading.Thread(target=self._renew, name="lease", daemon=True)
         self._thread.start()
+
+    def check(self) -> None:
+        if not self._lost:
+            try:
+                self.fence(None)
+            except LostOutput as e:
+                self._lost = str(e)
+        super().check()
 
     def _data(self) -> bytes:
         return json.dumps({**self.record, "expires": time.time() + self.seconds}).encode()
@@ -238,6 +351,11 @@ class _Lease(Writer):
         until = time.time() + self.seconds
         while not self._stop.wait(self.seconds / 3):
             try:
+                # read first: a store that ignores the write's precondition still shows a take-over
+                record, version = _read(self.loc)
+                if record is None or record.get("run") != self.run:
+                    raise _Conflict
+                self.version = version  # (another process of this run may have renewed it)
                 self.version = _write(self.loc, self._data(), self.version)
                 until = time.time() + self.seconds
             except _Conflict:
@@ -259,6 +377,7 @@ class _Lease(Writer):
         """Stop renewing; remove the lease unless ``keep`` (and unless it is another run's now)."""
         self._stop.set()
         self._thread.join()
+        fs.fence(self.out, None)
         if keep:
             return
         with contextlib.suppress(Exception):
@@ -286,8 +405,10 @@ def _read(loc: Location) -> tuple[dict | None, str | None]:
     try:
         record = json.loads(data)
     except ValueError:
-        record = {}
-    return (record if isinstance(record, dict) else {}), (str(version) if version else None)
+        record = {"damaged": "not JSON"}
+    if not isinstance(record, dict):
+        record = {"damaged": f"not a JSON object but {type(record).__name__}"}
+    return record, (str(version) if version else None)
 
 
 def _write(loc: Location, data: bytes, version: str | None) -> str | None:

@@ -44,7 +44,7 @@ import re
 import stat
 
 from . import formats, stats
-from .fs import BadOutput, Location, _remove_stale_temporaries, create_new, excerpt, is_ignored, outside_root
+from .fs import BadOutput, Location, _remove_stale_temporaries, create_new, excerpt, is_ignored, outside_root, remove
 
 MARKER = "imagenet-tfrecords.json"
 PROJECT = "imagenet-tfrecords"
@@ -345,7 +345,7 @@ def _remove(out: Location, rel: str) -> bool:
     if not out.is_local:
         if not loc.exists():
             return False
-        loc.fs.rm_file(loc.path)
+        remove(loc)  # (once the fence of the output passed)
         return True
     if outside_root(os.path.dirname(loc.path), out.path):
         return False  # reached through a link leaving the output

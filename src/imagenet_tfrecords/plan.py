@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import io
 import itertools
 import json
 import re
@@ -24,7 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
-from .fs import Location, publish
+from .fs import Location, publish, remove
 from .fs import MetadataError as MetadataError  # the layouts raise it; imported from here too
 from .records import Box
 
@@ -314,17 +315,20 @@ def stream_slices(plan: Plan, out_url: str, max_tasks: int = DEFAULT_MAX_TASKS) 
 def _stream_slices(plan: Plan) -> Iterator[tuple[int, str]]:
     shards, light = plan.shard_texts(), []
     for task, ids in enumerate(plan.tasks):
-        with publish(slice_location(plan, task)) as tmp, open(tmp, "w") as f:
+        with publish(slice_location(plan, task)) as raw:
+            f = io.TextIOWrapper(raw, encoding="utf-8")
             for i in ids:
                 shard, text = next(shards)
                 light.append(shard)
                 f.write(f'{{"id": {i}, "shard": {text}}}\n')
                 yield i, text
+            f.flush()
+            f.detach()  # (publish closes it: only when every line is written)
     plan.shards = light
     folder = Location.of(plan.slices)
     for e in folder.list_dir():  # an earlier plan's slices beyond this plan's tasks
         if re.fullmatch(r"task-(\d{5})\.jsonl", e.name) and int(e.name[5:10]) >= len(plan.tasks):
-            folder.fs.rm_file(folder.child(e.name).path)
+            remove(folder.child(e.name))
     if plan.train is not None:
         plan.train.close()
         plan.train = None

@@ -258,7 +258,10 @@ def convert_dataset(
             if on_done:
                 on_done(stats)
 
-        results = convert(plan, shards, output_url, options, workers=workers, on_done=done, count=len(plan.shards))
+        try:
+            results = convert(plan, shards, output_url, options, workers=workers, on_done=done, count=len(plan.shards))
+        finally:
+            shards.close()  # (a slice still being written is dropped now, not when garbage-collected)
         writer.check()
         summary = [task_summary(results, since, time.time())]
         info, _ = finish(plan, output_url, options, summary, max_reject_fraction)

@@ -11,7 +11,8 @@ The classes are the 1,000 leaf synsets of meta.mat (num_children 0); labels inde
 wnids, as in the extracted form (the ILSVRC2012_ID order of the ground truth is another order).
 Planning reads the devkit whole and only the tar headers of the image archives (archive.py); every
 source is an archive member with its byte span, read as a range when converted. The class tars are
-listed ``GROUP`` at a time and each class goes on to listing.train_shards (which spills it) as soon as
+listed ``group()`` at a time (a sliding window on object stores, every walk with a range read in
+flight) and each class goes on to listing.train_shards (which spills it) as soon as
 its group is listed, so planning holds one group's sources, not the whole train set. Train shards
 mix the classes or hold one class each (listing.train_shards), val and test shards ``shard_size``
 members each, in natural name order. Bad metadata raises MetadataError naming the file and line
@@ -30,7 +31,7 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 
 from .. import boxes
-from ..archive import Member, iter_inner, list_tar
+from ..archive import Member, in_flight_reads, iter_inner, list_tar
 from ..fs import Entry, Location, check_inside, file_entry, is_ignored
 from ..listing import TrainShards, fixed_shards, listed_rows, natural_key, packed_classes
 from ..listing import train_shards as plan_train_shards
@@ -45,9 +46,16 @@ META = "data/meta.mat"
 GROUND_TRUTH = "data/ILSVRC2012_validation_ground_truth.txt"
 _VAL_NAME = re.compile(r"ILSVRC2012_val_(\d{8})\.JPEG")
 _WNID = re.compile(r"[^\s/\\,]+")
-# class tars listed at a time: a round of range reads then keeps about 100 requests in flight (a
-# client's connection pool), and memory holds 100 classes' sources (~35 MiB for ImageNet's)
+# class tars listed at a time (local files: one group after another; object stores: a sliding window
+# of at least as many as the range reads in flight, archive.in_flight_reads, since each walk has one
+# read in flight): memory holds that many classes' sources (~35 MiB a hundred for ImageNet's)
 GROUP = 100
+
+
+def group(root: Location) -> int:
+    """How many class tars are listed at a time: GROUP, or on object stores the range reads in
+    flight when more."""
+    return GROUP if root.is_local else max(GROUP, in_flight_reads())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,7 +73,7 @@ def plan(root: Location, shard_size: int, layout: str, train_order: str = MIXED,
     labels = {w: i for i, w in enumerate(sorted(by_wnid))}
     found = Found()
     rejects, warnings, problems, ignored = found.rejects, found.warnings, found.problems, found.ignored
-    per_class = train_sources(root, by_wnid, labels, rejects, GROUP, ignored)
+    per_class = train_sources(root, by_wnid, labels, rejects, group(root), ignored)
     train = train_shards(root, per_class, train_order, train_count, problems)
     shards = train.light()
     val_labels = {i: labels[synsets[sid].wnid] for i, sid in truth.items()}
