@@ -42,9 +42,19 @@ from imagenet_tfrecords.stats import read_info
 EXIT_USAGE = 2  # a bad command line, as argparse exits
 
 
+def _image(text: str) -> str:
+    from .components.image import check_reference
+
+    try:
+        return check_reference(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _image_arg(sp, what: str) -> None:
     sp.add_argument(
         "--image",
+        type=_image,
         help=f"{what} (default: $IMAGENET_TFRECORDS_IMAGE, else the image 'make image' builds by default, "
         "ghcr.io/imagenet-tfrecords/imagenet-tfrecords:<version>); name@sha256:... once pushed",
     )
@@ -60,10 +70,24 @@ def _seconds(text: str) -> float:
     return value
 
 
-def image_of(args) -> str:
-    from .components import IMAGE
+def image_of(args, say: bool = False) -> str:
+    """--image, else $IMAGENET_TFRECORDS_IMAGE, else the default name (each checked: exit 2); ``say``: when
+    it is the default, say so (the YAML names an image nothing publishes)."""
+    from .components.image import DEFAULT_IMAGE, IMAGE, check_reference
 
-    return args.image or IMAGE
+    if args.image:
+        return args.image
+    try:
+        check_reference(IMAGE)
+    except ValueError as e:
+        raise CommandError(f"IMAGENET_TFRECORDS_IMAGE: {e}", EXIT_USAGE) from None
+    if say and IMAGE == DEFAULT_IMAGE:
+        print(
+            f"note: no --image: the steps name {IMAGE}, the default, which nothing publishes; build and push your "
+            "own (make image) and give it with --image or IMAGENET_TFRECORDS_IMAGE",
+            file=sys.stderr,
+        )
+    return IMAGE
 
 
 def register(add) -> None:
@@ -299,9 +323,9 @@ def cmd_run(args) -> int:
     pipeline = build_pipeline(args.parallelism, retries=False, image=image_of(args))
     in_containers = args.runner == "docker"
     if in_containers:
+        _check_image_here(image_of(args))
         from .docker import checked_exit_status, docker_runner
 
-        _check_image_here(image_of(args))
     claim(args.output)  # before kfp.local writes its log there
     started = time.perf_counter()
     log_file = Location.of(args.output).child("_work", "kfp-local.log")
@@ -362,7 +386,14 @@ def cmd_run(args) -> int:
 
 def _check_image_here(image: str) -> None:
     """The engine answers and has the image (a missing one would be pulled by every step, or fail in each)."""
-    import docker
+    try:
+        import docker
+    except ModuleNotFoundError:
+        raise CommandError(
+            "--runner docker needs the Python package 'docker', which is not installed here: pip install docker "
+            "(make install installs it)",
+            EXIT_BAD_INPUT,
+        ) from None
 
     try:
         client = docker.from_env()
@@ -380,8 +411,9 @@ def _check_image_here(image: str) -> None:
 def cmd_compile(args) -> int:
     from .pipelines.tinyimagenet_to_tfrecords import compile_pipeline
 
-    compile_pipeline(args.output, args.parallelism, image=image_of(args))
-    print(f"wrote {args.output} (image {image_of(args)})")
+    image = image_of(args, say=True)
+    compile_pipeline(args.output, args.parallelism, image=image)
+    print(f"wrote {args.output} (image {image})")
     return 0
 
 
@@ -399,7 +431,7 @@ def cmd_submit(args) -> int:
                 "or --mounted if every pod has it mounted at that path",
                 EXIT_USAGE,
             )
-    image = image_of(args)
+    image = image_of(args, say=True)
     contacted = False
     try:
         check_locations_of_submit(args.data, args.output, args.layout)
