@@ -352,7 +352,7 @@ def test_gcs_urls_without_credentials_here_are_left_to_the_plan_step(api, tmp_pa
         "CLOUDSDK_CONFIG": str(tmp_path / "no-gcloud"),
     }
     data, out = "gs://itf-nowhere/tiny-imagenet-200", "gs://itf-nowhere/records"
-    p = run_cli("submit", "--host", host, "--data", data, "--output", out, env=env, timeout=120)
+    p = run_cli("submit", "--host", host, "--data", data, "--output", out, "--image", "reg.example/itf:1", env=env)
     assert p.stderr.strip().splitlines() == [
         f"note: {data} is not checked here (no credentials for gs://itf-nowhere: set GOOGLE_APPLICATION_CREDENTIALS "
         "to a service account's key file, run 'gcloud auth application-default login', or run on Google Cloud "

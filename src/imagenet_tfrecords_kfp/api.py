@@ -104,8 +104,10 @@ class _Checked:
 
     def _unreachable(self, method: str, url: str, e: Exception) -> str:
         reason = getattr(e, "reason", None) or e
-        if isinstance(reason, urllib3.exceptions.ReadTimeoutError | urllib3.exceptions.ConnectTimeoutError) or (
-            "timed out" in str(reason)
+        refused = isinstance(reason, urllib3.exceptions.NewConnectionError)  # (a ConnectTimeoutError subclass)
+        if not refused and (
+            isinstance(reason, urllib3.exceptions.ReadTimeoutError | urllib3.exceptions.ConnectTimeoutError)
+            or "timed out" in str(reason)
         ):
             return (
                 f"--host {self.host}: no answer to {method} {_path(url, self.host)} within {self.timeout:g} s "

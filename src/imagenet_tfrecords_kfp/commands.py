@@ -70,10 +70,9 @@ def _seconds(text: str) -> float:
     return value
 
 
-def image_of(args, say: bool = False) -> str:
-    """--image, else $IMAGENET_TFRECORDS_IMAGE, else the default name (each checked: exit 2); ``say``: when
-    it is the default, say so (the YAML names an image nothing publishes)."""
-    from .components.image import DEFAULT_IMAGE, IMAGE, check_reference
+def image_of(args) -> str:
+    """--image, else $IMAGENET_TFRECORDS_IMAGE, else the default name (each checked: exit 2)."""
+    from .components.image import IMAGE, check_reference
 
     if args.image:
         return args.image
@@ -81,13 +80,19 @@ def image_of(args, say: bool = False) -> str:
         check_reference(IMAGE)
     except ValueError as e:
         raise CommandError(f"IMAGENET_TFRECORDS_IMAGE: {e}", EXIT_USAGE) from None
-    if say and IMAGE == DEFAULT_IMAGE:
+    return IMAGE
+
+
+def say_if_default(image: str) -> None:
+    """When the steps name the default image (nothing publishes it), say so."""
+    from .components.image import DEFAULT_IMAGE
+
+    if image == DEFAULT_IMAGE:
         print(
-            f"note: no --image: the steps name {IMAGE}, the default, which nothing publishes; build and push your "
+            f"note: no --image: the steps name {image}, the default, which nothing publishes; build and push your "
             "own (make image) and give it with --image or IMAGENET_TFRECORDS_IMAGE",
             file=sys.stderr,
         )
-    return IMAGE
 
 
 def register(add) -> None:
@@ -411,9 +416,10 @@ def _check_image_here(image: str) -> None:
 def cmd_compile(args) -> int:
     from .pipelines.tinyimagenet_to_tfrecords import compile_pipeline
 
-    image = image_of(args, say=True)
+    image = image_of(args)
     compile_pipeline(args.output, args.parallelism, image=image)
     print(f"wrote {args.output} (image {image})")
+    say_if_default(image)
     return 0
 
 
@@ -431,7 +437,7 @@ def cmd_submit(args) -> int:
                 "or --mounted if every pod has it mounted at that path",
                 EXIT_USAGE,
             )
-    image = image_of(args, say=True)
+    image = image_of(args)
     contacted = False
     try:
         check_locations_of_submit(args.data, args.output, args.layout)
@@ -471,6 +477,7 @@ def cmd_submit(args) -> int:
         ) from None
     ui = os.environ.get("KF_PIPELINES_UI_ENDPOINT") or args.host
     print(f"submitted run {run.run_id} (image {image}): {ui.rstrip('/')}/#/runs/details/{run.run_id}")
+    say_if_default(image)
     return 0
 
 
