@@ -283,6 +283,24 @@ def test_every_optional_input_of_a_step_yaml_has_the_pipelines_default():
     assert [k for k, s in parse.items() if not s.optional] == ["data_url", "output_url"]
 
 
+def test_in_the_compiled_pipeline_only_the_plan_step_takes_the_pipelines_parameters():
+    """The committed pipeline as the backend reads it: every run parameter reaches parse-metadata; convert-shards
+    gets the plan and its loop item, aggregate-stats the plan and the collected shards, nothing else."""
+    spec = yaml.safe_load(COMPILED.read_text())
+    tasks_ = dict(spec["root"]["dag"]["tasks"])
+    for comp in spec["components"].values():
+        tasks_.update(comp.get("dag", {}).get("tasks", {}))
+    inputs = {n: t.get("inputs", {}) for n, t in tasks_.items()}
+    assert set(inputs["convert-shards"].get("parameters", {})) == {"task"}
+    assert set(inputs["convert-shards"]["artifacts"]) == {"plan"}
+    assert "parameters" not in inputs["aggregate-stats"]
+    assert set(inputs["aggregate-stats"]["artifacts"]) == {"plan", "shards"}
+    run_parameters = set(spec["root"]["inputDefinitions"]["parameters"])
+    given = inputs["parse-metadata"]["parameters"]
+    assert set(given) == run_parameters
+    assert all(v == {"componentInputParameter": k} for k, v in given.items()), given
+
+
 def test_output_url_says_what_a_cluster_needs():
     for path in (STEP_YAMLS / "parse_metadata.yaml", COMPILED):
         spec = yaml.safe_load(path.read_text())

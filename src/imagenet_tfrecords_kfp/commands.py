@@ -197,7 +197,7 @@ _BAD_INPUT = {
     "IncompleteConversion",
     "PermissionError",
 }
-_BAD_COMMAND_LINE = {"TrainShardsError"}  # exit 2
+_BAD_COMMAND_LINE = {"TrainShardsError", "ParameterError"}  # exit 2
 _EXCEPTION_LINE = re.compile(
     r"^\s*((?:[A-Za-z_]\w*\.)*([A-Za-z_]\w*(?:Error|Exception|Rejects|Died|Output|Conversion))): (.*)$"
 )
