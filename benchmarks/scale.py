@@ -42,6 +42,7 @@ if step.startswith("plan"):
     order = "per-class" if step == "plan per-class" else "mixed"
     _, summary = tasks.plan_step(data, out, 500, 64, f"{work}/plan.json", f"{work}/labels.txt", train_order=order)
 else:
+    # the options and workers travel in plan.json (the plan step's): this step's own, set there
     plan = json.load(open(f"{work}/plan.json"))
     plan["options"]["resize"], plan["workers"] = ("64x64" if step == "convert 64x64" else ""), 2
     with open(f"{work}/plan.json", "w") as f:
