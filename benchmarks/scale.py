@@ -36,15 +36,18 @@ VAL = 1000
 CHILD = """
 import json, resource, sys, time
 from imagenet_tfrecords import tasks
-from imagenet_tfrecords.convert import Options
 step, data, out, work = sys.argv[1:5]
 t = time.perf_counter()
 if step.startswith("plan"):
     order = "per-class" if step == "plan per-class" else "mixed"
     _, summary = tasks.plan_step(data, out, 500, 64, f"{work}/plan.json", f"{work}/labels.txt", train_order=order)
 else:
-    options = Options(resize="64x64") if step == "convert 64x64" else Options()
-    summary = tasks.convert_step(f"{work}/plan.json", 0, out, options, 2, f"{work}/manifest.json")
+    # the options and workers travel in plan.json (the plan step's): this step's own, set there
+    plan = json.load(open(f"{work}/plan.json"))
+    plan["options"]["resize"], plan["workers"] = ("64x64" if step == "convert 64x64" else ""), 2
+    with open(f"{work}/plan.json", "w") as f:
+        json.dump(plan, f)
+    summary = tasks.convert_step(f"{work}/plan.json", 0, f"{work}/manifest.json")
 seconds = time.perf_counter() - t
 rss = lambda who: resource.getrusage(who).ru_maxrss // 1024  # KiB -> MiB
 print(json.dumps({"seconds": round(seconds, 1), "rss_mib": rss(resource.RUSAGE_SELF),

@@ -126,7 +126,7 @@ def test_the_loop_items_the_plan_returns_have_the_declared_item_type(spec, sampl
     loop = next(c for n, c in spec["components"].items() if n.startswith("comp-for-loop"))
     (item_type,) = [p["parameterType"] for n, p in loop["inputDefinitions"]["parameters"].items() if "loop-item" in n]
     plan, labels = Artifact(uri=str(tmp_path / "plan.json")), Artifact(uri=str(tmp_path / "labels.txt"))
-    items = parse_metadata.python_func(str(sample_dir), str(tmp_path / "out"), 8, 5, plan, labels)
+    items = parse_metadata.python_func(str(sample_dir), str(tmp_path / "out"), plan, labels, shard_size=8, max_tasks=5)
     assert items == [str(n) for n in range(len(items))] and len(items) > 1
     assert {_json_type(n) for n in items} == {item_type}
 
@@ -147,24 +147,17 @@ def _pipeline_from_step_yamls(task_yaml: str | None = None):
 
     @dsl.pipeline(name="reused-steps")
     def reused(data_url: str, output_url: str, max_tasks: int = 16, max_reject_fraction: float = 0.01):
-        plan = parse(data_url=data_url, output_url=output_url, shard_size=1000, max_tasks=max_tasks)
+        plan = parse(
+            data_url=data_url, output_url=output_url, max_tasks=max_tasks, max_reject_fraction=max_reject_fraction
+        )
         plan.set_caching_options(False).set_cpu_request(p.PLAN_CPUS).set_cpu_limit(p.PLAN_CPUS)
         plan.set_memory_request(p.PLAN_MEMORY).set_memory_limit(p.PLAN_MEMORY)
         with dsl.ParallelFor(plan.outputs["Output"], parallelism=16) as number:
-            task = convert(
-                plan=plan.outputs["plan"], task=number, output_url=output_url, grayscale="rgb", image_size="", workers=0
-            )
+            task = convert(plan=plan.outputs["plan"], task=number)
             task.set_caching_options(False).set_cpu_request(p.TASK_CPUS).set_cpu_limit(p.TASK_CPUS)
             task.set_memory_request(p.TASK_MEMORY).set_memory_limit(p.TASK_MEMORY)
             task.set_retry(p.RETRIES, p.RETRY_BACKOFF, 2, p.RETRY_WINDOW)
-        stats = aggregate(
-            plan=plan.outputs["plan"],
-            shards=dsl.Collected(task.outputs["shards"]),
-            output_url=output_url,
-            grayscale="rgb",
-            image_size="",
-            max_reject_fraction=max_reject_fraction,
-        )
+        stats = aggregate(plan=plan.outputs["plan"], shards=dsl.Collected(task.outputs["shards"]))
         stats.set_caching_options(False).set_cpu_request(p.AGGREGATE_CPUS).set_cpu_limit(p.AGGREGATE_CPUS)
         stats.set_memory_request(p.AGGREGATE_MEMORY).set_memory_limit(p.AGGREGATE_MEMORY)
 
@@ -375,11 +368,10 @@ def test_fan_in_executor_input_at_the_maximum_task_count(spec, tmp_path):
     """MAX_TASKS conversion tasks (one class a shard, 110 classes), each task's artifact metadata from a real
     conversion, sent to aggregate-stats as the backend sends it: under 48 KiB with both roots. (At 100 tasks,
     Vertex AI's maximum, it would be about 70 KB with the MinIO root: MAX_TASKS is 64.)"""
-    from imagenet_tfrecords.convert import Options
     from imagenet_tfrecords.sample import write_sample
     from imagenet_tfrecords.tasks import convert_step, plan_step
 
-    data, out = tmp_path / "data", ROOTS["gs"].replace("artifacts", "datasets") + "/imagenet-tfrecords"
+    data = tmp_path / "data"
     write_sample(str(data), classes=110, train_per_class=1, val=10, test=10)
     local_out = str(tmp_path / "out")
     tasks, plan_meta = plan_step(
@@ -391,21 +383,11 @@ def test_fan_in_executor_input_at_the_maximum_task_count(spec, tmp_path):
         str(tmp_path / "labels.txt"),
         "auto",
         "per-class",
+        workers=1,
     )
     assert len(tasks) == MAX_TASKS
-    shards = [
-        convert_step(str(tmp_path / "plan.json"), t, local_out, Options(), 1, str(tmp_path / f"m{t}.json"))
-        for t in tasks
-    ]
-    params = {
-        "output_url": out,
-        "grayscale": "rgb",
-        "image_size": "",
-        "max_reject_fraction": 0.01,
-        "format": "seed",
-        "label_offset": 0,
-        "jpeg_quality": 95,
-    }
+    shards = [convert_step(str(tmp_path / "plan.json"), t, str(tmp_path / f"m{t}.json")) for t in tasks]
+    params = {}  # (aggregate-stats takes no parameter: the plan carries them)
     sizes = {}
     for store in ROOTS:
         for n in (MAX_TASKS, 100):

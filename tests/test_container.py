@@ -293,7 +293,7 @@ def test_the_training_example_runs_in_the_tensorflow_image(base_image, image, sa
     tf_image = built_image(base_image, "tf")
     conversion = tmp_path / "conversion.yaml"
     compile_pipeline(str(conversion), image=image)
-    pipeline = train_example.build_pipeline(str(conversion), image=tf_image)
+    pipeline = train_example.build_pipeline(str(conversion), train_image=tf_image)
     out = tmp_path / "out"
     out.mkdir()
     started = time.perf_counter()
@@ -332,3 +332,30 @@ def test_a_conversion_task_stages_one_shard_per_worker_on_local_disk(image, tmp_
     sizes = {k: len(bucket.get(k)) for k in bucket.keys("records/train/") if k.endswith(".tfrecord")}
     assert len(sizes) == 4 and min(sizes.values()) > 0.9 * shard_bytes, sizes
     assert bucket.get("records/sizes.txt") == b"train,4000\nval,100\ntest,50"
+
+
+# The pods' file system as the backend makes it: empty volumes at these (kubeflow/pipelines
+# backend/src/v2/compiler/argocompiler/container.go, 2.14.0 to 2.17.0), /tmp for the launcher's outputs.
+BACKEND_VOLUMES = ("/gcs", "/s3", "/minio", "/.local", "/.cache", "/.config")
+
+
+def test_the_image_runs_as_its_own_user_not_root_with_a_read_only_root(image, sample_dir, tmp_path):
+    """No --user: the image's own (USER), as a pod with runAsNonRoot and readOnlyRootFilesystem runs it, with
+    a tmpfs /tmp and the backend's empty volumes; it converts the sample and the output verifies."""
+    user = _docker("image", "inspect", "--format", "{{.Config.User}}", image).stdout.strip()
+    uid = user.split(":")[0]
+    assert uid.isdigit() and int(uid) != 0, f"the image's USER is {user!r}: a number other than 0 (runAsNonRoot)"
+    data, out = tmp_path / "data", tmp_path / "out"
+    shutil.copytree(sample_dir, data)
+    subprocess.run(["chmod", "-R", "a+rX", str(data)], check=True)  # (volumes the pod's user may read ...)
+    out.mkdir()
+    out.chmod(0o777)  # (... and write)
+    tmpfs = [a for v in BACKEND_VOLUMES for a in ("--tmpfs", f"{v}:mode=1777")]
+    script = "id -u && imagenet-tfrecords convert --data /data --output /out --workers 2 --shard-size 20"
+    p = _docker(
+        "run", "--rm", "--read-only", "--tmpfs", "/tmp:mode=1777", *tmpfs, "--network", "none",
+        "-v", f"{data}:/data:ro", "-v", f"{out}:/out", image, "sh", "-c", script,
+    )  # fmt: skip
+    assert p.stdout.splitlines()[0] == uid
+    assert {f.stat().st_uid for f in out.rglob("*.tfrecord")} == {int(uid)}
+    run_cli("verify", out)

@@ -167,7 +167,8 @@ def test_submit_to_an_unreachable_host_is_one_line(sample_dir, tmp_path):
     assert p.returncode == 3
     assert (
         _error_line(p)
-        == "error: cannot reach the Kubeflow Pipelines API at http://127.0.0.1:9: [Errno 111] Connection refused"
+        == "error: --host http://127.0.0.1:9: cannot reach the Kubeflow Pipelines API ([Errno 111] Connection "
+        "refused); check --host"
     )
 
 

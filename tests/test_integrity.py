@@ -486,15 +486,20 @@ def test_a_run_over_its_reject_fraction_leaves_an_output_marked_rejected(sample_
 def test_the_pipelines_aggregate_step_marks_an_output_over_its_reject_fraction_rejected(sample_copy, tmp_path):
     _break_some(sample_copy)
     out, art = str(tmp_path / "out"), tmp_path / "artifacts"
-    tasks_, _ = tasks.plan_step(str(sample_copy), out, 16, 1, str(art / "plan.json"), str(art / "labels.txt"))
-    done = [tasks.convert_step(str(art / "plan.json"), t, out, Options(), 1, str(art / f"m{t}.json")) for t in tasks_]
     from imagenet_tfrecords.stats import TooManyRejects
 
-    paths = (str(art / "plan.json"), done, out, Options(), 0.01, str(art / "ds"), str(art / "sizes"), str(art / "r"))
+    def pipeline(fraction: float) -> None:
+        plan = str(art / "plan.json")
+        tasks_, _ = tasks.plan_step(
+            str(sample_copy), out, 16, 1, plan, str(art / "labels.txt"), max_reject_fraction=fraction
+        )
+        done = [tasks.convert_step(plan, t, str(art / f"m{t}.json")) for t in tasks_]
+        tasks.aggregate_step(plan, done, str(art / "ds"), str(art / "sizes"), str(art / "r"))
+
     with pytest.raises(TooManyRejects):
-        tasks.aggregate_step(*paths)
+        pipeline(0.01)
     assert _marker(Path(out))["state"] == "rejected"
-    tasks.aggregate_step(*paths[:4], 0.05, *paths[5:])
+    pipeline(0.05)  # (the same run again with a higher limit: its shards are kept)
     assert _marker(Path(out))["state"] == "complete"
 
 

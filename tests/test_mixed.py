@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from imagenet_tfrecords import tasks
-from imagenet_tfrecords.convert import Options
 from imagenet_tfrecords.listing import source_hash
 from imagenet_tfrecords.plan import PlanError
 
@@ -47,10 +46,12 @@ def _check_mixed(out: Path, count: int) -> list[list[dict]]:
 def _steps(data: Path, out: Path, work: Path, max_tasks: int, workers: int = 1) -> None:
     """The pipeline's steps as plain functions: plan, every task's conversion, aggregation."""
     plan, labels = str(work / "plan.json"), str(work / "labels.txt")
-    numbers, summary = tasks.plan_step(str(data), str(out), 500, max_tasks, plan, labels, train_shards=SHARDS)
+    numbers, summary = tasks.plan_step(
+        str(data), str(out), 500, max_tasks, plan, labels, train_shards=SHARDS, workers=workers, max_reject_fraction=1
+    )
     assert summary["train_order"] == "mixed" and summary["train_shards"] == SHARDS
-    runs = [tasks.convert_step(plan, n, str(out), Options(), workers, str(work / f"m{n}.json")) for n in numbers]
-    tasks.aggregate_step(plan, runs, str(out), Options(), 1.0, str(work / "ds"), str(work / "sizes"), str(work / "r"))
+    runs = [tasks.convert_step(plan, n, str(work / f"m{n}.json")) for n in numbers]
+    tasks.aggregate_step(plan, runs, str(work / "ds"), str(work / "sizes"), str(work / "r"))
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +110,7 @@ def test_a_slice_of_another_plan_is_refused_naming_it(sample_dir, tmp_path):
     tasks.plan_step(str(sample_dir), str(out), 8, 2, plan, labels, train_shards=SHARDS + 1)  # rewrites the slices
     (work / "plan.json").write_text(old)
     with pytest.raises(PlanError, match=r"_work/plan/task-00000\.jsonl:1: shard 0 is not the one plan.json plans"):
-        tasks.convert_step(plan, 0, str(out), Options(), 1, str(work / "m.json"))
+        tasks.convert_step(plan, 0, str(work / "m.json"))
 
 
 def test_a_rerun_keeps_every_shard_and_other_train_shards_rewrite_only_train(sample_dir, mixed, tmp_path):

@@ -210,8 +210,8 @@ def test_max_tasks_out_of_range_is_refused(bad):
 
 
 def test_a_plan_of_another_version_is_refused(sample_dir):
-    text = build_plan(str(sample_dir)).to_json().replace('"version": 3', '"version": 2')
-    with pytest.raises(PlanError, match="plan version 2, this is version 3"):
+    text = build_plan(str(sample_dir)).to_json().replace('"version": 4', '"version": 3')
+    with pytest.raises(PlanError, match="plan version 3, this is version 4"):
         Plan.from_json(text)
 
 

@@ -12,7 +12,6 @@ import pytest
 import tensorflow as tf
 
 import imagenet_tfrecords
-from imagenet_tfrecords.convert import Options
 from imagenet_tfrecords.reader import VerificationError, verify
 from imagenet_tfrecords.tasks import aggregate_step, convert_dataset
 
@@ -146,9 +145,7 @@ def artifact(conversion, tmp_path_factory):
     plan_path = tmp / "plan.json"
     plan_path.write_text(conversion.plan.to_json())
     dataset_dir = tmp / "dataset"
-    info = aggregate_step(
-        str(plan_path), [], str(conversion.out), Options(), 0.01, str(dataset_dir), str(tmp / "sizes"), str(tmp / "r")
-    )
+    info = aggregate_step(str(plan_path), [], str(dataset_dir), str(tmp / "sizes"), str(tmp / "r"))
     assert not list(dataset_dir.rglob("*.tfrecord"))  # the artifact holds no shards, only their root
     return dataset_dir, info
 

@@ -16,7 +16,6 @@ import yaml
 from PIL import Image
 
 from imagenet_tfrecords import tasks
-from imagenet_tfrecords.convert import Options
 from imagenet_tfrecords.recordio import iter_records, parse_example
 from imagenet_tfrecords.report import build_report, decode_any
 from imagenet_tfrecords.stats import run_metrics
@@ -233,15 +232,13 @@ def test_pipeline_steps_record_metrics_and_wall_time(sample_dir, tmp_path):
     """plan -> convert tasks -> aggregate, as the components call them, then the metrics."""
     out = tmp_path / "out"
     plan, labels = str(tmp_path / "plan.json"), str(tmp_path / "labels.txt")
-    numbers, _ = tasks.plan_step(str(sample_dir), str(out), 8, 3, plan, labels)
+    numbers, _ = tasks.plan_step(str(sample_dir), str(out), 8, 3, plan, labels, workers=1, max_reject_fraction=1)
     assert numbers == [0, 1, 2]
-    runs = [tasks.convert_step(plan, n, str(out), Options(), 1, str(tmp_path / f"m{n}.json")) for n in numbers]
+    runs = [tasks.convert_step(plan, n, str(tmp_path / f"m{n}.json")) for n in numbers]
     windows = [(r["started"], r["finished"]) for r in runs]
     assert sum(r["records"] for r in runs) == 122 and sum(r["resumed"] for r in runs) == 0
     report = tmp_path / "report.html"
-    info = tasks.aggregate_step(
-        plan, runs, str(out), Options(), 1.0, str(tmp_path / "ds"), str(tmp_path / "s"), str(report)
-    )
+    info = tasks.aggregate_step(plan, runs, str(tmp_path / "ds"), str(tmp_path / "s"), str(report))
     assert report.read_text() == (out / "report.html").read_text()  # the report lies beside the data too
     shard_stats = [json.loads(p.read_text()) for p in sorted((out / "_work").glob("*.json"))]
     assert len(shard_stats) == len(json.loads(Path(plan).read_text())["shards"])

@@ -200,10 +200,9 @@ def test_a_run_whose_lock_is_removed_stops_with_exit_3(big, tmp_path):
 
 _STEP = """
 import sys
-from imagenet_tfrecords.convert import Options
 from imagenet_tfrecords.tasks import convert_step
 plan, task, out, manifest = sys.argv[1:]
-print(convert_step(plan, int(task), out, Options(), 1, manifest))
+print(convert_step(plan, int(task), manifest))
 """
 
 
@@ -211,7 +210,7 @@ def _plan(big, out_url: str, work: Path, tasks: int = 2) -> str:
     from imagenet_tfrecords.tasks import plan_step
 
     plan = work / "plan.json"
-    plan_step(str(big), out_url, 500, tasks, str(plan), str(work / "labels.txt"), train_shards=TRAIN_SHARDS)
+    plan_step(str(big), out_url, 500, tasks, str(plan), str(work / "labels.txt"), train_shards=TRAIN_SHARDS, workers=1)
     return str(plan)
 
 
@@ -226,7 +225,6 @@ def _step(plan: str, task: int, out_url: str, work: Path) -> subprocess.Popen:
 
 
 def _retried_task_joins_its_run(big, reference, tmp_path, out_url: str, published) -> None:
-    from imagenet_tfrecords.convert import Options
     from imagenet_tfrecords.tasks import aggregate_step
 
     plan = _plan(big, out_url, tmp_path)
@@ -248,9 +246,7 @@ def _retried_task_joins_its_run(big, reference, tmp_path, out_url: str, publishe
     assert retry.returncode == 0, stderr
     assert "'resumed': 0" not in stdout, "the retry did not keep the shards of the killed attempt"
     tasks = [eval(stdout.strip().splitlines()[-1])]  # noqa: S307 - the step's own printed dict
-    aggregate_step(
-        plan, tasks, out_url, Options(), 0.01, str(tmp_path / "ds"), str(tmp_path / "sizes"), str(tmp_path / "rep")
-    )
+    aggregate_step(plan, tasks, str(tmp_path / "ds"), str(tmp_path / "sizes"), str(tmp_path / "rep"))
 
 
 @pytest.mark.slow

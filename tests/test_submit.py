@@ -5,7 +5,9 @@ No cluster runs here, so what the pods then do is not tested; what is sent is, w
 """
 
 import json
+import os
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
@@ -171,3 +173,191 @@ def test_compile_writes_the_image_given_into_every_step(tmp_path):
     spec = yaml.safe_load((tmp_path / "p.yaml").read_text())
     assert _images({"pipeline_spec": spec}) == {image}
     assert len(spec["deploymentSpec"]["executors"]) == 3
+
+
+# --- answers that are not the API: each one line, exit 3, within seconds -------------------------
+
+
+class NotTheApi(BaseHTTPRequestHandler):
+    """What stands in front of the API when the session is missing or the address is wrong."""
+
+    answer = "login"
+
+    def _send(self, code: int, kind: str, text: str, **headers) -> None:
+        data = text.encode()
+        self.send_response(code)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(data)))
+        for k, v in headers.items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(data)
+
+    requests: list[str] = []
+
+    def do_GET(self):  # noqa: N802
+        self.requests.append(self.path)
+        if self.answer == "login":  # multi-user Kubeflow (oauth2-proxy / dex) without a session
+            if self.path.startswith("/dex/auth"):
+                self._send(200, "text/html; charset=utf-8", "<!DOCTYPE html><html><title>Log in</title></html>")
+            else:
+                self._send(302, "text/html", "", Location="/dex/auth?client_id=kubeflow-oidc-authservice")
+        elif self.answer == "html":  # the UI's address instead of the API's
+            self._send(200, "text/html; charset=utf-8", "<!DOCTYPE html><html><title>Kubeflow</title></html>")
+        elif self.answer == "401":
+            self._send(401, "text/plain", "Jwt is missing")
+        elif self.answer == "403":
+            self._send(403, "text/plain", "RBAC: access denied")
+        else:
+            self._send(404, "text/plain", "404 page not found")
+
+    do_POST = do_GET  # noqa: N815
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture()
+def not_the_api():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), NotTheApi)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture()
+def silent_host():
+    """A host that accepts connections and never answers; ``accepted`` is set at the first, ``held``
+    lists every connection with when it was accepted."""
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    accepted, held = threading.Event(), []
+
+    def accept():
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            held.append((conn, time.monotonic()))
+            accepted.set()
+
+    threading.Thread(target=accept, daemon=True).start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}", accepted, held
+    listener.close()
+    for c, _ in held:
+        c.close()
+
+
+NOT_THE_API = {
+    "login": (
+        "GET /apis/v2beta1/healthz answered 302, a redirect to /dex/auth?client_id=kubeflow-oidc-authservice "
+        "(a login page: the session is missing or expired); give a token with --token (or KF_PIPELINES_TOKEN), "
+        "or check --host"
+    ),
+    "html": "GET /apis/v2beta1/healthz answered 200 with an HTML page (a login page or the UI), not the Kubeflow "
+    "Pipelines API's JSON; check --host",
+    "401": "GET /apis/v2beta1/healthz answered 401 Unauthorized: the API wants credentials; check --token",
+    "403": "GET /apis/v2beta1/healthz answered 403 Forbidden: the credentials are not allowed there; check --token "
+    "and --namespace",
+    "404": "GET /apis/v2beta1/healthz answered 404 Not Found: no Kubeflow Pipelines API at this address; check --host",
+}
+
+
+@pytest.mark.parametrize("answer", list(NOT_THE_API))
+def test_an_answer_that_is_not_the_api_is_one_line_and_exit_3_within_seconds(answer, not_the_api, tmp_path):
+    NotTheApi.answer, NotTheApi.requests = answer, []
+    p = run_cli(
+        "submit",
+        "--host",
+        not_the_api,
+        "--data",
+        DATA,
+        "--output",
+        OUTPUT,
+        "--timeout",
+        "5",
+        check=False,
+        env=_home_with_kfp_context(tmp_path, ""),
+    )
+    assert p.returncode == 3, (p.returncode, p.stdout, p.stderr)
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: --host {not_the_api}: "), p.stderr
+    assert NOT_THE_API[answer] in lines[0], lines[0]
+    assert "submitted" not in p.stdout
+    # asked once, not retried (kfp's own health check asks five times, five seconds apart), redirect not followed
+    assert NotTheApi.requests == ["/apis/v2beta1/healthz"]
+
+
+def test_a_host_that_never_answers_is_given_up_after_the_timeout(silent_host, tmp_path):
+    host, _, held = silent_host
+    p = run_cli(
+        "submit",
+        "--host",
+        host,
+        "--data",
+        DATA,
+        "--output",
+        OUTPUT,
+        "--timeout",
+        "2",
+        check=False,
+        env=_home_with_kfp_context(tmp_path, ""),
+        timeout=120,
+    )
+    ended = time.monotonic()
+    assert p.returncode == 3, (p.stdout, p.stderr)
+    assert p.stderr.strip().splitlines() == [
+        f"error: --host {host}: no answer to GET /apis/v2beta1/healthz within 2 s (--timeout); check --host, and "
+        "that the API is reachable from here (a port-forward, a proxy)"
+    ]
+    assert len(held) == 1  # one request, not retried
+    assert ended - held[0][1] < 2 + 8, ended - held[0][1]  # the timeout, then the message (a loaded machine)
+
+
+def test_ctrl_c_while_waiting_for_the_host_says_what_may_have_happened(silent_host, tmp_path):
+    import signal
+    import subprocess
+
+    from .conftest import CLI
+
+    host, accepted, _ = silent_host
+    env = {**os.environ, **_home_with_kfp_context(tmp_path, "")}
+    args = ["submit", "--host", host, "--data", DATA, "--output", OUTPUT, "--timeout", "120"]
+    p = subprocess.Popen([*CLI, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    assert accepted.wait(60), "submit never reached the host"
+    p.send_signal(signal.SIGINT)
+    _, stderr = p.communicate(timeout=30)
+    assert p.returncode == 5, stderr
+    assert stderr.strip().splitlines() == [
+        f"error: interrupted while talking to {host}: the run may have been created; look at the runs of "
+        "experiment imagenet-tfrecords before submitting again"
+    ]
+    assert "shards" not in stderr
+
+
+def test_gcs_urls_without_credentials_here_are_left_to_the_plan_step(api, tmp_path):
+    """This machine has no GCS credentials (the cluster's pods have theirs): one line, and the run goes."""
+    host, requests = api
+    env = {
+        **_home_with_kfp_context(tmp_path, ""),
+        "STORAGE_EMULATOR_HOST": "",
+        "FSSPEC_GS_TOKEN": "",
+        "GOOGLE_APPLICATION_CREDENTIALS": "",
+        "CLOUDSDK_CONFIG": str(tmp_path / "no-gcloud"),
+    }
+    data, out = "gs://itf-nowhere/tiny-imagenet-200", "gs://itf-nowhere/records"
+    p = run_cli("submit", "--host", host, "--data", data, "--output", out, "--image", "reg.example/itf:1", env=env)
+    assert p.stderr.strip().splitlines() == [
+        f"note: {data} is not checked here (no credentials for gs://itf-nowhere: set GOOGLE_APPLICATION_CREDENTIALS "
+        "to a service account's key file, run 'gcloud auth application-default login', or run on Google Cloud "
+        "with a service account (FSSPEC_GS_TOKEN=anon for a public bucket)); the plan step checks it on the cluster"
+    ], p.stderr
+    assert "submitted run run-42" in p.stdout
+    (run,) = [r for r in requests if r["path"] == "/apis/v2beta1/runs"]
+    assert run["body"]["runtime_config"]["parameters"]["data_url"] == data

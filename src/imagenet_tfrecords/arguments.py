@@ -12,7 +12,7 @@ from .convert import GRAYSCALE_POLICIES, Options, parse_size
 from .formats import FORMATS, check_file_names
 from .image import DEFAULT_MAX_PIXELS, RESIZE_MODES
 from .layouts import AUTO, LAYOUT_CHOICES
-from .plan import DEFAULT_SHARD_SIZE, MIXED, TRAIN_ORDERS
+from .plan import DEFAULT_SHARD_SIZE, MAX_TASKS, MIXED, TRAIN_ORDERS
 from .stats import DEFAULT_MAX_REJECT_FRACTION
 
 _CAP = math.isqrt(DEFAULT_MAX_PIXELS)  # the side of the square the input pixel limit allows
@@ -172,6 +172,43 @@ def add_conversion_args(p: argparse.ArgumentParser, workers_help: str) -> None:
         help="gs://, s3:// outputs: take over the lease of another run that holds the output, when that run is "
         "known to be dead (an expired lease is taken over anyway)",
     )
+
+
+class ParameterError(ValueError):
+    """A pipeline parameter the command line would refuse: the plan step fails with the command line's message."""
+
+
+def check_parameters(values: dict) -> dict:
+    """``values`` (a pipeline's parameters by name: grayscale, image_size, resize, format, workers...)
+    each checked and converted by the parser of its command-line option (add_conversion_args;
+    max_tasks as ``run`` and ``submit`` take it), with the same message, then together as options_of
+    checks them. Raises ParameterError naming the parameter; names without an option pass as they are."""
+    parser = argparse.ArgumentParser(add_help=False)
+    add_conversion_args(parser, "")
+    parser.add_argument("--max-tasks", type=whole_number(1, MAX_TASKS))
+    actions = {a.dest: a for a in parser._actions}
+    out = dict(values)
+    for name, value in values.items():
+        action = actions.get(name)
+        if action is None or isinstance(value, bool):
+            continue
+        if isinstance(value, float) and value.is_integer() and action.type is not _fraction:
+            value = int(value)  # (kfp.local hands whole numbers over as floats)
+        if action.type is not None:
+            try:
+                value = action.type(str(value))
+            except argparse.ArgumentTypeError as e:
+                raise ParameterError(f"{name}: {e}") from None
+        if action.choices is not None and value not in action.choices:
+            choices = ", ".join(repr(c) for c in action.choices)
+            raise ParameterError(f"{name}: invalid choice: {value!r} (choose from {choices})")
+        out[name] = value
+    fields = {k: out[k] for k in Options.__dataclass_fields__ if k in out}
+    try:
+        Options(**fields)
+    except ValueError as e:
+        raise ParameterError(str(e)) from None
+    return out
 
 
 def options_of(args) -> Options:

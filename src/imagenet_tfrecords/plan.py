@@ -11,6 +11,10 @@ The Plan round-trips through JSON (plan.json, the pipeline's first artifact) wit
 sources: ``write_slices`` writes each conversion task's shards, sources included, to a slice file
 of its own (``<output>/_work/plan/task-NNNNN.jsonl``, one shard a line) that ``read_slice`` streams
 back, so no step holds every file's entry. A plan of another version is refused.
+
+The conversion's options (``options``: convert.Options as a dict), the output they go to, the
+processes per task and the reject threshold enter once, at the plan step, and travel in plan.json:
+the later steps read them from there and take no copy of their own, so no two steps can disagree.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from .fs import MetadataError as MetadataError  # the layouts raise it; imported
 from .records import Box
 
 SPLITS = ("train", "val", "test")
-PLAN_VERSION = 3
+PLAN_VERSION = 4  # 4: the conversion options, output, workers and reject threshold travel in it
 # Conversion tasks of one run. Every task's artifact reaches the fan-in step's executor input, which
 # the Kubeflow backend passes as one command-line argument (Linux: under 128 KiB; our budget 48 KiB):
 # about 690 bytes each as the open-source backend sends them with its default MinIO root, ours
@@ -159,6 +163,12 @@ class Plan:
     # the pixel convention of the sources' boxes (boxes.CONVENTIONS), "" when the layout has none
     boxes: str = ""
     run: str = field(default="", compare=False)  # the run token of the pipeline run that made it (lock.py)
+    # Given once, to the plan step, for every later step: where the conversion writes, its options
+    # (convert.Options' fields), processes per conversion task (0: every CPU), the reject threshold
+    output: str = ""
+    options: dict = field(default_factory=dict)
+    workers: int = 0
+    max_reject_fraction: float | None = None
     # the train shards' sources, spilled while listing (listing.TrainShards; not in plan.json: see write_slices)
     train: SpilledShards | None = field(default=None, compare=False, repr=False)
 
@@ -204,6 +214,10 @@ class Plan:
                 "boxes": self.boxes,
                 "ignored": self.ignored,
                 "run": self.run,
+                "output": self.output,
+                "options": self.options,
+                "workers": self.workers,
+                "max_reject_fraction": self.max_reject_fraction,
             }
         )
 
@@ -226,6 +240,10 @@ class Plan:
             boxes=d["boxes"],
             ignored=d.get("ignored", {}),
             run=d.get("run", ""),
+            output=d["output"],
+            options=d["options"],
+            workers=int(d["workers"]),
+            max_reject_fraction=d["max_reject_fraction"],
         )
 
 

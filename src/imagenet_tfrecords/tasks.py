@@ -10,13 +10,14 @@ from __future__ import annotations
 import json
 import os
 import time
+from dataclasses import asdict
 
 from . import formats, lock, output, stats
 from .convert import Options, convert, index_file, recorded_stats
-from .fs import Location
+from .fs import BadOutput, Location
 from .image import resize_text
 from .layouts import AUTO, build_plan, check_locations
-from .plan import DEFAULT_SHARD_SIZE, MIXED, Plan, read_slice, stream_slices, write_slices
+from .plan import DEFAULT_SHARD_SIZE, MIXED, SLICES_DIR, Plan, read_slice, stream_slices, write_slices
 from .records import INDEX_SUFFIX
 from .report import build_report
 
@@ -95,12 +96,22 @@ def plan_step(
     layout: str = AUTO,
     train_order: str = MIXED,
     train_shards: int = 0,
-    fmt: str = formats.SEED,
+    options: Options | dict | None = None,
     take_over_lease: bool = False,
+    workers: int = 0,
+    max_reject_fraction: float = stats.DEFAULT_MAX_REJECT_FRACTION,
 ) -> tuple[list, dict]:
-    """Check both URLs, claim the output, plan the conversion, mark the output incomplete (removing
-    what earlier runs wrote and this plan does not make, see begin_writing); write plan.json,
-    labels.txt and each task's slice (``<output_url>/_work/plan/``); return (task numbers, summary).
+    """Check every parameter, both URLs, claim the output, plan the conversion, mark the output
+    incomplete (removing what earlier runs wrote and this plan does not make, see begin_writing);
+    write plan.json, labels.txt and each task's slice (``<output_url>/_work/plan/``); return (task
+    numbers, summary).
+
+    The conversion's ``options`` (convert.Options, or its fields by name as a pipeline passes them),
+    ``output_url``, ``workers`` (processes per conversion task) and ``max_reject_fraction`` enter
+    here, once, and travel in plan.json: convert_step and aggregate_step read them from the plan.
+    Every parameter is checked first by its command-line option's parser (arguments.check_parameters:
+    a bad one raises ParameterError with the command line's message), before anything is written or
+    fanned out.
 
     ``layout`` names the dataset's layout (layouts.LAYOUTS) or is "auto": detect it (the summary
     says which). ``train_order`` "mixed" (``train_shards`` shards, 0: about 1,000 records each)
@@ -110,16 +121,37 @@ def plan_step(
     task writes; the shards' sources are in the tasks' slices. The fan-out passes only a task's
     number, so no step's input grows with the dataset.
     """
-    formats.check_file_names(fmt, data_url)  # (before any work)
-    name = claim(data_url, output_url, layout)
+    from .arguments import check_parameters
+
+    given = asdict(options) if isinstance(options, Options) else dict(options or {})
+    values = check_parameters(
+        {
+            **given,
+            "layout": layout,
+            "shard_size": shard_size,
+            "max_tasks": max_tasks,
+            "train_order": train_order,
+            "train_shards": train_shards,
+            "workers": workers,
+            "max_reject_fraction": max_reject_fraction,
+        }
+    )
+    options = Options(**{k: values[k] for k in Options.__dataclass_fields__ if k in values})
+    formats.check_file_names(options.format, data_url)  # (before any work)
+    name = claim(data_url, output_url, values["layout"])
     # The run's lease stays when planning succeeds: the conversion tasks of this run join it.
     with lock.hold(output_url, take_over=bool(take_over_lease), keep=True) as writer:
         plan = build_plan(
-            data_url, layout=name, shard_size=int(shard_size), train_order=train_order, train_shards=int(train_shards)
+            data_url,
+            layout=name,
+            shard_size=values["shard_size"],
+            train_order=values["train_order"],
+            train_shards=values["train_shards"],
         )
         plan.run = writer.run
-        begin_writing(plan, output_url, fmt)
-        write_slices(plan, output_url, int(max_tasks))
+        carry(plan, output_url, options, values["workers"], values["max_reject_fraction"])
+        begin_writing(plan, output_url, options.format, options)
+        write_slices(plan, output_url, values["max_tasks"])
         writer.check()
     _write(plan_path, plan.to_json())
     _write(labels_path, plan.labels_text())
@@ -132,22 +164,49 @@ def plan_step(
         "tasks": len(plan.tasks),
         "rejects": len(plan.rejects),
         "warnings": len(plan.warnings),
+        "format": options.format,
     }
     for w in plan.warnings:
         print(f"warning: {w}")
     return list(range(len(plan.tasks))), summary
 
 
-def convert_step(
-    plan_path: str, task: int, output_url: str, options: Options, workers: int, manifest_path: str
-) -> dict:
+def carry(plan: Plan, output_url: str, options: Options, workers: int, max_reject_fraction: float) -> None:
+    """Put what every later step needs into the plan: the one place they come from."""
+    plan.output = Location.of(output_url).url
+    plan.options = asdict(options)
+    plan.workers = int(workers)
+    plan.max_reject_fraction = float(max_reject_fraction)
+
+
+def options_in(plan: Plan) -> Options:
+    """The conversion's options as the plan step was given them."""
+    return Options(**plan.options)
+
+
+def _output_seen(plan: Plan, step: str) -> str:
+    """The plan's output, checked to be visible from here: a task on another machine (a pod) does not
+    see a local folder of the machine that planned, unless a volume mounts it at the same path."""
+    out = Location.of(plan.output)
+    if out.is_local and not out.child(SLICES_DIR).exists():
+        raise BadOutput(
+            f"output_url {plan.output}: {step} cannot see the plan's output (no {SLICES_DIR}/ there): a local "
+            "path is seen only by the machine that planned; on a cluster give gs://, s3:// or a volume every "
+            "step mounts at that path"
+        )
+    return plan.output
+
+
+def convert_step(plan_path: str, task: int, manifest_path: str) -> dict:
     """Convert the shards of one task; return a few numbers about it (the task's artifact metadata).
 
-    The shards' statistics are written under ``<output_url>/_work/``, where the aggregation
-    reads them; ``manifest_path`` gets the list of shard files this task wrote. The task joins
-    its run (plan.json's token): other runs are refused, a retry of this task goes ahead.
+    The output, the options and the processes to use are the plan's (plan_step). The shards'
+    statistics are written under the output's ``_work/``, where the aggregation reads them;
+    ``manifest_path`` gets the list of shard files this task wrote. The task joins its run
+    (plan.json's token): other runs are refused, a retry of this task goes ahead.
     """
     plan = _read_plan(plan_path)
+    output_url = _output_seen(plan, "this conversion task")
     started = time.time()
     # kfp.local hands numbers back as floats
     count = len(plan.tasks[int(task)])
@@ -155,7 +214,7 @@ def convert_step(
     with lock.hold(output_url, run=plan.run or None, keep=True, keep_on_error=True) as writer:
         shards = read_slice(plan, int(task))
         check = lambda _: writer.check()  # noqa: E731
-        results = convert(plan, shards, output_url, options, workers=int(workers), count=count, on_done=check)
+        results = convert(plan, shards, output_url, options_in(plan), workers=plan.workers, count=count, on_done=check)
         writer.check()
     finished = time.time()
     _write(manifest_path, json.dumps({"task": int(task), "shards": [r["file"] for r in results]}))
@@ -245,6 +304,8 @@ def convert_dataset(
             data_url, layout=name, shard_size=shard_size, train_order=train_order, train_shards=train_shards
         )
         plan.run = writer.run
+        limit = stats.DEFAULT_MAX_REJECT_FRACTION if max_reject_fraction is None else max_reject_fraction
+        carry(plan, output_url, options, workers, limit)
         begin_writing(plan, output_url, options.format, options)
         # One slice by default, as `imagenet-tfrecords run` plans; each shard is converted as its
         # slice line is written, rather than after every slice is written and read back.
@@ -268,26 +329,18 @@ def convert_dataset(
     return plan, info
 
 
-def aggregate_step(
-    plan_path: str,
-    tasks: list[dict],
-    output_url: str,
-    options: Options,
-    max_reject_fraction: float,
-    dataset_dir: str,
-    sizes_path: str,
-    report_path: str,
-) -> dict:
-    """Write the reports under ``output_url`` and into the artifacts; fail on too many rejects (the
-    output is then marked "rejected", see finish)."""
+def aggregate_step(plan_path: str, tasks: list[dict], dataset_dir: str, sizes_path: str, report_path: str) -> dict:
+    """Write the reports under the plan's output and into the artifacts, recording the options the
+    plan carries; fail when more than the plan's max_reject_fraction of the inputs were rejected."""
     plan = _read_plan(plan_path)
+    output_url = _output_seen(plan, "the aggregation")
     with lock.hold(output_url, run=plan.run or None) as writer:  # the run ends here: its lease goes
-        info, html = finish(plan, output_url, options, tasks, float(max_reject_fraction))
+        info, html = finish(plan, output_url, options_in(plan), tasks, plan.max_reject_fraction)
         writer.check()
     # The Dataset artifact describes the TFRecords under output_url (dataset_info.json names
     # the shards relative to its "root"), so the next step can read them with reader.load().
     stats.write_reports(plan, info, dataset_dir)
     _write(sizes_path, stats.sizes_text(info))
     _write(report_path, html)
-    stats.check_rejects(info, float(max_reject_fraction))
+    stats.check_rejects(info, float(plan.max_reject_fraction))
     return info

@@ -6,6 +6,7 @@ They are registered into the ``imagenet-tfrecords`` command line through the ent
 
 from __future__ import annotations
 
+import argparse
 import builtins
 import contextlib
 import io
@@ -13,6 +14,7 @@ import logging
 import os
 import re
 import signal
+import sys
 import tempfile
 import threading
 import time
@@ -29,7 +31,8 @@ from imagenet_tfrecords.cli import (
     layout_line,
     print_summary,
 )
-from imagenet_tfrecords.fs import BadOutput, Location
+from imagenet_tfrecords.credentials import check_access
+from imagenet_tfrecords.fs import Location, NoCredentialsError
 from imagenet_tfrecords.layouts import check_locations, check_output_for
 from imagenet_tfrecords.output import ForeignOutput, claim
 from imagenet_tfrecords.plan import DEFAULT_MAX_TASKS, DEFAULT_PARALLELISM, MAX_TASKS
@@ -39,18 +42,57 @@ from imagenet_tfrecords.stats import read_info
 EXIT_USAGE = 2  # a bad command line, as argparse exits
 
 
+def _image(text: str) -> str:
+    from .components.image import check_reference
+
+    try:
+        return check_reference(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _image_arg(sp, what: str) -> None:
     sp.add_argument(
         "--image",
+        type=_image,
         help=f"{what} (default: $IMAGENET_TFRECORDS_IMAGE, else the image 'make image' builds by default, "
         "ghcr.io/imagenet-tfrecords/imagenet-tfrecords:<version>); name@sha256:... once pushed",
     )
 
 
-def image_of(args) -> str:
-    from .components import IMAGE
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not 0 < value <= 3600:
+        raise argparse.ArgumentTypeError(f"must be more than 0 and at most 3600, got {text}")
+    return value
 
-    return args.image or IMAGE
+
+def image_of(args) -> str:
+    """--image, else $IMAGENET_TFRECORDS_IMAGE, else the default name (each checked: exit 2)."""
+    from .components.image import IMAGE, check_reference
+
+    if args.image:
+        return args.image
+    try:
+        check_reference(IMAGE)
+    except ValueError as e:
+        raise CommandError(f"IMAGENET_TFRECORDS_IMAGE: {e}", EXIT_USAGE) from None
+    return IMAGE
+
+
+def say_if_default(image: str) -> None:
+    """When the steps name the default image (nothing publishes it), say so."""
+    from .components.image import DEFAULT_IMAGE
+
+    if image == DEFAULT_IMAGE:
+        print(
+            f"note: no --image: the steps name {image}, the default, which nothing publishes; build and push your "
+            "own (make image) and give it with --image or IMAGENET_TFRECORDS_IMAGE",
+            file=sys.stderr,
+        )
 
 
 def register(add) -> None:
@@ -125,6 +167,13 @@ def register(add) -> None:
     )
     _image_arg(sp, "the image every step runs in; push it where the cluster pulls from first")
     sp.add_argument("--experiment", default="imagenet-tfrecords", help="the experiment the run is filed under")
+    sp.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=30,
+        metavar="SECONDS",
+        help="give up when the API has not answered a request within this many seconds (exit 3)",
+    )
     sp.add_argument("--max-tasks", type=whole_number(1, MAX_TASKS), default=DEFAULT_MAX_TASKS, help=tasks)
     sp.add_argument(
         "--parallelism",
@@ -148,7 +197,7 @@ _BAD_INPUT = {
     "IncompleteConversion",
     "PermissionError",
 }
-_BAD_COMMAND_LINE = {"TrainShardsError"}  # exit 2
+_BAD_COMMAND_LINE = {"TrainShardsError", "ParameterError"}  # exit 2
 _EXCEPTION_LINE = re.compile(
     r"^\s*((?:[A-Za-z_]\w*\.)*([A-Za-z_]\w*(?:Error|Exception|Rejects|Died|Output|Conversion))): (.*)$"
 )
@@ -279,9 +328,9 @@ def cmd_run(args) -> int:
     pipeline = build_pipeline(args.parallelism, retries=False, image=image_of(args))
     in_containers = args.runner == "docker"
     if in_containers:
+        _check_image_here(image_of(args))
         from .docker import checked_exit_status, docker_runner
 
-        _check_image_here(image_of(args))
     claim(args.output)  # before kfp.local writes its log there
     started = time.perf_counter()
     log_file = Location.of(args.output).child("_work", "kfp-local.log")
@@ -342,7 +391,14 @@ def cmd_run(args) -> int:
 
 def _check_image_here(image: str) -> None:
     """The engine answers and has the image (a missing one would be pulled by every step, or fail in each)."""
-    import docker
+    try:
+        import docker
+    except ModuleNotFoundError:
+        raise CommandError(
+            "--runner docker needs the Python package 'docker', which is not installed here: pip install docker "
+            "(make install installs it)",
+            EXIT_BAD_INPUT,
+        ) from None
 
     try:
         client = docker.from_env()
@@ -360,17 +416,14 @@ def _check_image_here(image: str) -> None:
 def cmd_compile(args) -> int:
     from .pipelines.tinyimagenet_to_tfrecords import compile_pipeline
 
-    compile_pipeline(args.output, args.parallelism, image=image_of(args))
-    print(f"wrote {args.output} (image {image_of(args)})")
+    image = image_of(args)
+    compile_pipeline(args.output, args.parallelism, image=image)
+    print(f"wrote {args.output} (image {image})")
+    say_if_default(image)
     return 0
 
 
 def cmd_submit(args) -> int:
-    import kfp
-    import urllib3
-
-    from .pipelines.tinyimagenet_to_tfrecords import build_pipeline
-
     options_of(args)
     # read here, not as argparse defaults, which --help would print
     args.host = args.host or os.environ.get("KF_PIPELINES_ENDPOINT")
@@ -384,53 +437,84 @@ def cmd_submit(args) -> int:
                 "or --mounted if every pod has it mounted at that path",
                 EXIT_USAGE,
             )
-    check_locations_of_submit(args.data, args.output, args.layout)
     image = image_of(args)
-    # urllib3's retry lines (the client resets the "urllib3" logger's level, not its child's); the error below
-    # says it once
-    logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
+    contacted = False
     try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", category=FutureWarning, module="kfp")
-            client = kfp.Client(host=args.host, existing_token=args.token)
-        run = client.create_run_from_pipeline_func(
-            build_pipeline(args.parallelism, image=image),
-            arguments={
-                "data_url": args.data,
-                "output_url": args.output,
-                "layout": args.layout,
-                "grayscale": args.grayscale,
-                "max_tasks": args.max_tasks,
-                "shard_size": args.shard_size,
-                "train_order": args.train_order,
-                "train_shards": args.train_shards,
-                "image_size": args.image_size,
-                "max_reject_fraction": args.max_reject_fraction,
-                "workers": args.workers,
-                "format": args.format,
-                "label_offset": args.label_offset,
-                "jpeg_quality": args.jpeg_quality,
-                "take_over_lease": args.take_over_lease,
-                "resize": args.resize,
-                "resize_mode": args.resize_mode,
-                "shorter_side": args.shorter_side,
-            },
-            experiment_name=args.experiment,
-            namespace=args.namespace,
-            service_account=args.service_account,
-        )
-    except urllib3.exceptions.HTTPError as e:
-        reason = str(getattr(e, "reason", None) or e).rsplit(": ", 1)[-1]
-        raise BadOutput(f"cannot reach the Kubeflow Pipelines API at {args.host}: {reason}") from None
+        check_locations_of_submit(args.data, args.output, args.layout)
+        from .api import ApiAnswerError, Client
+
+        # urllib3's retry lines (the client resets the "urllib3" logger's level, not its child's)
+        logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
+        contacted = True
+        try:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", category=FutureWarning, module="kfp")
+                client = Client(host=args.host, timeout=args.timeout, existing_token=args.token)
+            client.get_kfp_healthz()  # the API answers, before anything is sent
+            from .pipelines.tinyimagenet_to_tfrecords import build_pipeline
+
+            run = client.create_run_from_pipeline_func(
+                build_pipeline(args.parallelism, image=image),
+                arguments=pipeline_arguments(args),
+                experiment_name=args.experiment,
+                namespace=args.namespace,
+                service_account=args.service_account,
+            )
+        except ApiAnswerError as e:
+            raise CommandError(str(e), EXIT_BAD_INPUT) from None
+        if not getattr(run, "run_id", None):
+            raise CommandError(
+                f"--host {args.host}: the API accepted the run but sent no run id back; check --host and --namespace",
+                EXIT_BAD_INPUT,
+            )
+    except KeyboardInterrupt:
+        if not contacted:
+            raise CommandError("interrupted: nothing was submitted", EXIT_INTERRUPTED) from None
+        raise CommandError(
+            f"interrupted while talking to {args.host}: the run may have been created; look at the runs of "
+            f"experiment {args.experiment} before submitting again",
+            EXIT_INTERRUPTED,
+        ) from None
     ui = os.environ.get("KF_PIPELINES_UI_ENDPOINT") or args.host
     print(f"submitted run {run.run_id} (image {image}): {ui.rstrip('/')}/#/runs/details/{run.run_id}")
+    say_if_default(image)
     return 0
+
+
+def pipeline_arguments(args) -> dict:
+    """The pipeline's parameters from a command line of ``run`` or ``submit``."""
+    return {
+        "data_url": args.data,
+        "output_url": args.output,
+        "layout": args.layout,
+        "grayscale": args.grayscale,
+        "max_tasks": args.max_tasks,
+        "shard_size": args.shard_size,
+        "train_order": args.train_order,
+        "train_shards": args.train_shards,
+        "image_size": args.image_size,
+        "max_reject_fraction": args.max_reject_fraction,
+        "workers": args.workers,
+        "format": args.format,
+        "label_offset": args.label_offset,
+        "jpeg_quality": args.jpeg_quality,
+        "take_over_lease": args.take_over_lease,
+        "resize": args.resize,
+        "resize_mode": args.resize_mode,
+        "shorter_side": args.shorter_side,
+    }
 
 
 def check_locations_of_submit(data_url: str, output_url: str, layout: str = "auto") -> None:
     """What can be checked here of URLs that the cluster reads: local ones fully, object-store ones
     for an output inside the dataset, and for an output that is not ours when this machine can list
     it (it may have no credentials for them). Nothing is written: the plan step claims the output."""
+    for url in (data_url, output_url):
+        try:
+            check_access(url)
+        except NoCredentialsError as e:  # the cluster's pods may have them (Workload Identity, IRSA)
+            print(f"note: {url} is not checked here ({e}); the plan step checks it on the cluster", file=sys.stderr)
+            return
     if "://" in data_url:
         check_output_for(data_url, output_url)
     else:

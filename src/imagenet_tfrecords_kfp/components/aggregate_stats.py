@@ -10,42 +10,22 @@ from .image import IMAGE
 def aggregate_stats(
     plan: Input[Artifact],
     shards: Input[list[Dataset]],
-    output_url: str,
-    grayscale: str,
-    image_size: str,
-    max_reject_fraction: float,
     dataset: Output[Dataset],
     sizes: Output[Artifact],
     metrics: Output[Metrics],
     report: Output[HTML],
-    format: str = "seed",
-    label_offset: int = 0,
-    jpeg_quality: int = 95,
-    resize: str = "",
-    resize_mode: str = "squash",
-    shorter_side: int = 0,
 ):
     """Merge every shard's statistics into sizes.txt, labels.txt, dataset_info.json, rejects.tsv.
 
-    The statistics are read from output_url/_work/. The reports and report.html are written
-    under output_url and into the artifacts. The step fails after writing the reports when
-    more than max_reject_fraction of the inputs were rejected.
+    The statistics are read from output_url/_work/ (output_url: the plan's). The reports and
+    report.html are written under output_url and into the artifacts, recording the options the plan
+    carries (parse-metadata was given them, once, for every step). The step fails after writing the
+    reports when more than the plan's max_reject_fraction of the inputs were rejected.
 
     Args:
         plan: The plan written by parse-metadata.
         shards: Every convert-shards task's artifact (fan-in with dsl.Collected); their
             metadata summarises each task (shards, resumed, records, start and end).
-        output_url: Root of the converted dataset.
-        grayscale: The grayscale policy used (recorded in dataset_info.json).
-        image_size: The image size check used (recorded in dataset_info.json).
-        max_reject_fraction: Fail when rejected inputs / found inputs exceeds this.
-        format: The record format used; with "tfds" TFDS's metadata files are written too, and this
-            project's accounting is conversion_info.json rather than dataset_info.json.
-        label_offset: The label offset used (recorded).
-        jpeg_quality: The JPEG quality used (recorded).
-        resize: The resize used ("WxH", width first; recorded, and every record is that size).
-        resize_mode: The resize mode used (recorded).
-        shorter_side: The shorter side used (recorded; 0: off).
 
     Returns:
         dataset: The converted dataset: dataset_info.json (conversion_info.json in the tfds
@@ -59,30 +39,10 @@ def aggregate_stats(
             per split, class distribution, sample images decoded from the written TFRecords,
             rejects and skipped images.
     """
-    from imagenet_tfrecords.convert import Options
     from imagenet_tfrecords.stats import run_metrics
     from imagenet_tfrecords.tasks import aggregate_step
 
-    options = Options(
-        grayscale=grayscale,
-        image_size=image_size,
-        format=format,
-        label_offset=label_offset,
-        jpeg_quality=jpeg_quality,
-        resize=resize,
-        resize_mode=resize_mode,
-        shorter_side=shorter_side,
-    )
-    info = aggregate_step(
-        plan.path,
-        [s.metadata for s in shards],
-        output_url,
-        options,
-        max_reject_fraction,
-        dataset.path,
-        sizes.path,
-        report.path,
-    )
+    info = aggregate_step(plan.path, [s.metadata for s in shards], dataset.path, sizes.path, report.path)
     dataset.metadata.update({"root": info["root"], "records": {k: v["num_records"] for k, v in info["splits"].items()}})
     for name, value in run_metrics(info).items():
         metrics.log_metric(name, value)

@@ -81,9 +81,12 @@ def build_pipeline(parallelism: int = DEFAULT_PARALLELISM, retries: bool = True,
 
         Args:
             data_url: Root of the dataset: wnids.txt, words.txt, train/, val/, test/, or
-                <split>/<class>/<image> folders (a local path, gs://bucket/... or s3://bucket/...).
+                <split>/<class>/<image> folders (gs://bucket/..., s3://bucket/..., or a path every
+                step sees: on a cluster, a volume mounted at that path).
             output_url: Where train/, val/, test/ shards, sizes.txt, labels.txt,
-                dataset_info.json and rejects.tsv are written.
+                dataset_info.json and rejects.tsv are written: gs://bucket/..., s3://bucket/..., or a
+                path on a volume that every step mounts at that path (each step runs in a pod of its
+                own, which does not see another machine's local disk).
             layout: "tinyimagenet" (wnids.txt, words.txt, train/<wnid>/images/,
                 val/val_annotations.txt), "imagenet" (Kaggle's ILSVRC2012: LOC_synset_mapping.txt,
                 LOC_val_solution.csv, ILSVRC/Data/CLS-LOC/<split>/), "imagefolder" (train/, val/ or
@@ -125,6 +128,7 @@ def build_pipeline(parallelism: int = DEFAULT_PARALLELISM, retries: bool = True,
             report: An HTML page (the run's Visualizations): records per split, class
                 distribution, sample images decoded from the written TFRecords, rejects.
         """
+        # The options enter once, at the plan step, and travel in the plan: the later steps take none.
         plan = parse_metadata(
             data_url=data_url,
             output_url=output_url,
@@ -135,26 +139,22 @@ def build_pipeline(parallelism: int = DEFAULT_PARALLELISM, retries: bool = True,
             train_shards=train_shards,
             format=format,
             take_over_lease=take_over_lease,
+            grayscale=grayscale,
+            image_size=image_size,
+            resize=resize,
+            resize_mode=resize_mode,
+            shorter_side=shorter_side,
+            label_offset=label_offset,
+            jpeg_quality=jpeg_quality,
+            workers=workers,
+            max_reject_fraction=max_reject_fraction,
         )
         # No step is served from the KFP cache: the cache is keyed on the URL strings, not on the
         # data behind them. A re-run resumes instead: shards whose inputs are unchanged are kept.
         plan.set_caching_options(False)
         _pod(plan, PLAN_CPUS, PLAN_MEMORY, image)
         with dsl.ParallelFor(plan.outputs["Output"], parallelism=parallelism) as number:
-            task = convert_shards(
-                plan=plan.outputs["plan"],
-                task=number,
-                output_url=output_url,
-                grayscale=grayscale,
-                image_size=image_size,
-                workers=workers,
-                format=format,
-                label_offset=label_offset,
-                jpeg_quality=jpeg_quality,
-                resize=resize,
-                resize_mode=resize_mode,
-                shorter_side=shorter_side,
-            )
+            task = convert_shards(plan=plan.outputs["plan"], task=number)
             task.set_caching_options(False)
             if retries:
                 task.set_retry(
@@ -164,20 +164,7 @@ def build_pipeline(parallelism: int = DEFAULT_PARALLELISM, retries: bool = True,
                     backoff_max_duration=RETRY_WINDOW,
                 )
             _pod(task, TASK_CPUS, TASK_MEMORY, image)
-        stats = aggregate_stats(
-            plan=plan.outputs["plan"],
-            shards=dsl.Collected(task.outputs["shards"]),
-            output_url=output_url,
-            grayscale=grayscale,
-            image_size=image_size,
-            max_reject_fraction=max_reject_fraction,
-            format=format,
-            label_offset=label_offset,
-            jpeg_quality=jpeg_quality,
-            resize=resize,
-            resize_mode=resize_mode,
-            shorter_side=shorter_side,
-        )
+        stats = aggregate_stats(plan=plan.outputs["plan"], shards=dsl.Collected(task.outputs["shards"]))
         stats.set_caching_options(False)
         _pod(stats, AGGREGATE_CPUS, AGGREGATE_MEMORY, image)
         return Outputs(

@@ -9,25 +9,27 @@ which reads the train split with ``imagenet_tfrecords.load`` and fits a few Kera
 epoch. Compile it with ``python -m imagenet_tfrecords_kfp.pipelines.train_example out.yaml``.
 """
 
+import os
 from typing import NamedTuple
 
 from kfp import compiler, components, dsl
 from kfp.dsl import Dataset, Input, Metrics, Model, Output
 
 from ..compile import COMPILED
-from ..components import TF_IMAGE
+from ..components import IMAGE, load
+from ..components.image import tf_image_of
 
 PIPELINE_NAME = "tinyimagenet-train-example"
 TRAIN_CPUS = "2"
 TRAIN_MEMORY = "4Gi"
 
 
-def load_conversion(path: str = str(COMPILED)):
-    """The conversion pipeline, loaded from its compiled YAML as a component."""
-    return components.load_component_from_file(path)
+def load_conversion(path: str = str(COMPILED), image: str | None = None):
+    """The conversion pipeline, loaded from its compiled YAML as a component; ``image``: its steps' image."""
+    return load(path, image) if image else components.load_component_from_file(path)
 
 
-@dsl.component(base_image=TF_IMAGE, install_kfp_package=False)
+@dsl.component(base_image=tf_image_of(IMAGE), install_kfp_package=False)
 def train_small_model(
     dataset: Input[Dataset],
     model: Output[Model],
@@ -112,10 +114,14 @@ class Outputs(NamedTuple):
     metrics: Metrics
 
 
-def build_pipeline(conversion_yaml: str = str(COMPILED), image: str | None = None):
-    """The example over the conversion compiled in ``conversion_yaml``; ``image``: the training step's
-    image (default TF_IMAGE, the conversion image plus TensorFlow: make image-tf)."""
-    conversion = load_conversion(conversion_yaml)
+def build_pipeline(conversion_yaml: str = str(COMPILED), image: str | None = None, train_image: str | None = None):
+    """The example over the conversion compiled in ``conversion_yaml``. ``image``: the conversion steps'
+    image (default: $IMAGENET_TFRECORDS_IMAGE, else the YAML's own); ``train_image``: the training step's
+    (default: ``image``'s TensorFlow variant, ``make image-tf``: $IMAGENET_TFRECORDS_TF_IMAGE, else its tag
+    + "-tf")."""
+    image = image or (IMAGE if os.environ.get("IMAGENET_TFRECORDS_IMAGE") else None)
+    conversion = load_conversion(conversion_yaml, image)
+    train_image = train_image or tf_image_of(image or IMAGE)
 
     @dsl.pipeline(name=PIPELINE_NAME)
     def tinyimagenet_train_example(
@@ -152,8 +158,7 @@ def build_pipeline(conversion_yaml: str = str(COMPILED), image: str | None = Non
         )
         train.set_cpu_request(TRAIN_CPUS).set_cpu_limit(TRAIN_CPUS)
         train.set_memory_request(TRAIN_MEMORY).set_memory_limit(TRAIN_MEMORY)
-        if image:
-            train.set_container_image(image)
+        train.set_container_image(train_image)
         return Outputs(
             dataset=converted.outputs["dataset"], model=train.outputs["model"], metrics=train.outputs["metrics"]
         )
@@ -161,13 +166,17 @@ def build_pipeline(conversion_yaml: str = str(COMPILED), image: str | None = Non
     return tinyimagenet_train_example
 
 
-def compile_pipeline(path: str) -> None:
-    compiler.Compiler().compile(build_pipeline(), package_path=path)
+def compile_pipeline(path: str, image: str | None = None, train_image: str | None = None) -> None:
+    compiler.Compiler().compile(build_pipeline(image=image, train_image=train_image), package_path=path)
 
 
 if __name__ == "__main__":
-    import sys
+    import argparse
 
-    target = sys.argv[1] if len(sys.argv) > 1 else "tinyimagenet_train_example.yaml"
-    compile_pipeline(target)
-    print(f"wrote {target}")
+    parser = argparse.ArgumentParser(description="Compile the training example.")
+    parser.add_argument("output", nargs="?", default="tinyimagenet_train_example.yaml")
+    parser.add_argument("--image", help="the conversion steps' image (default: $IMAGENET_TFRECORDS_IMAGE)")
+    parser.add_argument("--train-image", help="the training step's image (default: --image's TensorFlow variant)")
+    args = parser.parse_args()
+    compile_pipeline(args.output, args.image, args.train_image)
+    print(f"wrote {args.output}")
