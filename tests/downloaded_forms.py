@@ -77,7 +77,9 @@ def write_parquet(root: Path, files_per_split: int = 2, row_group: int = 2) -> P
         )
         for i in range(files_per_split):
             part = ds.shard(files_per_split, i, contiguous=True)
-            part.to_parquet(str(root / "data" / f"{hub}-{i:05d}-of-{files_per_split:05d}.parquet"), batch_size=row_group)
+            part.to_parquet(
+                str(root / "data" / f"{hub}-{i:05d}-of-{files_per_split:05d}.parquet"), batch_size=row_group
+            )
     (root / "README.md").write_text("---\ndataset_info:\n  features: []\n---\n")
     return root
 

@@ -95,7 +95,7 @@ def plan(
     listed = list(_ahead(lambda t: _list(root, t, found), shards, 8))
     if names is None:
         top = max((_largest_label(root.child(t.rel), samples) for t, _, samples in listed), default=-1)
-        names = [str(i) for i in range(top + 1)]
+        names = [(str(i), str(i)) for i in range(top + 1)]
         found.warnings.append(
             f"{root.url}: no {CLASSES_FILE}: the class names are the label numbers 0 to {top} (read from every "
             "sample's label member while planning)"
