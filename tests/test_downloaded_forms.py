@@ -437,3 +437,59 @@ def test_kfp_local_run_converts_each_form(forms, tmp_path, form):
     _convert(forms[form], local)
     for split in ("train", "val", "test"):
         assert split_records(out, split) == split_records(local, split)
+
+
+# --- memory: a large file is read by the ranges it needs ----------------------------------------
+
+_MEASURE = (
+    "import resource, subprocess, sys; p = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, "
+    "stderr=subprocess.PIPE, text=True); print(p.returncode, resource.getrusage(resource.RUSAGE_CHILDREN)"
+    ".ru_maxrss); print(p.stderr, file=sys.stderr)"
+)
+
+
+def _peak_mb(data, out) -> float:
+    """Peak RSS of a one-process conversion, measured from a small parent of its own (a child's peak
+    counts the memory of the process it was forked from until its exec)."""
+    import sys
+
+    cmd = [*CLI, "convert", "--data", data, "--output", out, "--workers", "1"]
+    proc = subprocess.run([sys.executable, "-c", _MEASURE, *map(str, cmd)], capture_output=True, text=True)
+    returncode, peak_kb = map(int, proc.stdout.split())
+    assert returncode == 0, proc.stderr
+    return peak_kb / 1024
+
+
+def _blob_parquet(root: Path, blob_mb: int) -> Path:
+    """One parquet file of one row group: 6 images and a column of ``blob_mb`` MB of other bytes."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (root / "data").mkdir(parents=True)
+    rng = np.random.default_rng(7)
+    per_row = blob_mb * (1 << 20) // 6
+    table = pa.table(
+        {
+            "image": pa.array(
+                [{"bytes": _jpeg(i, (64, 48)), "path": None} for i in range(6)],
+                pa.struct([("bytes", pa.binary()), ("path", pa.string())]),
+            ),
+            "label": pa.array([i % 2 for i in range(6)], pa.int64()),
+            "blob": pa.array([rng.bytes(per_row) for _ in range(6)], pa.binary()),
+        }
+    )
+    features = {"image": {"_type": "Image"}, "label": {"_type": "ClassLabel", "names": ["a", "b"]}}
+    table = table.replace_schema_metadata({"huggingface": json.dumps({"info": {"features": features}})})
+    pq.write_table(table, root / "data" / "train-00000-of-00001.parquet", compression="none")
+    return root
+
+
+def test_a_large_parquet_file_converts_in_the_memory_of_its_images(tmp_path):
+    """The row group's image and label columns are read, not the file: a file of 200 MB of other
+    bytes converts with about the memory of one without them."""
+    small = _blob_parquet(tmp_path / "small", 1)
+    large = _blob_parquet(tmp_path / "large", 200)
+    assert (large / "data" / "train-00000-of-00001.parquet").stat().st_size > 200 << 20
+    base, peak = _peak_mb(small, tmp_path / "o1"), _peak_mb(large, tmp_path / "o2")
+    assert peak - base < 40, f"peak RSS {peak:.0f} MB with a 200 MB column, {base:.0f} MB without"
+    assert split_records(tmp_path / "o1", "train") == split_records(tmp_path / "o2", "train")
