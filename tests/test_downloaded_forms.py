@@ -493,3 +493,23 @@ def test_a_large_parquet_file_converts_in_the_memory_of_its_images(tmp_path):
     base, peak = _peak_mb(small, tmp_path / "o1"), _peak_mb(large, tmp_path / "o2")
     assert peak - base < 40, f"peak RSS {peak:.0f} MB with a 200 MB column, {base:.0f} MB without"
     assert split_records(tmp_path / "o1", "train") == split_records(tmp_path / "o2", "train")
+
+
+def test_a_brace_pattern_in_data_converts_the_shards_it_names(forms, tmp_path):
+    root = forms["webdataset"]
+    p = _convert(f"{root}/tiny-{{train,validation}}-{{0000..0000}}.tar", tmp_path / "out")
+    assert "layout: webdataset (detected)" in p.stdout
+    assert "train: 4 records in 1 shard" in p.stdout and "val: 3 records" in p.stdout, p.stdout
+    assert "test: 0 records" in p.stdout
+    everything = tmp_path / "all"
+    _convert(root, everything)
+    train = split_records(everything, "train")
+    assert set(split_records(tmp_path / "out", "train")) < set(train)  # 4 of the 10
+    missing = run_cli(
+        "convert", "--data", f"{root}/tiny-train-{{0000..0003}}.tar", "--output", tmp_path / "o2", check=False
+    )
+    assert missing.returncode == 3
+    assert (
+        missing.stderr.strip()
+        == f"error: {root}/tiny-train-0003.tar: file not found (named by tiny-train-{{0000..0003}}.tar)"
+    )

@@ -74,7 +74,11 @@ def layout_value(text: str) -> str:
 
 def add_conversion_args(p: argparse.ArgumentParser, workers_help: str) -> None:
     p.add_argument(
-        "--data", required=True, type=url_value, help="dataset root: a path, gs://, s3:// or another fsspec URL"
+        "--data",
+        required=True,
+        type=url_value,
+        help="dataset root: a path, gs://, s3:// or another fsspec URL (WebDataset shards: or a brace pattern "
+        "naming them, .../imagenet1k-train-{0000..1023}.tar)",
     )
     p.add_argument("--output", required=True, type=url_value, help="where shards and reports go (not inside --data)")
     p.add_argument(

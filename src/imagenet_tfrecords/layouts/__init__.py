@@ -35,7 +35,10 @@ def detect(data_url: str) -> str:
     another way; else parquet when parquet split files exist (data/<split>-*.parquet,
     <split>/*.parquet...); else webdataset when tar shards named <name>-<split>-NNNN.tar exist;
     else imagefolder when a split folder exists."""
-    root = Location.of(data_url)
+    url, pattern = dataset_root(data_url)
+    if pattern is not None:
+        return webdataset.NAME
+    root = Location.of(url)
     if not root.isdir():
         raise MetadataError(f"{root.url}: dataset directory not found")
     if root.child(imagenet.MAPPING).exists() or imagenet.archive_form(root):
@@ -53,6 +56,15 @@ def detect(data_url: str) -> str:
         "wnids.txt and words.txt, parquet split files (data/<split>-*.parquet), WebDataset shards "
         "(<name>-<split>-NNNN.tar) nor a train/, val/, validation/ or test/ folder of images"
     )
+
+
+def dataset_root(data_url: str) -> tuple[str, str | None]:
+    """The dataset folder's URL and, when ``data_url`` ends in a brace pattern of WebDataset shard
+    names (``.../imagenet1k-train-{0000..1023}.tar``), that pattern (else None)."""
+    head, sep, last = str(data_url).rstrip("/").rpartition("/")
+    if sep and "{" in last and "}" in last:
+        return head, last
+    return data_url, None
 
 
 def parse_layout(text: str) -> tuple[str, dict[str, str]]:
@@ -78,7 +90,9 @@ def resolve(data_url: str, layout: str) -> str:
     """The layout's name (with the options given after it), detected for "auto"."""
     if layout == AUTO:
         return detect(data_url)
-    parse_layout(layout)
+    name, _ = parse_layout(layout)
+    if dataset_root(data_url)[1] is not None and name != webdataset.NAME:
+        raise MetadataError(f"{data_url}: a brace pattern of shard names is read by the webdataset layout only")
     return layout
 
 
@@ -86,7 +100,7 @@ def check_dataset(data_url: str, layout: str = AUTO) -> str:
     """Fail fast, naming the path, when the dataset folder or one of its metadata files is missing;
     return the layout's name (detected for "auto")."""
     check_access(data_url)
-    root = Location.of(data_url)
+    root = Location.of(dataset_root(data_url)[0])
     if not root.isdir():
         raise MetadataError(f"{root.url}: dataset directory not found")
     name = resolve(data_url, layout)
@@ -113,7 +127,7 @@ def check_locations(data_url: str, output_url: str, layout: str = AUTO) -> str:
 
 def check_output_for(data_url: str, output_url: str) -> None:
     """The output is not the dataset folder nor inside its split folders, and (local) can be written."""
-    root, out = Location.of(data_url), Location.of(output_url)
+    root, out = Location.of(dataset_root(data_url)[0]), Location.of(output_url)
     if out.url == root.url or (
         out.is_local and root.is_local and os.path.realpath(out.path) == os.path.realpath(root.path)
     ):
@@ -149,4 +163,7 @@ def build_plan(
         check_access(output_url)
         check_output_for(data_url, output_url)
     base, options = parse_layout(name)
-    return LAYOUTS[base].plan(Location.of(data_url), shard_size, train_order, train_shards, **options)
+    url, pattern = dataset_root(data_url)
+    if pattern is not None:
+        options["pattern"] = pattern
+    return LAYOUTS[base].plan(Location.of(url), shard_size, train_order, train_shards, **options)

@@ -78,15 +78,30 @@ def detected(root: Location) -> bool:
 
 
 def plan(
-    root: Location, shard_size: int, train_order: str = MIXED, train_count: int = 0, classes: str | None = None
+    root: Location,
+    shard_size: int,
+    train_order: str = MIXED,
+    train_count: int = 0,
+    classes: str | None = None,
+    pattern: str | None = None,
 ) -> Plan:
-    """List every shard's members from its headers and plan every output shard."""
+    """List every shard's members from its headers and plan every output shard (``pattern``: a brace
+    pattern naming the shards to convert, e.g. ``imagenet1k-train-{0000..1023}.tar``; else all)."""
     if train_order != MIXED:
         raise TrainShardsError(
             "--train-order per-class: the webdataset layout reads no label before converting (its plan reads "
             "only the tar headers), so it cannot make a shard a class; use mixed"
         )
     shards = tar_shards(root)
+    if pattern is not None:
+        named = expand(pattern)
+        for name in named:
+            if not root.child(name).exists():
+                raise MetadataError(f"{root.child(name).url}: file not found (named by {pattern})")
+        shards = [t for t in shards if t.rel in set(named)]
+        if len(shards) < len(named):
+            other = sorted(set(named) - {t.rel for t in shards})[0]
+            raise MetadataError(f"{root.child(other).url}: not named <name>-<split>-NNNN.tar (named by {pattern})")
     if not shards:
         raise MetadataError(f"{root.url}: no WebDataset shards (<name>-<split>-NNNN.tar)")
     found = Found()
@@ -105,6 +120,33 @@ def plan(
             found.warnings.append(f"{root.url}: no {split} split (no <name>-{split}-NNNN.tar)")
     runs = _Runs(listed, shard_size, train_count)
     return found.plan(root, NAME, [ClassInfo(n, w) for n, w in names], runs.light(), MIXED, runs)
+
+
+MAX_PATTERN = 100_000  # names a brace pattern may expand to
+
+
+def expand(pattern: str) -> list[str]:
+    """The names a brace pattern stands for, in order: ``{0000..0003}`` (zero-padded as written),
+    ``{train,validation}``, several of them; MetadataError for more than MAX_PATTERN names."""
+    m = re.search(r"\{([^{}]*)\}", pattern)
+    if not m:
+        return [pattern]
+    body = m.group(1)
+    r = re.fullmatch(r"(\d+)\.\.(\d+)", body)
+    if r:
+        a, b = r.groups()
+        width = len(a) if len(a) == len(b) else 0
+        if int(b) - int(a) > MAX_PATTERN:
+            raise MetadataError(f"{pattern}: more than {MAX_PATTERN:,} names")
+        items = [str(i).zfill(width) for i in range(int(a), int(b) + 1)]
+    else:
+        items = body.split(",")
+    out = []
+    for item in items:
+        out += expand(pattern[: m.start()] + item + pattern[m.end() :])
+        if len(out) > MAX_PATTERN:
+            raise MetadataError(f"{pattern}: more than {MAX_PATTERN:,} names")
+    return out
 
 
 def _class_names(loc: Location) -> list[tuple[str, str]]:
