@@ -71,7 +71,12 @@ def _convert(data, out, *extra, **kw):
 
 @pytest.mark.parametrize(
     "extra",
-    [(), ("--format", "tf-models"), ("--format", "tfds"), ("--resize", "12x9")],
+    [
+        (),
+        pytest.param(("--format", "tf-models"), marks=pytest.mark.slow),
+        pytest.param(("--format", "tfds"), marks=pytest.mark.slow),
+        pytest.param(("--resize", "12x9"), marks=pytest.mark.slow),
+    ],
     ids=["seed", "tf-models", "tfds", "resize"],
 )
 def test_the_same_pictures_give_the_same_records_in_every_form(forms, tmp_path, extra):
@@ -331,6 +336,7 @@ def _cmd(data, out) -> list[str]:
     return [*CLI, "convert", "--data", str(data), "--output", str(out), "--workers", "1", "--train-shards", "30"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("form", ["parquet", "webdataset"])
 def test_sigkill_mid_way_then_the_same_command_resumes_to_the_same_bytes(many, tmp_path, form):
     reference = tmp_path / "reference"

@@ -130,9 +130,11 @@ def row_group_columns(pf, group: int, image: int, label: int) -> tuple[list, lis
     column: (bytes, None)), and its label column's values (None: ``label`` is -1)."""
     names = pf.schema_arrow.names
     wanted = [names[image]] + ([names[label]] if label >= 0 else [])
+    import pyarrow as pa
+
     table = pf.read_row_group(group, columns=wanted)
     col = table.column(0)
-    if col.type.num_fields if hasattr(col.type, "num_fields") else False:
+    if pa.types.is_struct(col.type):
         chunks = col.combine_chunks()
         data = chunks.field("bytes").to_pylist()
         has_path = col.type.get_field_index("path") >= 0

@@ -79,7 +79,7 @@ def _samples(directory: Location, sources: Sequence[Source], classes: int) -> It
                 label = None
                 if len(s.span) > 2:
                     raw = _whole(next(got), s.span[3], directory)
-                    label = raw if isinstance(raw, Exception) else _label(raw, s.span[4], classes)
+                    label = raw if isinstance(raw, Exception) else label_of(raw, s.span[4], classes)
                     if isinstance(label, Exception):
                         data, label = label, None
                 yield s.name, data, label
@@ -91,7 +91,7 @@ def _whole(data: bytes | Exception, size: int, directory: Location) -> bytes | E
     return data
 
 
-def _label(raw: bytes, kind: int, classes: int) -> int | Exception:
+def label_of(raw: bytes, kind: int, classes: int) -> int | Exception:
     """The label a sample's ``.cls`` (the number as text) or ``.json`` (its "label"; none: -1) holds."""
     what = "its .cls member" if kind == LABEL_CLS else "its .json member's label"
     try:

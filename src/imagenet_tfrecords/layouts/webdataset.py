@@ -31,7 +31,7 @@ from ..archive import Member, RangeReader, list_tar
 from ..fs import Entry, Location, file_entry, is_ignored
 from ..listing import _ahead, identities_digest, natural_key, read_lines
 from ..plan import MIXED, ClassInfo, Found, MetadataError, Plan, Shard, TrainShardsError
-from ..sources import LABEL_CLS, LABEL_JSON, _label
+from ..sources import LABEL_CLS, LABEL_JSON, label_of
 from .parquet import SPLIT_NAMES, train_counts
 
 NAME = "webdataset"
@@ -228,7 +228,7 @@ def _largest_label(loc: Location, samples: list[Sample]) -> int:
             chunk = spans[i : i + 256]
             for span, raw in zip(chunk, reader.read([sp[2:4] for sp in chunk]), strict=True):
                 if isinstance(raw, bytes):
-                    value = _label(raw, span[4], 1 << 62)
+                    value = label_of(raw, span[4], 1 << 62)
                     if isinstance(value, int):
                         top = max(top, value)
     return top
