@@ -14,6 +14,9 @@ largest process of its tree, polled from /proc):
   bytes against the seed format's);
 - ``imagenet-tfrecords run``: the whole Kubeflow pipeline under kfp.local;
 - kfp.local per-task overhead: ``run`` with as many tasks as allowed against one task;
+- the same train and val pictures as class folders, Hugging Face parquet files and WebDataset shards
+  (forms.py), each converted with every core: the two download forms' speed against the class folders'
+  (goal: within 0.9);
 - peak RSS of the conversion workers on classes of two sizes (flat in the class size);
 - for the cost model: per-image cost of ``convert_shard`` (and of the decode alone) on ~110 KB
   400x350 JPEGs, in this process, and import times; on those JPEGs too, ``convert`` with 1 and every
@@ -109,6 +112,35 @@ def measure_task_overhead(bench: Bench) -> dict:
     return {"runs": runs, "seconds_per_task": round(per_task, 3)}
 
 
+FORMS = ("folders", "parquet", "webdataset")
+
+
+def measure_forms(bench: Bench, data: Path, repeat: int) -> dict:
+    """convert of the same pictures as class folders, parquet and WebDataset shards (forms.py), in turn;
+    each download form's images/s over the class folders'."""
+    from forms import write_forms
+
+    print("the same pictures as class folders, parquet, WebDataset", flush=True)
+    where = OUT / "forms-data"
+    write_forms(data, where)
+    images = sum(1 for p in (where / "folders").rglob("*") if p.is_file())
+    for _ in range(repeat):
+        for form in FORMS:
+            cmd = convert_cmd(where / form, OUT / "forms", NPROC)
+            bench.measure(f"convert {form}", cmd, kind="convert", out=OUT / "forms", images=images)
+    rows = {form: bench.rows[f"convert {form}"] for form in FORMS}
+    shutil.rmtree(where, ignore_errors=True)
+    speed = {form: row["images_per_s"] for form, row in rows.items()}
+    for form in FORMS[1:]:
+        print(f"  {form}: {speed[form] / speed['folders']:.2f} of the class folders' images/s", flush=True)
+    return {
+        "images": images,
+        "images_per_s": speed,
+        "against_folders": {f: round(speed[f] / speed["folders"], 3) for f in FORMS[1:]},
+        "peak_rss_mb": {form: row["peak_rss_mb"] for form, row in rows.items()},
+    }
+
+
 def _pick(row: dict) -> dict:
     keep = ("images", "wall_s", "images_per_s", "peak_rss_mb", "peak_rss_children_mb")
     return {k: row[k] for k in keep}
@@ -192,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"round {r + 1}/{repeat} on {bench.images} images", flush=True)
         measure_round(bench, data, OUT / size, workers, baseline=not args.skip_baseline)
     per_task = measure_task_overhead(bench)
+    forms = measure_forms(bench, data, repeat)
     rss = measure_worker_rss(bench, args.rss_classes)
     cost = measure_cost_inputs(bench, repeat)
     print("the shards' SHA-256: convert with and without it", flush=True)
@@ -212,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         "ratios": ratio,
         "checks": checks(ratio, rss, sweep, size),
         "kfp_local_per_task": per_task,
+        "download_forms": forms,
         "rss_vs_class_size": rss,
         "large_images": cost["large_images"],
         "imports_s": cost["imports_s"],

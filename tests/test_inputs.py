@@ -232,9 +232,15 @@ def test_version_help_and_description_say_what_the_project_does():
     p = run_cli("--version")
     assert p.stdout.strip() == f"imagenet-tfrecords {__version__}"
     help_text = " ".join(parser().format_help().split())
-    assert "TinyImageNet, ImageNet extracted or as its ILSVRC2012 archives, or class folders" in help_text
+    assert (
+        "TinyImageNet, ImageNet extracted or as its ILSVRC2012 archives, class folders, a Hugging Face parquet "
+        "download or WebDataset shards" in help_text
+    )
     pyproject = (ROOT / "pyproject.toml").read_text()
-    assert "TinyImageNet, ImageNet (extracted or archives) or class folders" in pyproject
+    assert (
+        "TinyImageNet, ImageNet (extracted or archives), class folders, Hugging Face parquet downloads or "
+        "WebDataset shards" in pyproject
+    )
     assert 'torch = ["torch>=' in pyproject and "torch==" not in pyproject
 
 

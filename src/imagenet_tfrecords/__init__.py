@@ -1,4 +1,4 @@
-"""Turn image datasets in folder layouts (TinyImageNet, ImageNet, class folders) into TFRecords.
+"""Turn image datasets (TinyImageNet, ImageNet, class folders, Hugging Face parquet, WebDataset) into TFRecords.
 
 The core library; it never imports kfp.
 """

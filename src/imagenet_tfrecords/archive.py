@@ -346,7 +346,7 @@ def _walk(start: int, end: int, where: str, stops: frozenset[int] = frozenset())
     members: list[Member] = []
     extra: dict[str, str] = {}  # path and size from a GNU long-name or pax header, for the next member
     pos = start
-    while pos + BLOCK <= end:
+    while pos < end:  # (a file that ends inside a header is truncated: the read below is short)
         if pos in stops and pos != start and not extra:
             return members, pos
         block = yield pos, BLOCK

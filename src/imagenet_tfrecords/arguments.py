@@ -11,7 +11,7 @@ import sys
 from .convert import GRAYSCALE_POLICIES, Options, parse_size
 from .formats import FORMATS, check_file_names
 from .image import DEFAULT_MAX_PIXELS, RESIZE_MODES
-from .layouts import AUTO, LAYOUT_CHOICES
+from .layouts import AUTO, LAYOUT_CHOICES, parse_layout
 from .plan import DEFAULT_SHARD_SIZE, MAX_TASKS, MIXED, TRAIN_ORDERS
 from .stats import DEFAULT_MAX_REJECT_FRACTION
 
@@ -66,9 +66,22 @@ def new_file(value: str) -> str:
     return path
 
 
+def layout_value(text: str) -> str:
+    """A --layout value: a layout's name, with its options after a colon (layouts.parse_layout)."""
+    try:
+        parse_layout(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
 def add_conversion_args(p: argparse.ArgumentParser, workers_help: str) -> None:
     p.add_argument(
-        "--data", required=True, type=url_value, help="dataset root: a path, gs://, s3:// or another fsspec URL"
+        "--data",
+        required=True,
+        type=url_value,
+        help="dataset root: a path, gs://, s3:// or another fsspec URL (WebDataset shards: or a brace pattern "
+        "naming them, .../imagenet1k-train-{0000..1023}.tar)",
     )
     p.add_argument(
         "--output",
@@ -78,12 +91,15 @@ def add_conversion_args(p: argparse.ArgumentParser, workers_help: str) -> None:
     )
     p.add_argument(
         "--layout",
-        choices=LAYOUT_CHOICES,
+        type=layout_value,
         default=AUTO,
+        metavar="{" + ",".join(LAYOUT_CHOICES) + "}",
         help="how --data is laid out: tinyimagenet (wnids.txt, words.txt, train/<wnid>/images/, "
         "val/val_annotations.txt), imagenet (Kaggle's ILSVRC2012: LOC_synset_mapping.txt, LOC_val_solution.csv, "
         "ILSVRC/Data/CLS-LOC/; or the original ILSVRC2012_*.tar archives and devkit, read in place), "
-        "imagefolder (<split>/<class>/<image>), or auto: detect it",
+        "imagefolder (<split>/<class>/<image>), parquet (a Hugging Face download: data/<split>-*.parquet; "
+        "options parquet:config=NAME,image=COLUMN,label=COLUMN), webdataset (tar shards <name>-<split>-NNNN.tar; "
+        "option webdataset:classes=FILE), or auto: detect it",
     )
     p.add_argument(
         "--grayscale",

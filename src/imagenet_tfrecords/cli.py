@@ -1,5 +1,6 @@
 """imagenet-tfrecords: convert an image dataset (TinyImageNet, ImageNet extracted or as its ILSVRC2012
-archives, or class folders) to TFRecords, locally or on Kubeflow.
+archives, class folders, a Hugging Face parquet download or WebDataset shards) to TFRecords, locally or on
+Kubeflow.
 
 Exit codes: 0 success, 1 internal error, 2 bad command line (a bad option value, named), 3 bad
 input or environment (metadata, an unreadable folder, an output that cannot be used or written or

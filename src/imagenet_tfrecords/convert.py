@@ -30,12 +30,12 @@ from dataclasses import asdict, dataclass
 from functools import cached_property
 
 from . import boxes, formats, recordio, records
-from .archive import read_sources
 from .fs import Location, fence, fence_of, publish
 from .image import DEFAULT_MAX_PIXELS, RESIZE_MODES, SQUASH, BadImage, Resize, check_sizes, resize_of
 from .output import WORK_DIR
 from .plan import Plan, PlanError, Shard
 from .procs import WorkerDied, available_cpus, check_terminated, stop_pool, worker_init
+from .sources import Unusable, read_sources
 
 GRAYSCALE_POLICIES = ("rgb", "skip")
 
@@ -178,7 +178,7 @@ def convert_shard(job: Job, shard_id: int, text: str) -> dict:
     if done is not None:
         return done
     started = time.perf_counter()
-    stats = _write_shard(job, shard, root.child(shard.dir), shard.sources, out.child(file), out.child(index_file(file)))
+    stats = _write_shard(job, shard, root, shard.sources, out.child(file), out.child(index_file(file)))
     stats |= {"shard": shard_id, "split": shard.split, "file": file, "fingerprint": fingerprint}
     stats["index"] = index_file(file)
     stats["seconds"] = round(time.perf_counter() - started, 4)
@@ -186,7 +186,7 @@ def convert_shard(job: Job, shard_id: int, text: str) -> dict:
     return json.loads(json.dumps(stats))  # Counters -> plain dicts, as a re-run would read it
 
 
-def _write_shard(job: Job, shard: Shard, directory: Location, sources, target: Location, index: Location) -> dict:
+def _write_shard(job: Job, shard: Shard, root: Location, sources, target: Location, index: Location) -> dict:
     """Decode every source and write the records, then their index (each atomically); return what
     became of each input."""
     options, encoder = job.options, formats.encoder(job)
@@ -203,7 +203,8 @@ def _write_shard(job: Job, shard: Shard, directory: Location, sources, target: L
     written = 0
     read_errors = 0  # inputs that could not be read (I/O), as against inputs whose content is bad
     index_lines: list[str] = []  # "offset length" of each record's framing, as written
-    data_iter = read_sources(directory, [s for s in sources if s.reason is None])
+    # (name, bytes or error, label read with them or None: the planned one) of the sources to convert
+    data_iter = read_sources(root, shard.dir, [s for s in sources if s.reason is None], len(job.wnids))
     digest = hashlib.sha256()  # of the shard's bytes, as they are written
     with publish(target) as f:
         write_file, hash_bytes = f.write, digest.update
@@ -217,13 +218,18 @@ def _write_shard(job: Job, shard: Shard, directory: Location, sources, target: L
             if reason is not None:
                 rejected.append({"path": path, "reason": reason})
                 continue
-            _, data = next(data_iter)
+            _, data, read_label = next(data_iter)
             if isinstance(data, OSError) and data.errno in (errno.EMFILE, errno.ENFILE):
                 raise data  # the run's limit on open files, not the input's fault
+            if isinstance(data, Unusable):
+                rejected.append({"path": path, "reason": str(data)})
+                continue
             if isinstance(data, Exception):
                 rejected.append({"path": path, "reason": f"cannot read: {data}"})
                 read_errors += 1
                 continue
+            if read_label is not None:
+                label = read_label
             try:
                 img = encoder.image(data)
             except BadImage as e:

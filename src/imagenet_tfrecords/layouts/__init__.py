@@ -7,6 +7,9 @@
                    train shards through listing.train_shards (train_order: mixed or per-class;
                    train_count: mixed shards, 0 for the default)
 
+    OPTIONS    (optional) the names of the layout's own options, given after its name:
+               ``--layout parquet:config=NAME,image=COLUMN`` calls plan(..., config="NAME", image="COLUMN")
+
 A new layout is one more module here and one more line in LAYOUTS (and, for "auto", in detect).
 """
 
@@ -17,9 +20,9 @@ import os
 from ..credentials import check_access
 from ..fs import BadOutput, Location, check_inside, check_output
 from ..plan import DEFAULT_SHARD_SIZE, MIXED, SPLITS, TRAIN_ORDERS, MetadataError, Plan
-from . import imagefolder, imagenet, tinyimagenet
+from . import imagefolder, imagenet, parquet, tinyimagenet, webdataset
 
-LAYOUTS = {m.NAME: m for m in (tinyimagenet, imagenet, imagefolder)}
+LAYOUTS = {m.NAME: m for m in (tinyimagenet, imagenet, imagefolder, parquet, webdataset)}
 AUTO = "auto"  # detect the layout (see detect)
 LAYOUT_CHOICES = (AUTO, *LAYOUTS)
 
@@ -29,28 +32,67 @@ def detect(data_url: str) -> str:
     ILSVRC2012's archives (devkit, train or val tar) exists;
     else tinyimagenet when any of its metadata files (wnids.txt, words.txt,
     val/val_annotations.txt) exists, so that a missing one is named rather than the dataset read
-    another way; else imagefolder when a split folder exists."""
-    root = Location.of(data_url)
+    another way; else parquet when parquet split files exist (data/<split>-*.parquet,
+    <split>/*.parquet...); else webdataset when tar shards named <name>-<split>-NNNN.tar exist;
+    else imagefolder when a split folder exists."""
+    url, pattern = dataset_root(data_url)
+    if pattern is not None:
+        return webdataset.NAME
+    root = Location.of(url)
     if not root.isdir():
         raise MetadataError(f"{root.url}: dataset directory not found")
     if root.child(imagenet.MAPPING).exists() or imagenet.archive_form(root):
         return imagenet.NAME
     if any(root.child(rel).exists() for rel in tinyimagenet.REQUIRED):
         return tinyimagenet.NAME
+    if parquet.detected(root):
+        return parquet.NAME
+    if webdataset.detected(root):
+        return webdataset.NAME
     if imagefolder.split_folders(root):
         return imagefolder.NAME
     raise MetadataError(
         f"{root.url}: no known dataset layout: neither ImageNet's LOC_synset_mapping.txt, TinyImageNet's "
-        "wnids.txt and words.txt nor a train/, val/, validation/ or test/ folder of images"
+        "wnids.txt and words.txt, parquet split files (data/<split>-*.parquet), WebDataset shards "
+        "(<name>-<split>-NNNN.tar) nor a train/, val/, validation/ or test/ folder of images"
     )
 
 
+def dataset_root(data_url: str) -> tuple[str, str | None]:
+    """The dataset folder's URL and, when ``data_url`` ends in a brace pattern of WebDataset shard
+    names (``.../imagenet1k-train-{0000..1023}.tar``), that pattern (else None)."""
+    head, sep, last = str(data_url).rstrip("/").rpartition("/")
+    if sep and "{" in last and "}" in last:
+        return head, last
+    return data_url, None
+
+
+def parse_layout(text: str) -> tuple[str, dict[str, str]]:
+    """A --layout value's name and options: "parquet:config=a,image=img" -> ("parquet", {"config": "a",
+    "image": "img"}); ValueError naming what is wrong."""
+    name, _, rest = text.partition(":")
+    if name != AUTO and name not in LAYOUTS:
+        raise ValueError(f"layout must be one of {', '.join(LAYOUT_CHOICES)}, got {name!r}")
+    allowed = getattr(LAYOUTS.get(name), "OPTIONS", ())
+    options: dict[str, str] = {}
+    for item in rest.split(",") if rest else ():
+        key, eq, value = item.partition("=")
+        if key not in allowed or not eq or not value:
+            what = f"options {', '.join(k + '=...' for k in allowed)}" if allowed else "no options"
+            raise ValueError(f"layout {name} takes {what}, got {item!r}")
+        options[key] = value
+    if name == AUTO and rest:
+        raise ValueError("layout auto takes no options: name the layout (e.g. parquet:config=NAME)")
+    return name, options
+
+
 def resolve(data_url: str, layout: str) -> str:
-    """The layout's name, detected for "auto"."""
+    """The layout's name (with the options given after it), detected for "auto"."""
     if layout == AUTO:
         return detect(data_url)
-    if layout not in LAYOUTS:
-        raise ValueError(f"layout must be one of {', '.join(LAYOUT_CHOICES)}, got {layout!r}")
+    name, _ = parse_layout(layout)
+    if dataset_root(data_url)[1] is not None and name != webdataset.NAME:
+        raise MetadataError(f"{data_url}: a brace pattern of shard names is read by the webdataset layout only")
     return layout
 
 
@@ -58,11 +100,11 @@ def check_dataset(data_url: str, layout: str = AUTO) -> str:
     """Fail fast, naming the path, when the dataset folder or one of its metadata files is missing;
     return the layout's name (detected for "auto")."""
     check_access(data_url)
-    root = Location.of(data_url)
+    root = Location.of(dataset_root(data_url)[0])
     if not root.isdir():
         raise MetadataError(f"{root.url}: dataset directory not found")
     name = resolve(data_url, layout)
-    module = LAYOUTS[name]
+    module = LAYOUTS[parse_layout(name)[0]]
     for rel in module.required(root) if hasattr(module, "required") else module.REQUIRED:
         if not root.child(rel).exists():
             raise MetadataError(f"{root.child(rel).url}: file not found")
@@ -85,7 +127,7 @@ def check_locations(data_url: str, output_url: str, layout: str = AUTO) -> str:
 
 def check_output_for(data_url: str, output_url: str) -> None:
     """The output is not the dataset folder nor inside its split folders, and (local) can be written."""
-    root, out = Location.of(data_url), Location.of(output_url)
+    root, out = Location.of(dataset_root(data_url)[0]), Location.of(output_url)
     if out.url == root.url or (
         out.is_local and root.is_local and os.path.realpath(out.path) == os.path.realpath(root.path)
     ):
@@ -120,4 +162,8 @@ def build_plan(
     if output_url is not None:
         check_access(output_url)
         check_output_for(data_url, output_url)
-    return LAYOUTS[name].plan(Location.of(data_url), shard_size, train_order, train_shards)
+    base, options = parse_layout(name)
+    url, pattern = dataset_root(data_url)
+    if pattern is not None:
+        options["pattern"] = pattern
+    return LAYOUTS[base].plan(Location.of(url), shard_size, train_order, train_shards, **options)
