@@ -31,7 +31,7 @@ from .fs import Location, publish
 from .image import DEFAULT_MAX_PIXELS, RESIZE_MODES, SQUASH, BadImage, Resize, resize_of
 from .output import WORK_DIR
 from .plan import Plan, PlanError, Shard
-from .procs import available_cpus, check_terminated, stop_pool, worker_init
+from .procs import available_cpus, check_terminated, keep_freed_memory, stop_pool, worker_init
 
 GRAYSCALE_POLICIES = ("rgb", "skip")
 
@@ -181,6 +181,7 @@ def convert_shard(job: Job, shard_id: int, text: str) -> dict:
 def _write_shard(job: Job, shard: Shard, directory: Location, sources, target: Location, index: Location) -> dict:
     """Decode every source and write the records, then their index (each atomically); return what
     became of each input."""
+    keep_freed_memory()  # (pixel buffers: see procs.keep_freed_memory)
     options, encoder = job.options, formats.encoder(job)
     resize = options.resizing()
     with_boxes = bool(job.boxes) and encoder.boxes
