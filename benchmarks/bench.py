@@ -21,9 +21,10 @@ largest process of its tree, polled from /proc):
 - for the cost model: per-image cost of ``convert_shard`` (and of the decode alone) on ~110 KB
   400x350 JPEGs, in this process, and import times; on those JPEGs too, ``convert`` with 1 and every
   worker, and the decode-only bound (at full size) against ``convert --format tf-models`` (the tf-models
-  target where images are the size of ImageNet's) and against ``convert --resize 64x64`` (the resize
-  target: the scaled decode saves more than the resize and the smaller writes cost); per-image cost and
-  records' bytes at full size, 64x64 and shorter side 256, for the cost model's resize rows;
+  target where images are the size of ImageNet's), against ``convert`` in the seed format (full size, the
+  bytes path) and against ``convert --resize 64x64`` and ``32x32`` (the resize targets), side by side in
+  every round; per-image cost and records' bytes at full size, 64x64 and shorter side 256, for the cost
+  model's resize rows;
 - the shards' SHA-256: ``convert`` in one process with it and without it, in turn, and SHA-256
   alone in seconds per GB (checksum_cost.py).
 
@@ -48,7 +49,9 @@ from report import (
     BASELINE,
     DECODE_LARGE,
     PER_CLASS,
+    RESIZE32_LARGE,
     RESIZE_LARGE,
+    SEED_LARGE,
     TF_MODELS,
     TF_MODELS_LARGE,
     checks,
@@ -164,18 +167,26 @@ def measure_cost_inputs(bench: Bench, repeat: int) -> dict:
     print("cost model: 400x350 JPEGs, import times", flush=True)
     large = large_dataset()
     costs = per_image_costs(large)
-    rows = []
-    for w in sorted({1, NPROC}):
-        name = f"convert 400x350, {w} worker{'s' if w > 1 else ''}"
-        cmd = convert_cmd(large, OUT / "large", w)
-        rows.append(bench.measure(name, cmd, kind="convert", out=OUT / "large", images=LARGE["images"]))
+    n = LARGE["images"]
+    rows = [
+        bench.measure(
+            "convert 400x350, 1 worker",
+            convert_cmd(large, OUT / "large", 1),
+            kind="convert",
+            out=OUT / "large",
+            images=n,
+        )
+    ]
     bound = [PY, HERE / "decode_bound.py", large, str(NPROC)]
-    tf_models = [*convert_cmd(large, OUT / "large", NPROC), "--format", "tf-models"]
-    resized = [*convert_cmd(large, OUT / "large", NPROC), "--resize", "64x64"]
+    seed = convert_cmd(large, OUT / "large", NPROC)
+    tf_models = [*seed, "--format", "tf-models"]
+    # each against the decode-only bound, side by side in every round
     for _ in range(repeat):
-        bench.measure(DECODE_LARGE, bound, kind="decode", images=LARGE["images"])
-        bench.measure(TF_MODELS_LARGE, tf_models, kind="convert", out=OUT / "large", images=LARGE["images"])
-        bench.measure(RESIZE_LARGE, resized, kind="convert", out=OUT / "large", images=LARGE["images"])
+        bench.measure(DECODE_LARGE, bound, kind="decode", images=n)
+        rows[1:] = [bench.measure(SEED_LARGE, seed, kind="convert", out=OUT / "large", images=n)]
+        bench.measure(TF_MODELS_LARGE, tf_models, kind="convert", out=OUT / "large", images=n)
+        for name, size in ((RESIZE_LARGE, "64x64"), (RESIZE32_LARGE, "32x32")):
+            bench.measure(name, [*seed, "--resize", size], kind="convert", out=OUT / "large", images=n)
     imports = import_times(3)
     # A pod's CPUs are its own (request = limit): what parallel work costs is the extra CPU time per image,
     # which other work on this shared machine disturbs less than it disturbs wall time.

@@ -34,7 +34,7 @@ from .fs import Location, fence, fence_of, publish
 from .image import DEFAULT_MAX_PIXELS, RESIZE_MODES, SQUASH, BadImage, Resize, check_sizes, resize_of
 from .output import WORK_DIR
 from .plan import Plan, PlanError, Shard
-from .procs import WorkerDied, available_cpus, check_terminated, stop_pool, worker_init
+from .procs import WorkerDied, available_cpus, check_terminated, keep_freed_memory, stop_pool, worker_init
 from .sources import Unusable, read_sources
 
 GRAYSCALE_POLICIES = ("rgb", "skip")
@@ -189,6 +189,7 @@ def convert_shard(job: Job, shard_id: int, text: str) -> dict:
 def _write_shard(job: Job, shard: Shard, root: Location, sources, target: Location, index: Location) -> dict:
     """Decode every source and write the records, then their index (each atomically); return what
     became of each input."""
+    keep_freed_memory()  # (pixel buffers: see procs.keep_freed_memory)
     options, encoder = job.options, formats.encoder(job)
     resize = options.resizing()
     with_boxes = bool(job.boxes) and encoder.boxes

@@ -295,7 +295,7 @@ def frame(record: bytes) -> bytes:
     return b"".join(out)
 
 
-JOINED_RECORD = 1 << 20  # records up to this size are written in one call: copying them costs less than calls
+JOINED_RECORD = 1 << 16  # records up to this size are written in one call: copying them costs less than calls
 
 
 @lru_cache(maxsize=65536)  # record lengths repeat: every 64x64 seed record has the same
