@@ -3,12 +3,17 @@ installs anything).
 
     python scripts/release.py check TAG [--dist DIR]       # exit 1, one line per disagreement
     python scripts/release.py notes VERSION [--image NAME:TAG@sha256:DIGEST ...]
+    python scripts/release.py compile OUT --image NAME@sha256:DIGEST [--python PY]
     python scripts/release.py images [ROOT]                # every image the compiled YAML names, one a line
 
 ``check``: the tag is ``v`` + ``imagenet_tfrecords.__version__``; every ``image:`` of the committed
 ``pipelines/*.yaml`` and ``components/*.yaml`` is the version's image (``ghcr.io/...:VERSION``, what
 ``make compile`` writes); CHANGELOG.md has a section for the version with something in it; with ``--dist``,
 the wheel and sdist there carry the version.
+
+``compile``: ``pipelines/*.yaml`` and ``components/*.yaml`` compiled into OUT against the image by digest (with
+PY, a Python where the package is installed), then checked: every executor names that reference and the files
+are the ones the checkout commits. These are the files attached to the GitHub release.
 
 ``notes``: the version's CHANGELOG.md section, then the images with their digests and how to pin them:
 the GitHub release's notes.
@@ -17,7 +22,9 @@ the GitHub release's notes.
 from __future__ import annotations
 
 import argparse
+import os
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -97,6 +104,32 @@ def problems(tag: str, root: Path = ROOT, dist: Path | None = None) -> list[str]
     return out
 
 
+DIGEST_REF = re.compile(r"[^@\s]+@sha256:[0-9a-f]{64}")
+
+
+def compile_release(out: Path, image: str, python: str = sys.executable, root: Path = ROOT) -> list[str]:
+    """Compile the release's YAML into ``out`` against ``image`` (NAME@sha256:...); every problem found."""
+    if not DIGEST_REF.fullmatch(image):
+        return [f"--image {image}: not NAME@sha256:<64 hex digits> (a release pins its image by digest)"]
+    env = {**os.environ, "IMAGENET_TFRECORDS_IMAGE": image}
+    p = subprocess.run(
+        [python, "-m", "imagenet_tfrecords_kfp.compile", str(out)], env=env, capture_output=True, text=True
+    )
+    if p.returncode != 0:
+        return [f"compiling failed: {p.stderr.strip()[-2000:]}"]
+    problems = []
+    wanted = sorted(f"{f}/{p.name}" for f in COMPILED for p in (root / f).glob("*.yaml"))
+    made = sorted(f"{f}/{p.name}" for f in COMPILED for p in (out / f).glob("*.yaml"))
+    if made != wanted:
+        problems.append(f"compiled {made}, the checkout commits {wanted}")
+    for named, files in sorted(images(out).items()):
+        if named != image:
+            problems.append(f"{', '.join(sorted(files))} name {named}, not {image}")
+    if not images(out):
+        problems.append(f"no image: line in {out}")
+    return problems
+
+
 def notes(v: str, refs: list[str], root: Path = ROOT) -> str:
     body = changelog_section(v, root)
     if not body:
@@ -133,6 +166,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("version")
     p.add_argument("--image", action="append", default=[], help="NAME:TAG@sha256:DIGEST (as pushed), once per image")
     p.add_argument("--root", type=Path, default=ROOT)
+    p = sub.add_parser("compile", help="compile the release's YAML against an image digest, and check it")
+    p.add_argument("out", type=Path)
+    p.add_argument("--image", required=True, help="NAME@sha256:DIGEST")
+    p.add_argument("--python", default=sys.executable, help="a Python with the package installed")
     p = sub.add_parser("images", help="every image the compiled YAML names")
     p.add_argument("root", nargs="?", type=Path, default=ROOT)
     args = parser.parse_args(argv)
@@ -142,6 +179,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"release refused: {line}", file=sys.stderr)
         if not found:
             print(f"{args.tag}: version, compiled YAML and CHANGELOG.md agree")
+        return 1 if found else 0
+    if args.command == "compile":
+        found = compile_release(args.out, args.image, args.python)
+        for line in found:
+            print(f"release refused: {line}", file=sys.stderr)
+        if not found:
+            print(f"compiled {len(list(args.out.glob('*/*.yaml')))} files into {args.out}, every step in {args.image}")
         return 1 if found else 0
     if args.command == "notes":
         print(notes(args.version, args.image, args.root))

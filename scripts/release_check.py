@@ -159,7 +159,9 @@ def compile_against_digests(work: Path, venv: Path, name: str, ids: dict[str, st
     done = step(f"compile pipelines/*.yaml and components/*.yaml against {ref}")
     out = work / "release"
     env = clean_env(IMAGENET_TFRECORDS_IMAGE=ref, IMAGENET_TFRECORDS_TF_IMAGE=tf_ref)
-    run(venv / "bin" / "python", "-m", "imagenet_tfrecords_kfp.compile", out, cwd=work, env=env)
+    # as the release workflow compiles: scripts/release.py compile, with the installed package
+    py = venv / "bin" / "python"
+    run(py, ROOT / "scripts" / "release.py", "compile", out, "--image", ref, "--python", py, cwd=work, env=env)
     # the training example over the conversion compiled here, as a user builds it over the release's YAML
     train = (
         "import sys; from kfp import compiler;"
