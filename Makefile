@@ -106,7 +106,7 @@ lint: install-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
-	$(BIN)/zizmor --offline --no-progress .github/workflows
+	$(BIN)/zizmor --offline --no-progress --strict-collection .github/workflows
 
 # docs/cli.md from the parser (tests/test_docs.py fails when it is stale), docs/report.png from the report of a
 # fresh conversion of the sample, screenshotted by headless Chromium (apt-get install chromium).

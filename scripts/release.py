@@ -5,6 +5,7 @@ installs anything).
     python scripts/release.py notes VERSION [--image NAME:TAG@sha256:DIGEST ...]
     python scripts/release.py compile OUT --image NAME@sha256:DIGEST [--python PY]
     python scripts/release.py images [ROOT]                # every image the compiled YAML names, one a line
+    python scripts/release.py name                         # the image's name without its tag (ghcr.io/...)
 
 ``check``: the tag is ``v`` + ``imagenet_tfrecords.__version__``; every ``image:`` of the committed
 ``pipelines/*.yaml`` and ``components/*.yaml`` is the version's image (``ghcr.io/...:VERSION``, what
@@ -172,7 +173,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--python", default=sys.executable, help="a Python with the package installed")
     p = sub.add_parser("images", help="every image the compiled YAML names")
     p.add_argument("root", nargs="?", type=Path, default=ROOT)
+    sub.add_parser("name", help="the image's name without its tag, as components/image.py writes it")
     args = parser.parse_args(argv)
+    if args.command == "name":
+        print(default_image())
+        return 0
     if args.command == "check":
         found = problems(args.tag, args.root, args.dist)
         for line in found:
