@@ -141,6 +141,22 @@ def cli_runs(work: Path, venv: Path, version: str) -> None:
     verified = run(cli, "verify", work / "tfrecords", cwd=work).strip().splitlines()[-1]
     done(f"{printed}; {summary.strip().splitlines()[-2]}; verify: {verified}")
 
+    # No TensorFlow in this environment: verify --tf names the command that adds it to this installation
+    # (the wheel file it came from), and pip takes that command.
+    done = step("verify --tf without TensorFlow: exit 3, naming a pip command that works here")
+    p = subprocess.run(
+        [str(cli), "verify", "--tf", str(work / "tfrecords")], capture_output=True, text=True, cwd=work, env=clean_env()
+    )
+    (wheel,) = (work / "dist").glob("*.whl")
+    command = f"pip install '{wheel}[tf]'"
+    if p.returncode != 3 or not p.stderr.strip().endswith(
+        f"{command} (or read them without TensorFlow: imagenet_tfrecords.torch, pip install '{wheel}[torch]')"
+    ):
+        raise Failed(f"verify --tf without TensorFlow: exit {p.returncode}, {p.stderr.strip()[-500:]}")
+    pip = shlex.split(command)[2:]
+    run(venv / "bin" / "pip", "install", "--dry-run", "--no-deps", "--disable-pip-version-check", *pip, cwd=work)
+    done(f"exit 3: ...{command}...; pip install --dry-run takes it")
+
 
 def executors(path: Path) -> dict[str, str]:
     """executor name -> the image it names, from a compiled YAML (every document of it)."""

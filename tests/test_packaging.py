@@ -124,3 +124,4 @@ def test_make_release_check_passes(tmp_path):
     assert p.stdout.strip().splitlines()[-1].endswith(f"v{__version__} is ready to tag")
     assert f"executors in {len(COMPILED)} files name" in p.stdout
     assert "shards planned in 2 tasks" in p.stdout
+    assert "pip install --dry-run takes it" in p.stdout  # the missing-TensorFlow message, from the wheel

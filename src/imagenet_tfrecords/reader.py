@@ -7,7 +7,7 @@ import os
 
 from . import formats
 from .credentials import check_access
-from .fs import Location, MissingPackageError
+from .fs import Location, MissingPackageError, install_command
 from .image import fixed_size
 from .output import check_complete
 from .plan import SPLITS
@@ -28,8 +28,8 @@ def tensorflow():
         import tensorflow
     except ImportError as e:
         raise MissingPackageError(
-            f"reading the records with tf.data needs TensorFlow ({e}): pip install 'imagenet-tfrecords[tf]' "
-            "(or read them without TensorFlow: imagenet_tfrecords.torch, pip install 'imagenet-tfrecords[torch]')"
+            f"reading the records with tf.data needs TensorFlow ({e}): {install_command('tf')} (or read them "
+            f"without TensorFlow: imagenet_tfrecords.torch, {install_command('torch')})"
         ) from None
     return tensorflow
 
