@@ -6,6 +6,7 @@ site-packages, with the dist-info pip writes (METADATA, and direct_url.json, PEP
 from a folder or a file), and read by importlib.metadata in a fresh Python."""
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -118,3 +119,45 @@ def test_an_object_store_without_its_client_is_bad_environment_with_the_install_
     (line,) = p.stderr.strip().splitlines()
     assert line.startswith(f"error: {scheme}://bucket/out: ")
     assert line.endswith(f"(pip install -e '{ROOT}[{extra}]')")
+
+
+DOC_PAGES = [
+    ROOT / "README.md",
+    ROOT / "CHANGELOG.md",
+    *sorted((ROOT / "docs").glob("*.md")),
+    ROOT / "components" / "README.md",
+    ROOT / "pipelines" / "README.md",
+]
+
+
+def test_every_pypi_install_line_in_the_docs_gives_the_checkout_form_beside_it():
+    """Until a version is on PyPI its pip line fails: every paragraph naming one also names the checkout's."""
+    seen = 0
+    for page in DOC_PAGES:
+        for paragraph in page.read_text().split("\n\n"):
+            if "pip install 'imagenet-tfrecords" in paragraph:
+                seen += 1
+                assert "pip install '.[" in paragraph, f"{page.name}: {paragraph[:300]}"
+                assert re.search(r"(release )?\d+\.\d+\.\d+ and later|PyPI, \d+\.\d+\.\d+ and later", paragraph), (
+                    f"{page.name}: a PyPI line that does not say from which release: {paragraph[:300]}"
+                )
+    assert seen >= 3
+
+
+def test_every_image_the_docs_name_is_one_a_release_publishes():
+    name = "ghcr.io/imagenet-tfrecords/imagenet-tfrecords"
+    allowed = {":VERSION", ":VERSION-tf", ":<version>", ":<version>-tf", f":{__version__}", f":{__version__}-tf"}
+    seen = 0
+    for page in [*DOC_PAGES, ROOT / "src" / "imagenet_tfrecords_kfp" / "commands.py"]:
+        for suffix in re.findall(re.escape(name) + r"([:@][\w.<>:-]+)?", page.read_text()):
+            seen += 1
+            assert suffix in allowed or suffix.startswith("@sha256:"), f"{page.name}: {name}{suffix}"
+    assert seen >= 5
+
+
+def test_the_code_names_install_commands_only_through_install_command():
+    for path in (ROOT / "src").rglob("*.py"):
+        text = path.read_text()
+        if path.name == "fs.py":
+            text = text.split("def install_command", 1)[0] + text.split("def install_command", 1)[1].split("\n\n\n")[1]
+        assert "pip install" not in text, f"{path.relative_to(ROOT)} names a pip command of its own"
