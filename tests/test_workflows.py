@@ -126,8 +126,10 @@ def _run_step(job: str, step_name: str | None, env: dict, cwd: Path, step_id: st
     steps = [s for j, s in _steps(_load("release.yml")) if j == job and "run" in s]
     (step,) = [s for s in steps if (step_name and s.get("name") == step_name) or (step_id and s.get("id") == step_id)]
     assert set(step.get("env", {})) <= set(env) | {"GH_TOKEN"}, "a value the step needs is not given"
+    env = {**env, "GH_TOKEN": "none"} if "GH_TOKEN" in step.get("env", {}) else env
     full = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    full.update(env, PATH=f"{BIN}:{os.environ['PATH']}", PYTHONPATH=str(ROOT / "src"))
+    full.update(PATH=f"{BIN}:{os.environ['PATH']}", PYTHONPATH=str(ROOT / "src"))
+    full.update(env)
     p = subprocess.run(["bash", "-e", "-c", step["run"]], cwd=cwd, env=full, capture_output=True, text=True)
     assert p.returncode == 0, p.stdout + p.stderr
     return p.stdout
@@ -157,6 +159,25 @@ def test_the_release_workflows_steps_run_here(tmp_path):
     notes = (work / "notes.md").read_text()
     assert f"| `{values['image']}:{__version__}` | `{values['image']}@{DIGEST}` |" in notes
     assert f"| `{values['image']}:{__version__}-tf` | `{values['image']}@{TF_DIGEST}` |" in notes
+
+    # gh (GitHub's API cannot be reached here) stands in as a script recording its arguments: what is attached
+    (work / "dist").mkdir()
+    for name in (f"imagenet_tfrecords-{__version__}-py3-none-any.whl", f"imagenet_tfrecords-{__version__}.tar.gz"):
+        (work / "dist" / name).touch()
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "gh").write_text('#!/bin/sh\nprintf "%s\\n" "$@" > "$GH_ARGS"\n')
+    (fake / "gh").chmod(0o755)
+    args = tmp_path / "gh-args"
+    step_env = {"TAG": tag, "GITHUB_REPOSITORY": "imagenet-tfrecords/imagenet-tfrecords", "GH_ARGS": str(args)}
+    step_env["PATH"] = f"{fake}:{BIN}:{os.environ['PATH']}"
+    _run_step(
+        "github-release", "the GitHub release, with the compiled YAML, the wheel and the sdist attached", step_env, work
+    )
+    argv = args.read_text().splitlines()
+    assert argv[:3] == ["release", "create", tag] and argv[argv.index("--notes-file") + 1] == "notes.md"
+    files = sorted(a for a in argv if "/" in a and not a.startswith("imagenet-tfrecords/"))
+    assert files == sorted([f"release/{a}" for a in attached] + [f"dist/{p.name}" for p in (work / "dist").iterdir()])
 
 
 def test_the_kfp_pin_the_release_installs_is_the_images():
