@@ -2,7 +2,9 @@
 
     python scripts/release_check.py [--base IMAGE] [--docker-build-arg ARG ...] [--work DIR] [--keep]
 
-1. Builds the conversion image and its -tf variant (``make image``, ``make image-tf``; ``--base`` as BASE).
+1. Builds the conversion image and its -tf variant (``make image``, ``make image-tf``; ``--base`` as BASE), and
+   checks that the conversion image's pinned packages exist for linux/arm64 with their locked hashes (the
+   release's second platform, which cannot be built here).
 2. Builds the wheel and the sdist (``python -m build``), runs ``twine check`` on them, and
    ``scripts/release.py check v<version> --dist``.
 3. Installs the wheel into a fresh virtual environment outside the source tree and runs, from there,
@@ -91,6 +93,30 @@ def build_images(name: str, version: str, base: str | None, build_args: list[str
         built[tag] = image_id(tag)
         done(f"{tag} is {built[tag]}")
     return built
+
+
+# Pure-Python projects published as sdists only: the rest must have a wheel for the platform.
+SDIST_ONLY = "kfp,kfp-pipeline-spec,kfp-server-api"
+
+
+def arm64_lock(work: Path) -> None:
+    """The release builds the conversion image for linux/arm64 too, which cannot be built here (no buildx, no
+    emulation): check instead that every package its lock pins has a linux/aarch64 CPython 3.11 wheel whose hash
+    the lock lists (pip resolves and checks them for that platform without installing)."""
+    done = step("images/requirements-conversion.txt on linux/arm64: every pinned wheel exists with a locked hash")
+    lock = ROOT / "images" / "requirements-conversion.txt"
+    tags = ("manylinux_2_28_aarch64", "manylinux_2_17_aarch64", "manylinux2014_aarch64")
+    platforms = [a for tag in tags for a in ("--platform", tag)]
+    out = run(
+        sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--disable-pip-version-check",
+        "--target", work / "arm64", *platforms, "--python-version", "3.11", "--implementation", "cp", "--no-deps",
+        "--require-hashes", "--only-binary=:all:", f"--no-binary={SDIST_ONLY}", "-r", lock,
+    )  # fmt: skip
+    pinned = len(re.findall(r"^[A-Za-z0-9_.-]+==", lock.read_text(), re.M))
+    would = re.search(r"^Would install (.*)$", out, re.M)
+    if not would or len(would[1].split()) != pinned:
+        raise Failed(f"pip would install {would[1].split() if would else 'nothing'} of {pinned} pins for linux/arm64")
+    done(f"{pinned} pins resolve for linux/aarch64 (the -tf image is amd64 only: tensorflow-cpu has no arm64 wheel)")
 
 
 def build_dist(work: Path, version: str) -> Path:
@@ -288,6 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     try:
         ids = build_images(name, version, args.base, [a for arg in args.docker_build_arg for a in arg.split()])
+        arm64_lock(work)
         dist = build_dist(work, version)
         venv = fresh_venv(work, dist)
         cli_runs(work, venv, version)
