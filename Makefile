@@ -27,7 +27,7 @@ TORCH_PIN := torch==2.13.0
 DOCKER_PY := 'docker>=7.1'
 TORCH_INDEX ?=
 
-.PHONY: install install-dev test test-fast run demo compile compile-check image image-tf lock print-image image-check lint bench bench-small docs clean
+.PHONY: install install-dev test test-fast run demo compile compile-check image image-tf lock print-image image-check lint bench bench-small docs clean release-check release-notes
 
 # What 'make run' needs: the converter, kfp and the object-store clients, no TensorFlow; and the Docker
 # client, for the README's check of an image before pushing it ('run --runner docker').
@@ -86,6 +86,17 @@ image-tf:
 print-image:
 	@echo $(IMAGE)
 
+# Everything a release does but pushing (scripts/release_check.py): both images (BASE, DOCKER_BUILD_ARGS as for
+# make image), the wheel and sdist with twine check, the wheel in a fresh venv outside the checkout running
+# --version, sample and convert, the pipeline compiled against the image's digest, one compiled step in the image.
+release-check: install-dev
+	$(PY) scripts/release_check.py $(if $(BASE),--base $(BASE)) \
+	  $(if $(DOCKER_BUILD_ARGS),--docker-build-arg '$(DOCKER_BUILD_ARGS)')
+
+# The release notes of the version (CHANGELOG.md's section; the release workflow adds the images' digests).
+release-notes:
+	@$(PYTHON) scripts/release.py notes $(VERSION)
+
 # Re-pin every package of the image (both variants) with hashes, from pyproject.toml and images/requirements.in.
 lock: install-dev
 	$(BIN)/$(LOCK) --extra gcs --extra s3 -o images/requirements-conversion.txt pyproject.toml images/requirements.in
@@ -97,6 +108,8 @@ image-check: install-dev
 lint: install-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
+	$(BIN)/zizmor --offline --no-progress --strict-collection .github/workflows
 
 # docs/cli.md from the parser (tests/test_docs.py fails when it is stale), docs/report.png from the report of a
 # fresh conversion of the sample, screenshotted by headless Chromium (apt-get install chromium).

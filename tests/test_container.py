@@ -61,7 +61,8 @@ def context_hash(base: str, variant: str) -> str:
     """What the image is built from: the files .dockerignore lets in, the Dockerfile, the base image's id."""
     h = hashlib.sha256(f"{variant}\0{_docker('image', 'inspect', '--format', '{{.Id}}', base).stdout}".encode())
     files = [ROOT / "images" / "Dockerfile", ROOT / ".dockerignore", ROOT / "pyproject.toml", ROOT / "README.md"]
-    files += sorted((ROOT / "images").glob("requirements-*.txt"))
+    files += sorted((ROOT / "images").glob("requirements-*.txt")) + [ROOT / "LICENSE"]
+    files += sorted((ROOT / "pipelines").glob("*.yaml")) + sorted((ROOT / "components").glob("*.yaml"))
     files += sorted(p for p in (ROOT / "src").rglob("*") if p.is_file() and "__pycache__" not in p.parts)
     for p in files:
         if ".egg-info" not in str(p) and not p.name.endswith(".pyc"):

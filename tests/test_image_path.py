@@ -70,8 +70,9 @@ def test_without_image_compile_says_which_image_the_yaml_names(tmp_path):
     env = {"IMAGENET_TFRECORDS_IMAGE": ""}
     p = run_cli("compile", "--output", tmp_path / "p.yaml", env=env)
     assert p.stderr.strip().splitlines() == [
-        f"note: no --image: the steps name {DEFAULT_IMAGE}, the default, which nothing publishes; build and push your "
-        "own (make image) and give it with --image or IMAGENET_TFRECORDS_IMAGE"
+        f"note: no --image: the steps name {DEFAULT_IMAGE}, the default, which exists once this version is "
+        "released; to use your own, build and push it (make image) and give it with --image or "
+        "IMAGENET_TFRECORDS_IMAGE"
     ]
     assert f"(image {DEFAULT_IMAGE})" in p.stdout
     p = run_cli("compile", "--output", tmp_path / "q.yaml", "--image", MINE)

@@ -211,7 +211,8 @@ def test_verify_tf_without_tensorflow_says_what_to_install(output):
     code = NO_TF + f"from imagenet_tfrecords.cli import main; sys.exit(main(['verify', '--tf', {str(output)!r}]))"
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert p.returncode == 3, p.stderr
-    assert "pip install 'imagenet-tfrecords[tf]'" in _one_line(p)
+    # from this checkout, the command that installs the extra into it (tests/test_install_commands.py: the others)
+    assert f"pip install -e '{ROOT}[tf]'" in _one_line(p)
 
 
 def test_load_without_tensorflow_says_what_to_install(output):
@@ -220,7 +221,7 @@ def test_load_without_tensorflow_says_what_to_install(output):
     assert p.returncode == 1
     last = p.stderr.strip().splitlines()[-1]
     assert last.startswith("imagenet_tfrecords.fs.MissingPackageError: reading the records with tf.data needs")
-    assert "pip install 'imagenet-tfrecords[tf]'" in last
+    assert f"pip install -e '{ROOT}[tf]'" in last
 
 
 # --- 3. what is printed says the truth --------------------------------------------------------

@@ -3,7 +3,7 @@
 The core library; it never imports kfp.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 
 def load(source, split: str, **kwargs):

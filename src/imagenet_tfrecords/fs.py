@@ -53,6 +53,37 @@ class MissingPackageError(ImportError):
     """An optional package a feature needs is not installed; the message says what to install."""
 
 
+def install_command(extra: str) -> str:
+    """The pip command that adds ``extra`` ("tf", "torch", "gcs", "s3") to this installation, one that works:
+
+    - running from a source checkout (an editable install, or the sources on the path): that checkout;
+    - installed from a checkout or a wheel file that is still there (pip records which, PEP 610's
+      direct_url.json): that folder or file;
+    - otherwise (from PyPI, or from a copy gone since): this version from PyPI.
+    """
+    import json
+    from importlib import metadata
+    from pathlib import Path
+    from urllib.parse import unquote, urlparse
+
+    from . import __version__
+
+    checkout = Path(__file__).resolve().parents[2]  # src/imagenet_tfrecords/fs.py -> a checkout's root
+    if (checkout / "pyproject.toml").is_file() and (checkout / "src" / "imagenet_tfrecords").is_dir():
+        return f"pip install -e '{checkout}[{extra}]'"
+    try:
+        direct = json.loads(metadata.distribution("imagenet-tfrecords").read_text("direct_url.json") or "{}")
+    except (metadata.PackageNotFoundError, ValueError):
+        direct = {}
+    url = urlparse(direct.get("url", ""))
+    where = Path(unquote(url.path)) if url.scheme == "file" else None
+    if where is not None and "dir_info" in direct and (where / "pyproject.toml").is_file():
+        return f"pip install '{where}[{extra}]'"
+    if where is not None and "archive_info" in direct and where.is_file():
+        return f"pip install '{where}[{extra}]'"
+    return f"pip install 'imagenet-tfrecords[{extra}]=={__version__}'"
+
+
 # What macOS, Windows and editors leave in image folders: never data, never a class (as torchvision's,
 # Hugging Face's and TFDS's image-folder readers skip them). Counted as "ignored", per split.
 IGNORED_NAMES = frozenset({"thumbs.db", "desktop.ini"})
@@ -90,7 +121,13 @@ class Location:
     @classmethod
     def of(cls, url: str) -> Location:
         url = str(url)
-        fs, path = url_to_fs(url)
+        try:
+            fs, path = url_to_fs(url)
+        except ImportError as e:  # fsspec's "Install gcsfs to access Google Storage"
+            extra = {"gs": "gcs", "gcs": "gcs", "s3": "s3", "s3a": "s3"}.get(url.split("://", 1)[0])
+            if extra is None:
+                raise
+            raise MissingPackageError(f"{url}: {e.msg or e} ({install_command(extra)})") from None
         return cls(url.rstrip("/") or url, fs, path.rstrip("/") or path)
 
     @property

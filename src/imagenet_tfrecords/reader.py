@@ -9,7 +9,7 @@ import re
 
 from . import formats
 from .credentials import check_access
-from .fs import Location, MissingPackageError, outside_root
+from .fs import Location, MissingPackageError, install_command, outside_root
 from .image import fixed_size
 from .output import check_complete
 from .plan import SLICES_DIR, SPLITS, Shard
@@ -30,8 +30,8 @@ def tensorflow():
         import tensorflow
     except ImportError as e:
         raise MissingPackageError(
-            f"reading the records with tf.data needs TensorFlow ({e}): pip install 'imagenet-tfrecords[tf]' "
-            "(or read them without TensorFlow: imagenet_tfrecords.torch, pip install 'imagenet-tfrecords[torch]')"
+            f"reading the records with tf.data needs TensorFlow ({e}): {install_command('tf')} (or read them "
+            f"without TensorFlow: imagenet_tfrecords.torch, {install_command('torch')})"
         ) from None
     return tensorflow
 

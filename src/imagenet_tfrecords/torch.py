@@ -20,12 +20,21 @@ from __future__ import annotations
 import random
 from itertools import islice
 
-import torch
-import torch.distributed as dist
-from torch.utils.data import IterableDataset, get_worker_info
+from .fs import Location, MissingPackageError, install_command
+
+try:
+    import torch
+    import torch.distributed as dist
+    from torch.utils.data import IterableDataset, get_worker_info
+except ModuleNotFoundError as e:
+    if e.name != "torch":
+        raise
+    raise MissingPackageError(
+        f"imagenet_tfrecords.torch needs PyTorch ({e}): {install_command('torch')} "
+        f"(or read the records with TensorFlow: imagenet_tfrecords.load, {install_command('tf')})"
+    ) from None
 
 from . import formats
-from .fs import Location
 from .reader import dataset_info
 from .recordio import CorruptShard, iter_records, parse_index
 

@@ -84,13 +84,13 @@ def image_of(args) -> str:
 
 
 def say_if_default(image: str) -> None:
-    """When the steps name the default image (nothing publishes it), say so."""
+    """When the steps name the default image (published by this version's release only), say so."""
     from .components.image import DEFAULT_IMAGE
 
     if image == DEFAULT_IMAGE:
         print(
-            f"note: no --image: the steps name {image}, the default, which nothing publishes; build and push your "
-            "own (make image) and give it with --image or IMAGENET_TFRECORDS_IMAGE",
+            f"note: no --image: the steps name {image}, the default, which exists once this version is released; "
+            "to use your own, build and push it (make image) and give it with --image or IMAGENET_TFRECORDS_IMAGE",
             file=sys.stderr,
         )
 
