@@ -133,8 +133,8 @@ def _images_and_inner_s(name: str, kind: str, stdout: str, expected: int) -> tup
     if kind in ("decode", "baseline"):  # one JSON line
         got = json.loads([line for line in stdout.splitlines() if line.startswith("{")][-1])
         return got["images"], got["seconds"]
-    if kind in ("convert", "run"):  # "<N> records converted in <S> s (...)"
-        m = re.search(r"^(\d+) records converted in ([\d.]+) s \(", stdout, re.M)
+    if kind in ("convert", "run"):  # "<N> records converted; wall time of the whole run <S> s (...)"
+        m = re.search(r"^(\d+) records converted; wall time of the whole run ([\d.]+) s \(", stdout, re.M)
         if not m or int(m.group(1)) != expected:
             raise RuntimeError(f"{name}: expected {expected} records, got:\n{stdout}")
         return expected, float(m.group(2))
