@@ -57,8 +57,10 @@ def parse_metadata(
         layout: "tinyimagenet" (wnids.txt, words.txt, train/<wnid>/images/, val/val_annotations.txt),
             "imagenet" (Kaggle's ILSVRC2012: LOC_synset_mapping.txt, LOC_val_solution.csv,
             ILSVRC/Data/CLS-LOC/<split>/; or its original archives: ILSVRC2012_devkit_t12.tar.gz,
-            ILSVRC2012_img_train.tar, ILSVRC2012_img_val.tar), "imagefolder" (<split>/<class>/<image>) or "auto":
-            detect it; plan.json and the plan's metadata say which.
+            ILSVRC2012_img_train.tar, ILSVRC2012_img_val.tar), "imagefolder" (<split>/<class>/<image>),
+            "parquet" (a Hugging Face download: data/<split>-NNNNN-of-MMMMM.parquet; options after a colon:
+            "parquet:config=NAME,image=COLUMN,label=COLUMN"), "webdataset" (tar shards <name>-<split>-NNNN.tar;
+            "webdataset:classes=FILE") or "auto": detect it; plan.json and the plan's metadata say which.
         train_order: "mixed": every train shard mixes the classes (files ordered by a stable hash
             of their path, as TFDS does); "per-class": one shard per class, in file order.
         train_shards: Mixed train shards; 0: about 1,000 images each.

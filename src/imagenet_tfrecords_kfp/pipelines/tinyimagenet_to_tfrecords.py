@@ -90,8 +90,9 @@ def build_pipeline(parallelism: int = DEFAULT_PARALLELISM, retries: bool = True,
             layout: "tinyimagenet" (wnids.txt, words.txt, train/<wnid>/images/,
                 val/val_annotations.txt), "imagenet" (Kaggle's ILSVRC2012: LOC_synset_mapping.txt,
                 LOC_val_solution.csv, ILSVRC/Data/CLS-LOC/<split>/), "imagefolder" (train/, val/ or
-                validation/, test/, each of class folders or of unlabelled images) or "auto"
-                (default): detect it.
+                validation/, test/, each of class folders or of unlabelled images), "parquet" (a
+                Hugging Face download, data/<split>-*.parquet; "parquet:config=NAME" picks a config),
+                "webdataset" (tar shards <name>-<split>-NNNN.tar) or "auto" (default): detect it.
             grayscale: "rgb" (default) converts grayscale and CMYK images to RGB; "skip"
                 leaves them out, as the 2018 notebook did. Both are counted.
             max_tasks: At most this many conversion tasks (1 to 64, whatever the dataset's
