@@ -41,3 +41,25 @@ def test_the_check_sees_a_decoder_loaded():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "numpy" in json.loads(done.stdout)
+
+
+RUN_IMPORTS = """
+import json, os, sys
+from imagenet_tfrecords_kfp.commands import _import_kfp_for_local
+
+_import_kfp_for_local()
+from kfp import local
+from imagenet_tfrecords_kfp.pipelines.tinyimagenet_to_tfrecords import build_pipeline
+
+build_pipeline(4, retries=False)
+unloaded = [m for m in ("kfp.client", "kubernetes") if m in sys.modules]
+variable = os.environ.get("_KFP_RUNTIME")
+from imagenet_tfrecords_kfp.api import Client  # (submit, in the same process, still has kfp's client)
+
+print(json.dumps({"loaded": unloaded, "variable": variable, "client": Client.__mro__[1].__module__}))
+"""
+
+
+def test_run_builds_the_pipeline_without_kfps_api_client():
+    got = _python(RUN_IMPORTS)
+    assert got == {"loaded": [], "variable": None, "client": "kfp.client.client"}
