@@ -372,7 +372,12 @@ def convert(
         for i, text in shards:
             done(i, convert_shard(job, i, text))
         return [results[i] for i in sorted(results)]
-    # fork: workers start in milliseconds and never import TensorFlow or kfp themselves.
+    # fork: workers start in milliseconds and never import TensorFlow or kfp themselves, nor the
+    # decoders (imported here once, before the fork, not once in each worker).
+    import numpy  # noqa: F401
+    import PIL.Image  # noqa: F401
+    import simplejpeg  # noqa: F401
+
     ctx = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
     # workers die with this process (SIGKILL of it, e.g. by the out-of-memory killer, included)
     with ProcessPoolExecutor(workers, mp_context=ctx, initializer=worker_init, initargs=(os.getpid(),)) as pool:

@@ -30,10 +30,10 @@ them, in seed and tf-models (tfds records hold only what its features.json decla
 from __future__ import annotations
 
 import re
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-import numpy as np
-import simplejpeg
+if TYPE_CHECKING:  # (numpy and simplejpeg: imported where records are decoded)
+    import numpy as np
 
 from . import recordio, records
 from .image import (
@@ -308,6 +308,9 @@ def decode_record(fmt: str, record: bytes) -> Record:
     ex = recordio.parse_example(record)
     image_key, label_key, name_key = _KEYS[fmt]
     label, name = ex[label_key][0], ex[name_key][0].decode(errors="replace") if ex.get(name_key) else ""
+    import numpy as np
+    import simplejpeg
+
     if fmt == SEED:
         h, w, c = ex["height"][0], ex["width"][0], ex["channel"][0]
         pixels = ex[image_key][0]

@@ -26,10 +26,12 @@ from __future__ import annotations
 import io
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import numpy as np
-import simplejpeg
-from PIL import Image
+# numpy, simplejpeg and Pillow are imported where pixels are decoded, resized or encoded: the steps
+# that only plan or check parameters use this module's sizes and headers without them.
+if TYPE_CHECKING:
+    import numpy as np
 
 DEFAULT_MAX_PIXELS = 4096 * 4096
 
@@ -199,11 +201,15 @@ def peek(data: bytes) -> tuple[str, int, int, str]:
         frame = _jpeg_frame(data)
         if frame:
             return ("jpeg", *frame)
+        import simplejpeg
+
         try:
             h, w, colorspace, _ = simplejpeg.decode_jpeg_header(data)
         except ValueError as e:
             raise BadImage(f"corrupt or truncated JPEG header: {e}") from None
         return "jpeg", h, w, colorspace.lower()
+    from PIL import Image
+
     try:
         with Image.open(io.BytesIO(data)) as im:
             w, h = im.size
@@ -246,6 +252,8 @@ def decode(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, resize: Resize 
 
 
 def _decode_jpeg(data: bytes, **scaled) -> np.ndarray:
+    import simplejpeg
+
     try:
         return simplejpeg.decode_jpeg(data, colorspace="RGB", strict=True, **scaled)
     except ValueError as e:
@@ -272,6 +280,9 @@ def area_resize(pixels: np.ndarray, window, target: tuple[int, int]) -> np.ndarr
     to ``target`` (height, width) by Pillow's Hamming filter (antialiased: its support grows with the
     reduction, to two output pixels) when both sides shrink, else a bilinear filter (antialiased on a
     side that shrinks). See the module docstring for why not Pillow's box filter."""
+    import numpy as np
+    from PIL import Image
+
     h, w = target
     left, top, right, bottom = window
     shrinks = right - left >= w and bottom - top >= h
@@ -280,6 +291,9 @@ def area_resize(pixels: np.ndarray, window, target: tuple[int, int]) -> np.ndarr
 
 
 def _decode_pillow(data: bytes, fmt: str) -> Decoded:
+    import numpy as np
+    from PIL import Image
+
     try:
         with Image.open(io.BytesIO(data)) as im:
             mode = im.mode
@@ -338,6 +352,8 @@ def check_jpeg(data: bytes) -> None:
     upsampling or colour conversion): every block of every component is still entropy-decoded, so a
     truncated or corrupt file fails as in a full decode, at about half to three quarters of its cost.
     """
+    import simplejpeg
+
     try:
         simplejpeg.decode_jpeg(data, colorspace="GRAY", strict=True, min_height=1, min_width=1)
     except ValueError as e:
@@ -346,4 +362,6 @@ def check_jpeg(data: bytes) -> None:
 
 def encode_jpeg(pixels: np.ndarray, quality: int) -> bytes:
     """RGB pixels as a baseline JPEG (4:2:0 chroma, as libjpeg's cjpeg and TensorFlow encode)."""
+    import simplejpeg
+
     return simplejpeg.encode_jpeg(pixels, quality=quality, colorspace="RGB", colorsubsampling="420")

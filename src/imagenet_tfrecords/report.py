@@ -18,9 +18,7 @@ import html
 import io
 import json
 from dataclasses import dataclass
-
-import numpy as np
-from PIL import Image
+from typing import TYPE_CHECKING
 
 from . import formats
 from .fs import Location
@@ -28,6 +26,9 @@ from .image import resize_text
 from .plan import SPLITS
 from .recordio import CorruptShard, iter_records
 from .stats import read_info, throughput
+
+if TYPE_CHECKING:  # (numpy and Pillow: imported where the samples are picked and drawn)
+    import numpy as np
 
 SAMPLES_PER_SPLIT = 8
 MAX_ROWS = 200
@@ -64,6 +65,8 @@ def read_samples(
     shards = [s for s in shards if s["records"]]
     if not shards or count <= 0:
         return [], []
+    import numpy as np
+
     k = min(count, len(shards))
     picked = [shards[round(i)] for i in np.linspace(0, len(shards) - 1, k)]
     samples: list[Sample] = []
@@ -143,6 +146,8 @@ def _options(options: dict) -> str:
 
 def _png_uri(pixels: np.ndarray) -> tuple[str, int, int]:
     """A PNG data URI of the pixels (shrunk when larger than THUMB) and its display size."""
+    from PIL import Image
+
     mode = {1: "L", 3: "RGB", 4: "RGBA"}[pixels.shape[2]]
     img = Image.fromarray(pixels[..., 0] if mode == "L" else pixels, mode)
     if max(img.size) > THUMB:
@@ -175,6 +180,8 @@ def _figure(s: Sample, labels: list[tuple[str, str]]) -> str:
     else:
         caption = _e(s.filename.rsplit("/", 1)[-1])
         title = f"{s.filename}\nunlabelled"
+    import numpy as np
+
     p = s.pixels
     if p.shape[2] >= 3 and np.array_equal(p[..., 0], p[..., 1]) and np.array_equal(p[..., 1], p[..., 2]):
         caption += ' <span class="tag">gray</span>'

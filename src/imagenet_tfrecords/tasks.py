@@ -19,7 +19,6 @@ from .image import resize_text
 from .layouts import AUTO, build_plan, check_locations
 from .plan import DEFAULT_SHARD_SIZE, MIXED, SLICES_DIR, Plan, read_slice, stream_slices, write_slices
 from .records import INDEX_SUFFIX
-from .report import build_report
 
 
 def _write(path: str, text: str) -> None:
@@ -258,6 +257,8 @@ def finish(
     if options.format == formats.TFDS:  # (before sizes.txt, which says the output is complete)
         stats.write_tfds_metadata(plan, info, output_url)
     stats.write_reports(plan, info, output_url)
+    from .report import build_report  # (numpy and Pillow draw its samples: the other steps go without)
+
     html = build_report(output_url, info=info)
     Location.of(output_url).child("report.html").write_text(html)
     too_many = stats.over_rejects(info, float(max_reject_fraction)) if max_reject_fraction is not None else None

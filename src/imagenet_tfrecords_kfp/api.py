@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import json
 
-import kfp
 import kfp_server_api
 import urllib3
+from kfp.client import Client as KfpClient
 
 HEALTHZ = "/apis/v2beta1/healthz"
 DEFAULT_TIMEOUT = 30.0  # seconds for each answer of the API
@@ -117,7 +117,7 @@ class _Checked:
         return f"--host {self.host}: cannot reach the Kubeflow Pipelines API ({text}); check --host"
 
 
-class Client(kfp.Client):
+class Client(KfpClient):
     """kfp.Client whose requests are each bounded by ``timeout`` seconds, not retried, redirects not
     followed, and whose answers are checked (see the module's doc): ApiAnswerError otherwise."""
 

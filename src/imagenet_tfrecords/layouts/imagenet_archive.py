@@ -28,8 +28,6 @@ import re
 import tarfile
 from collections.abc import Iterable, Iterator
 
-import numpy as np
-
 from .. import boxes
 from ..archive import Member, in_flight_reads, iter_inner, list_tar
 from ..fs import Entry, Location, check_inside, file_entry, is_ignored
@@ -113,6 +111,7 @@ def _suffix(name: str) -> str | None:
 
 def parse_meta(url: str, data: bytes) -> dict[int, Synset]:
     """ILSVRC2012_ID -> Synset of the leaf synsets (num_children 0) of a devkit meta.mat."""
+    import numpy as np
     import scipy.io  # only the archive form's plan step needs it
 
     try:
