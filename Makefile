@@ -23,20 +23,18 @@ KFP_PIN := $(shell grep -o '^kfp==[0-9][0-9.]*' images/requirements.in | cut -d=
 # several GB) where that index is reachable; it is not the default, since pip retries an unreachable index
 # for every package it resolves (47 s for three packages here).
 TORCH_PIN := torch==2.13.0
-# 'run --runner docker' (kfp.local's DockerRunner) talks to the engine through it
-DOCKER_PY := 'docker>=7.1'
 TORCH_INDEX ?=
 
 .PHONY: install install-dev test test-fast run demo compile compile-check image image-tf lock print-image image-check lint bench bench-small docs clean release-check release-notes
 
 # What 'make run' needs: the converter, kfp and the object-store clients, no TensorFlow; and the Docker
-# client, for the README's check of an image before pushing it ('run --runner docker').
+# client (the [docker] extra), for the README's check of an image before pushing it ('run --runner docker').
 install: $(STAMP)
 
 $(STAMP): pyproject.toml images/requirements.in
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[gcs,s3]' 'kfp==$(KFP_PIN)' $(DOCKER_PY)
+	$(BIN)/pip install --quiet -e '.[gcs,s3,docker]' 'kfp==$(KFP_PIN)'
 	touch $(STAMP)
 
 # The tests read the records back with TensorFlow and run real object-store servers.

@@ -174,8 +174,11 @@ def test_every_python_block_of_the_docs_runs(outputs, page, n, block):
     if "nvidia.dali" in block:
         pytest.importorskip("nvidia.dali", reason="NVIDIA DALI is not installed (the [dali] extra, about 450 MB)")
     if "from kfp" in block:  # a pipeline around the compiled conversion: it must compile
-        block = block.replace("    train(dataset=", "    print(").replace('"pipelines/', f'"{ROOT}/pipelines/')
-        block += "\nfrom kfp import compiler\ncompiler.Compiler().compile(train_pipeline, 'train.yaml')\n"
+        block = block.replace("    train(dataset=", "    print(")
+        for folder in ("pipelines", "components"):  # (the committed YAML, wherever the block runs)
+            block = block.replace(f'"{folder}/', f'"{ROOT}/{folder}/')
+        (name,) = re.findall(r"^@dsl\.pipeline(?:\(.*\))?\ndef (\w+)\(", block, re.M)
+        block += f"\nfrom kfp import compiler\ncompiler.Compiler().compile({name}, 'pipeline.yaml')\n"
     fmt = "tf-models" if "image/encoded" in block else "tfds" if "tensorflow_datasets" in block else "seed"
     source = block.replace("gs://bucket/tinyimagenet-tfrecords", "out") + "\n" + _probe(block) + "\n"
     p = subprocess.run(

@@ -2,11 +2,14 @@
 references `compile` and `submit` accept, the step YAMLs and the training example in an image of one's own."""
 
 import os
+import re
 import subprocess
 
 import pytest
 import yaml
 from kfp import compiler, dsl
+
+from imagenet_tfrecords.fs import install_command
 
 from .conftest import ROOT, run_cli
 
@@ -19,7 +22,9 @@ def test_make_install_installs_the_docker_client_that_run_runner_docker_imports(
         ["make", "-n", "-B", "-C", str(ROOT), "install", "PYTHON=python3"], capture_output=True, text=True, check=True
     )
     (pip,) = [line for line in p.stdout.splitlines() if " install " in line and "-e " in line]
-    assert "'docker>=" in pip, pip
+    extras = re.search(r"-e '\.\[([\w,]+)\]'", pip).group(1).split(",")
+    assert "docker" in extras, pip
+    assert re.search(r'^docker = \["docker>=[\d.]+"\]$', (ROOT / "pyproject.toml").read_text(), re.M)
 
 
 def test_without_the_docker_package_runner_docker_is_exit_3_saying_so(sample_dir, tmp_path):
@@ -32,8 +37,8 @@ def test_without_the_docker_package_runner_docker_is_exit_3_saying_so(sample_dir
     p = run_cli("run", "--data", sample_dir, "--output", out, "--runner", "docker", check=False, env=env)
     assert p.returncode == 3, (p.returncode, p.stderr)
     assert p.stderr.strip().splitlines() == [
-        "error: --runner docker needs the Python package 'docker', which is not installed here: pip install docker "
-        "(make install installs it)"
+        "error: --runner docker needs the Python package 'docker', which is not installed here: "
+        f"{install_command('docker')} (make install installs it)"
     ]
     assert not out.exists()
 

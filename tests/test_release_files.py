@@ -57,19 +57,10 @@ def test_the_steps_loaded_by_url_build_a_pipeline_in_the_released_image(release_
 
     @dsl.pipeline(name="from-the-release")
     def reused(data_url: str, output_url: str):
-        plan = parse(data_url=data_url, output_url=output_url, shard_size=1000, max_tasks=4)
+        plan = parse(data_url=data_url, output_url=output_url, format="tf-models", resize="224x224", max_tasks=4)
         with dsl.ParallelFor(plan.outputs["Output"], parallelism=4) as number:
-            task = convert(
-                plan=plan.outputs["plan"], task=number, output_url=output_url, grayscale="rgb", image_size="", workers=0
-            )
-        aggregate(
-            plan=plan.outputs["plan"],
-            shards=dsl.Collected(task.outputs["shards"]),
-            output_url=output_url,
-            grayscale="rgb",
-            image_size="",
-            max_reject_fraction=0.01,
-        )
+            task = convert(plan=plan.outputs["plan"], task=number)
+        aggregate(plan=plan.outputs["plan"], shards=dsl.Collected(task.outputs["shards"]))
 
     compiler.Compiler().compile(reused, str(tmp_path / "reused.yaml"))
     spec = yaml.safe_load((tmp_path / "reused.yaml").read_text())

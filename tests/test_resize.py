@@ -406,12 +406,14 @@ def test_the_pipeline_takes_the_resize_parameters():
     assert params["resize_mode"]["defaultValue"] == "squash"
     assert params["shorter_side"]["defaultValue"] == 0 and params["shorter_side"]["parameterType"] == "NUMBER_INTEGER"
     tasks = spec["root"]["dag"]["tasks"]
+    given = tasks["parse-metadata"]["inputs"]["parameters"]
+    for name in ("resize", "resize_mode", "shorter_side"):  # (given once, to the plan step: they travel in the plan)
+        assert given[name] == {"componentInputParameter": name}
     loop = next(t for t in tasks.values() if "parameterIterator" in t)
     body = spec["components"][loop["componentRef"]["name"]]["dag"]["tasks"]
     for task in (body["convert-shards"], tasks["aggregate-stats"]):
-        given = task["inputs"]["parameters"]
-        for name in ("resize", "resize_mode", "shorter_side"):
-            assert name in given, (task["taskInfo"], name)
+        given = set(task["inputs"].get("parameters", {}))
+        assert not {"resize", "resize_mode", "shorter_side"} & given, task["taskInfo"]
 
 
 def test_archive_and_extracted_imagenet_forms_resize_alike(tmp_path):

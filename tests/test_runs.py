@@ -406,7 +406,23 @@ def bucket(request, store_env, gcs_server, s3_server):
     from .test_object_stores import GcsBucket, S3Bucket
 
     name = f"it-{uuid.uuid4().hex[:12]}"
-    return GcsBucket(gcs_server, name) if request.param == "gs" else S3Bucket(s3_server, name)
+    made = GcsBucket(gcs_server, name) if request.param == "gs" else S3Bucket(s3_server, name)
+    made.probe = gcs_server.url + "/" if request.param == "gs" else s3_server.url + "/moto-api/"
+    return made
+
+
+def _stop_between_requests(proc: subprocess.Popen, bucket) -> None:
+    """SIGSTOP ``proc``'s group at a moment the store still answers: the GCS emulator serves one request
+    at a time, so a run stopped in the middle of sending one (a shard's upload) would hold it."""
+    from .test_fencing import _store_answers
+
+    for _ in range(50):
+        os.killpg(proc.pid, signal.SIGSTOP)
+        if _store_answers(bucket):
+            return
+        os.killpg(proc.pid, signal.SIGCONT)
+        time.sleep(0.05)
+    pytest.fail("the run could not be stopped between two requests")
 
 
 @pytest.mark.slow
@@ -420,7 +436,7 @@ def test_a_second_convert_on_a_leased_bucket_output_is_refused(big, reference, t
     one = _start("convert", "--data", big, "--output", url, *_options())
     _wait_for(lambda: sum(k.endswith(".tfrecord") for k in bucket.keys("out/train/")) >= 2, one)
     holders = _holder_pids(one)
-    os.killpg(one.pid, signal.SIGSTOP)
+    _stop_between_requests(one, bucket)
     try:
         two = run_cli("convert", "--data", big, "--output", url, *_options(), check=False, timeout=300)
     finally:

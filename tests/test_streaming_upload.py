@@ -60,11 +60,10 @@ def small_tmp(tmp_path, local_run):
 
 _TASK = """
 import sys, tempfile
-from imagenet_tfrecords.convert import Options
 from imagenet_tfrecords.tasks import convert_step
 plan, out, manifest = sys.argv[1:]
 print("tmp", tempfile.gettempdir())
-print(convert_step(plan, 0, out, Options(), 2, manifest))
+print(convert_step(plan, 0, manifest))
 """
 
 
@@ -72,7 +71,6 @@ print(convert_step(plan, 0, out, Options(), 2, manifest))
 def test_a_conversion_task_with_a_quarter_shard_of_local_disk_writes_the_local_runs_bytes(
     scheme, data, local_run, small_tmp, store_env, gcs_server, s3_server, tmp_path
 ):
-    from imagenet_tfrecords.convert import Options
     from imagenet_tfrecords.tasks import aggregate_step, plan_step
 
     tmpfs, size, largest = small_tmp
@@ -82,7 +80,7 @@ def test_a_conversion_task_with_a_quarter_shard_of_local_disk_writes_the_local_r
     data_url, out = f"{scheme}://{name}/in", f"{scheme}://{name}/out"
     work = tmp_path / "work"
     plan = work / "plan.json"
-    plan_step(data_url, out, 500, 1, str(plan), str(work / "labels.txt"), train_order="per-class")
+    plan_step(data_url, out, 500, 1, str(plan), str(work / "labels.txt"), train_order="per-class", workers=2)
     p = subprocess.run(
         [sys.executable, "-c", _TASK, str(plan), out, str(work / "manifest.json")],
         capture_output=True,
@@ -94,7 +92,7 @@ def test_a_conversion_task_with_a_quarter_shard_of_local_disk_writes_the_local_r
     assert f"tmp {tmpfs}" in p.stdout
     print(f"{scheme}: a task wrote shards of up to {largest:,} bytes with a TMPDIR of {size:,} bytes")
     tasks = [eval(p.stdout.strip().splitlines()[-1])]  # noqa: S307 - the step's own printed dict
-    aggregate_step(str(plan), tasks, out, Options(), 0.0, str(work / "ds"), str(work / "s"), str(work / "r"))
+    aggregate_step(str(plan), tasks, str(work / "ds"), str(work / "s"), str(work / "r"))
     got = tmp_path / "got"
     names = download(bucket, "out", got)
     shards = sorted(n for n in names if n.endswith(SHARD_FILES))

@@ -54,7 +54,7 @@ class MissingPackageError(ImportError):
 
 
 def install_command(extra: str) -> str:
-    """The pip command that adds ``extra`` ("tf", "torch", "gcs", "s3") to this installation, one that works:
+    """The pip command that adds ``extra`` ("tf", "torch", "gcs", "s3", "docker") to this installation, one that works:
 
     - running from a source checkout (an editable install, or the sources on the path): that checkout;
     - installed from a checkout or a wheel file that is still there (pip records which, PEP 610's

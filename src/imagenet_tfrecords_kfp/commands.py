@@ -32,7 +32,7 @@ from imagenet_tfrecords.cli import (
     print_summary,
 )
 from imagenet_tfrecords.credentials import check_access
-from imagenet_tfrecords.fs import Location, NoCredentialsError
+from imagenet_tfrecords.fs import Location, NoCredentialsError, install_command
 from imagenet_tfrecords.layouts import check_locations, check_output_for
 from imagenet_tfrecords.output import ForeignOutput, claim
 from imagenet_tfrecords.plan import DEFAULT_MAX_TASKS, DEFAULT_PARALLELISM, MAX_TASKS
@@ -415,8 +415,8 @@ def _check_image_here(image: str) -> None:
         import docker
     except ModuleNotFoundError:
         raise CommandError(
-            "--runner docker needs the Python package 'docker', which is not installed here: pip install docker "
-            "(make install installs it)",
+            "--runner docker needs the Python package 'docker', which is not installed here: "
+            f"{install_command('docker')} (make install installs it)",
             EXIT_BAD_INPUT,
         ) from None
 
