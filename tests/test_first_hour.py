@@ -9,6 +9,8 @@ temporary folder; a resumed run says what it kept.
 import os
 import re
 import shutil
+import subprocess
+import sys
 
 import pytest
 import yaml
@@ -219,3 +221,25 @@ def test_fresh_sample_help_runs(tmp_path):
     assert (
         p.stdout.strip() == f"wrote a sample dataset to {tmp_path / 's'}: 2 classes, 4 train, 2 val and 1 test images"
     )
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_a_librarys_logged_traceback_shows_only_with_verbose(verbose):
+    # gcsfs logs a failed request with its traceback (GCS answers the cancel of an upload with 499)
+    script = (
+        "import logging, sys\n"
+        "from imagenet_tfrecords.cli import configure_logging\n"
+        "configure_logging(sys.argv[1] == 'v')\n"
+        "try:\n"
+        "    raise OSError('499 Client Closed Request\\nmore')\n"
+        "except OSError as e:\n"
+        "    logging.getLogger('gcsfs').exception('_request non-retriable exception: %s', e)\n"
+        "logging.getLogger('imagenet_tfrecords').info('converted')\n"
+    )
+    p = subprocess.run([sys.executable, "-c", script, "v" if verbose else "-"], capture_output=True, text=True)
+    lines = p.stderr.splitlines()
+    assert lines[0] == "ERROR gcsfs: _request non-retriable exception: 499 Client Closed Request"
+    assert lines[-1] == "INFO imagenet_tfrecords: converted"
+    assert ("Traceback (most recent call last):" in lines) is verbose, p.stderr
+    if not verbose:
+        assert len(lines) == 2, p.stderr

@@ -324,6 +324,24 @@ def _too_many_files(e: OSError) -> str:
     )
 
 
+def configure_logging(verbose: bool) -> None:
+    """The project's lines at INFO (DEBUG with --verbose); a library's warnings and errors in one line
+    each: their tracebacks only with --verbose (the error the command reports says what failed)."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    log.setLevel(logging.DEBUG if verbose else logging.INFO)
+    if not verbose:
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(_one_line)
+
+
+def _one_line(record: logging.LogRecord) -> bool:
+    """A library's log record, shown as its first line: its traceback only with --verbose."""
+    if not record.name.startswith(log.name):
+        record.msg, record.args = record.getMessage().split("\n", 1)[0], None
+        record.exc_info = record.exc_text = record.stack_info = None
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     p = parser()
     args = p.parse_args(argv)
@@ -331,8 +349,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--train-shards sets the number of mixed train shards; --train-order per-class makes one per class")
     interrupt_on_sigterm()  # SIGTERM (Kubernetes stopping a pod) is handled as Ctrl-C
     raise_open_files_limit()  # (to the hard limit; a failure for want of them says both)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    log.setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    configure_logging(args.verbose)
     try:
         return args.func(args)
     except (InputError, MissingPackageError, TooManyRejects, IncompleteConversion) as e:

@@ -21,6 +21,7 @@ import contextlib
 import errno
 import fcntl
 import glob
+import logging
 import os
 import stat
 import tempfile
@@ -581,11 +582,25 @@ def publish(dest: Location) -> Iterator[IO[bytes]]:
         if not committed:
             with contextlib.suppress(Exception):
                 if protocol in _STREAMING:
-                    f.discard()  # abort the multipart or resumable upload
+                    with _unlogged(protocol):
+                        f.discard()  # abort the multipart or resumable upload
                 else:
                     f.close()
                     dest.fs.rm_file(tmp)
         f.closed = True  # (never uploaded when garbage-collected)
+
+
+@contextmanager
+def _unlogged(protocol: str) -> Iterator[None]:
+    """Mutes the store library's logger around a best-effort request whose failure is handled: GCS
+    answers the cancel of a resumable upload with 499, which gcsfs logs as an error with its
+    traceback (the upload is invisible either way, and expires)."""
+    logger = logging.getLogger("gcsfs" if protocol in ("gs", "gcs") else "s3fs")
+    disabled, logger.disabled = logger.disabled, True
+    try:
+        yield
+    finally:
+        logger.disabled = disabled
 
 
 @contextmanager
