@@ -20,12 +20,10 @@ from these figures, not run.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 import uuid
@@ -36,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 from tests.latency_proxy import LatencyProxy  # noqa: E402
 from tests.servers import moto_s3  # noqa: E402
+from tests.tars import tar_of  # noqa: E402
 
 CLASSES = 1000
 LATENCIES = (0.030, 0.100)
@@ -66,16 +65,6 @@ listed = list(iter_inner(loc, tars, group))
 seconds = time.perf_counter() - t
 print(json.dumps({"seconds": seconds, "tars": len(listed), "members": sum(len(m) for _, m in listed), "group": group}))
 """
-
-
-def _tar(members: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
 
 
 def _env(src: str) -> dict:
@@ -120,10 +109,10 @@ def measure(members: int, before: str | None) -> dict:
             bucket = f"bench-{uuid.uuid4().hex[:8]}"
             client.create_bucket(Bucket=bucket)
             classes = {
-                f"n{c:08d}.tar": _tar({f"n{c:08d}_{i}.JPEG": bytes(200) for i in range(members)})
+                f"n{c:08d}.tar": tar_of({f"n{c:08d}_{i}.JPEG": bytes(200) for i in range(members)})
                 for c in range(CLASSES)
             }
-            client.put_object(Bucket=bucket, Key="train.tar", Body=_tar(classes))
+            client.put_object(Bucket=bucket, Key="train.tar", Body=tar_of(classes))
             # moto's own rate: 2,000 small range reads, 64 at a time, no latency added
             with LatencyProxy("127.0.0.1", server.port, 0.0) as proxy:
                 got = _inner(src, proxy, server.url, bucket)

@@ -12,11 +12,9 @@ the client's per-request cost plus the emulator's, not GCS's latency or bandwidt
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import sys
-import tarfile
 import tempfile
 import time
 import uuid
@@ -31,18 +29,9 @@ from imagenet_tfrecords.archive import RangeReader, list_nested, list_tar, read_
 from imagenet_tfrecords.fs import Location  # noqa: E402
 from imagenet_tfrecords.plan import Source  # noqa: E402
 from tests.servers import gcs_emulator  # noqa: E402
+from tests.tars import tar_of  # noqa: E402
 
 RNG = np.random.default_rng(0)
-
-
-def _tar(members: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
 
 
 def _timed(fn):
@@ -73,15 +62,15 @@ def measure(bucket: str, fs) -> dict:
     out["batched_512B_reads_256_s"] = round(s, 3)
 
     val = {f"ILSVRC2012_val_{i:08d}.JPEG": RNG.bytes(int(RNG.integers(10_000, 30_000))) for i in range(1, 2001)}
-    fs.pipe(f"{bucket}/val.tar", _tar(val))
+    fs.pipe(f"{bucket}/val.tar", tar_of(val))
     loc = Location.of(f"gs://{bucket}/val.tar")
     for name, segment in (("flat_tar_one_walk", 0), ("flat_tar_1MiB_segments", 1 << 20)):
         reader = RangeReader(loc)
         got, s = _timed(lambda r=reader, g=segment: list_tar(loc, r, segment=g))
         out[name] = _listing(reader, s, len(got)) | {"archive_bytes": loc.size()}
 
-    classes = {f"n{c:08d}.tar": _tar({f"n{c:08d}_{i}.JPEG": RNG.bytes(2000) for i in range(100)}) for c in range(20)}
-    fs.pipe(f"{bucket}/train.tar", _tar(classes))
+    classes = {f"n{c:08d}.tar": tar_of({f"n{c:08d}_{i}.JPEG": RNG.bytes(2000) for i in range(100)}) for c in range(20)}
+    fs.pipe(f"{bucket}/train.tar", tar_of(classes))
     loc = Location.of(f"gs://{bucket}/train.tar")
     reader = RangeReader(loc)
     (outer, inner), s = _timed(lambda: list_nested(loc, reader))
@@ -89,7 +78,7 @@ def measure(bucket: str, fs) -> dict:
 
     # JPEG-like ends: the emulator drops an object's last byte when it is a newline
     images = {f"img_{i:04d}.JPEG": RNG.bytes(109_998) + b"\xff\xd9" for i in range(300)}
-    fs.pipe(f"{bucket}/images.tar", _tar(images))
+    fs.pipe(f"{bucket}/images.tar", tar_of(images))
     fs.pipe({f"{bucket}/images/{n}": d for n, d in images.items()})
     loc = Location.of(f"gs://{bucket}/images.tar")
     sources = [Source(m.name, 0, None, m.span) for m in list_tar(loc)]

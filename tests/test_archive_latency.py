@@ -5,8 +5,6 @@ flight at once at the proxy."""
 
 from __future__ import annotations
 
-import io
-import tarfile
 import time
 import uuid
 
@@ -16,19 +14,11 @@ from imagenet_tfrecords.archive import iter_inner, list_tar
 from imagenet_tfrecords.fs import Location
 
 from .latency_proxy import LatencyProxy
+from .tars import tar_of
+from .test_object_stores import S3Bucket
 
 TARS, MEMBERS, LATENCY = 60, 3, 0.1
 SEQUENTIAL_TARS = 6  # listed one after another: the figure the overlap is measured against
-
-
-def tar_of(members: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
 
 
 def train_tar(classes: int, members: int) -> bytes:
@@ -43,19 +33,10 @@ def train_tar(classes: int, members: int) -> bytes:
 @pytest.fixture()
 def slow_s3(store_env, s3_server):
     """A bucket holding a tar of TARS class tars, and its Location through the latency proxy."""
-    import boto3
     import s3fs
 
     name = f"it-{uuid.uuid4().hex[:12]}"
-    client = boto3.client(
-        "s3",
-        endpoint_url=s3_server.url,
-        region_name="us-east-1",
-        aws_access_key_id=s3_server.key_id,
-        aws_secret_access_key=s3_server.secret,
-    )
-    client.create_bucket(Bucket=name)
-    client.put_object(Bucket=name, Key="train.tar", Body=train_tar(TARS, MEMBERS))
+    S3Bucket(s3_server, name).put("train.tar", train_tar(TARS, MEMBERS))
     with LatencyProxy("127.0.0.1", s3_server.port, LATENCY) as proxy:
         fs = s3fs.S3FileSystem(
             endpoint_url=proxy.url, key=s3_server.key_id, secret=s3_server.secret, skip_instance_cache=True

@@ -26,7 +26,8 @@ from imagenet_tfrecords import lock
 from imagenet_tfrecords.fs import Location, LostOutput, publish
 from imagenet_tfrecords.sample import write_sample
 
-from .conftest import CLI, run_cli
+from .conftest import run_cli
+from .processes import start, wait_for
 from .test_object_stores import GcsBucket, S3Bucket, download
 
 A_SHARDS, B_SHARDS = 10, 7  # another plan: B's train shards have other names than A's
@@ -67,29 +68,6 @@ def _store_answers(bucket) -> bool:
         return False
 
 
-def _start(*args, env=None) -> subprocess.Popen:
-    return subprocess.Popen(
-        [*CLI, *map(str, args)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
-        start_new_session=True,  # every process of the run in one group, stopped and continued together
-    )
-
-
-def _wait_for(what, proc: subprocess.Popen, seconds: float = 120) -> None:
-    deadline = time.monotonic() + seconds
-    while not what():
-        if proc.poll() is not None:
-            out, err = proc.communicate()
-            pytest.fail(f"run A ended (exit {proc.returncode}) too early\n{out}\n{err}")
-        if time.monotonic() > deadline:
-            os.killpg(proc.pid, signal.SIGKILL)
-            pytest.fail("timed out")
-        time.sleep(0.01)
-
-
 def _lease_run(bucket) -> str | None:
     try:
         return json.loads(bucket.get("out/_work/lease.json")).get("run")
@@ -113,8 +91,8 @@ def _stopped_a(bucket, data, lease_seconds: str) -> subprocess.Popen:
     """Run A, SIGSTOPped once it has published a train shard (its workers mid-way through the next)."""
     url = f"{bucket.scheme}://{bucket.name}/out"
     env = {lock.LEASE_ENV: lease_seconds}
-    a = _start("convert", "--data", data, "--output", url, "--workers", "2", "--train-shards", A_SHARDS, env=env)
-    _wait_for(lambda: any(k.endswith(".tfrecord") for k in bucket.keys("out/train/")), a)
+    a = start("convert", "--data", data, "--output", url, "--workers", "2", "--train-shards", A_SHARDS, env=env)
+    wait_for(lambda: any(k.endswith(".tfrecord") for k in bucket.keys("out/train/")), a)
     for _ in range(50):
         os.killpg(a.pid, signal.SIGSTOP)
         if _store_answers(bucket):
@@ -156,9 +134,9 @@ def test_a_lease_taken_over_while_its_run_lives_stops_that_run_and_only_the_new_
     url = f"{bucket.scheme}://{bucket.name}/out"
     holder = _lease_run(bucket)
     try:
-        b = _start("convert", "--data", data, "--output", url, "--workers", "2", "--train-shards", B_SHARDS,
+        b = start("convert", "--data", data, "--output", url, "--workers", "2", "--train-shards", B_SHARDS,
                    "--take-over-lease")  # fmt: skip
-        _wait_for(lambda: _lease_run(bucket) not in (None, holder), b)  # B holds the lease ...
+        wait_for(lambda: _lease_run(bucket) not in (None, holder), b)  # B holds the lease ...
     finally:
         line = _a_stopped_by_the_fence(a)  # ... and A, alive, goes on meanwhile
     stdout, stderr = b.communicate(timeout=300)

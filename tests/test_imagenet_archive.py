@@ -20,6 +20,7 @@ from imagenet_tfrecords.plan import MetadataError
 from imagenet_tfrecords.records import BOX_SCHEMA, SCHEMA
 
 from .conftest import convert_small_shards, read_split, run_cli
+from .tars import tar_of
 
 DATA = "ILSVRC/Data/CLS-LOC"
 DEVKIT, TRAIN_TAR, VAL_TAR = "ILSVRC2012_devkit_t12.tar.gz", "ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar"
@@ -57,16 +58,6 @@ def _image(kind: str, n: int) -> bytes:
     return buf.getvalue()[: len(buf.getvalue()) // 2] if kind == "TRUNCATED" else buf.getvalue()
 
 
-def _tar(members: dict[str, bytes], fmt=tarfile.GNU_FORMAT, gz=False) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz" if gz else "w", format=fmt) as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
-
-
 def _meta_mat() -> bytes:
     """A meta.mat in the devkit's structure: the leaves (num_children 0) first, then a parent."""
     fields = ["ILSVRC2012_ID", "WNID", "words", "gloss", "num_children", "children", "wordnet_height"]
@@ -94,13 +85,13 @@ def write_archives(root, *, truth_lines=None, test=True, train_extra=None):
     root.mkdir(parents=True, exist_ok=True)
     truth = "".join(f"{x}\n" for x in (truth_lines or TRUTH_IDS))
     devkit = {"ILSVRC2012_devkit_t12/data/meta.mat": _meta_mat(), TRUTH: truth.encode()}
-    (root / DEVKIT).write_bytes(_tar(devkit, gz=True))
-    class_tars = {f"{w}.tar": _tar(files) for w, files in train.items()} | (train_extra or {})
-    (root / TRAIN_TAR).write_bytes(_tar(class_tars, fmt=tarfile.USTAR_FORMAT))
+    (root / DEVKIT).write_bytes(tar_of(devkit, gz=True))
+    class_tars = {f"{w}.tar": tar_of(files) for w, files in train.items()} | (train_extra or {})
+    (root / TRAIN_TAR).write_bytes(tar_of(class_tars, fmt=tarfile.USTAR_FORMAT))
     val_members = {f"ILSVRC2012_val_{i:08d}.JPEG": data for i, data in val.items()} | {"README": b"not an image"}
-    (root / VAL_TAR).write_bytes(_tar(val_members, fmt=tarfile.PAX_FORMAT))
+    (root / VAL_TAR).write_bytes(tar_of(val_members, fmt=tarfile.PAX_FORMAT))
     if test:
-        (root / TEST_TAR).write_bytes(_tar({f"test/{name}": data for name, data in test_images.items()}))
+        (root / TEST_TAR).write_bytes(tar_of({f"test/{name}": data for name, data in test_images.items()}))
     return root
 
 
@@ -267,12 +258,12 @@ def test_metadata_errors_name_file_and_line(tmp_path):
     train = {m.name: m for m in list_tar(Location.of(str(data / TRAIN_TAR)))}
     raw = (data / TRAIN_TAR).read_bytes()
     members = {n: raw[m.offset : m.offset + m.size] for n, m in train.items() if n != "n02000000.tar"}
-    (data / TRAIN_TAR).write_bytes(_tar(members))
+    (data / TRAIN_TAR).write_bytes(tar_of(members))
     with pytest.raises(
         MetadataError, match=re.escape(f"{data / TRAIN_TAR}: no member n02000000.tar") + ".*synsets\\(4\\)"
     ):
         build_plan(str(data))
-    data = write_archives(tmp_path / "stray", train_extra={"n09999999.tar": _tar({"x.JPEG": b"x"})})
+    data = write_archives(tmp_path / "stray", train_extra={"n09999999.tar": tar_of({"x.JPEG": b"x"})})
     plan = build_plan(str(data))
     stray = {"path": f"{TRAIN_TAR}/n09999999.tar", "reason": f"not the tar of a class of {DEVKIT} (data/meta.mat)"}
     assert plan.rejects[0] == stray
@@ -290,7 +281,7 @@ def test_a_bad_synset_entry_of_meta_mat_is_named(tmp_path):
     buf = io.BytesIO()
     scipy.io.savemat(buf, {"synsets": meta["synsets"]})
     files["ILSVRC2012_devkit_t12/data/meta.mat"] = buf.getvalue()
-    (data / DEVKIT).write_bytes(_tar(files, gz=True))
+    (data / DEVKIT).write_bytes(tar_of(files, gz=True))
     url = f"{data / DEVKIT}/ILSVRC2012_devkit_t12/data/meta.mat"
     with pytest.raises(MetadataError, match=re.escape(f"{url}: synsets(3): expected a wnid and words, got 'n0 bad'")):
         build_plan(str(data))
@@ -300,7 +291,7 @@ def test_a_bad_synset_entry_of_meta_mat_is_named(tmp_path):
 def test_train_classes_listed_in_groups_of_any_size_give_the_same_sources_and_plan(tmp_path, monkeypatch, order):
     """Class tars listed a group at a time (1, some, all, more than there are) list what tarfile
     lists, and the plan does not depend on the group size."""
-    stray = {"n09999999.tar": _tar({"x.JPEG": b"x"}), "README": b"not a tar"}
+    stray = {"n09999999.tar": tar_of({"x.JPEG": b"x"}), "README": b"not a tar"}
     data = write_archives(tmp_path / "data", train_extra=stray)
     root = Location.of(str(data))
     expected = {}
@@ -330,9 +321,9 @@ def test_train_classes_listed_in_groups_of_any_size_give_the_same_sources_and_pl
 def test_listing_reads_headers_only_pax_and_gnu_long_names(tmp_path):
     big = np.random.default_rng(0).bytes(50_000)
     inner = {f"{'x' * 130}_{i}.JPEG": big for i in range(3)}
-    outer = {"a.tar": _tar(inner, fmt=tarfile.GNU_FORMAT), "b.tar": _tar(inner, fmt=tarfile.PAX_FORMAT)}
+    outer = {"a.tar": tar_of(inner, fmt=tarfile.GNU_FORMAT), "b.tar": tar_of(inner, fmt=tarfile.PAX_FORMAT)}
     path = tmp_path / "nested.tar"
-    path.write_bytes(_tar(outer))
+    path.write_bytes(tar_of(outer))
     reader = RangeReader(Location.of(str(path)))
     tops, nested = list_nested(Location.of(str(path)), reader)
     raw = path.read_bytes()
@@ -347,13 +338,13 @@ def test_a_flat_tar_listed_from_many_starting_points_equals_tarfiles_listing(tmp
     """Starting points inside members (a member that is itself a tar has headers inside) and
     after pax headers (whose long names the next header needs) do not change the listing."""
     rng = np.random.default_rng(1)
-    inner = _tar({f"inner_{i}.JPEG": rng.bytes(3000) for i in range(20)})
+    inner = tar_of({f"inner_{i}.JPEG": rng.bytes(3000) for i in range(20)})
     members = {}
     for i in range(200):
         name = f"ILSVRC2012_val_{i:08d}.JPEG" if i % 7 else "\u00e9" * (60 + i % 50) + f"_{i}.JPEG"
         members[name] = inner if i % 31 == 0 else rng.bytes(int(rng.integers(100, 20_000)))
     path = tmp_path / "flat.tar"
-    path.write_bytes(_tar(members, fmt=tarfile.PAX_FORMAT))
+    path.write_bytes(tar_of(members, fmt=tarfile.PAX_FORMAT))
     with tarfile.open(path) as tar:
         expected = [(m.name, m.offset_data, m.size) for m in tar.getmembers()]
     rounds = {}

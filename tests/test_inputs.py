@@ -23,8 +23,9 @@ from imagenet_tfrecords.cli import parser
 from imagenet_tfrecords.report import _size
 
 from .conftest import CLI, ROOT, run_cli
+from .tars import tar_of
 from .test_hostile import _jpeg
-from .test_imagenet_archive import VAL_TAR, _tar, write_archives
+from .test_imagenet_archive import VAL_TAR, write_archives
 from .test_imagenet_layout import write_imagenet
 from .test_object_stores import bucket, upload  # noqa: F401 (bucket: a fixture)
 
@@ -133,7 +134,7 @@ def test_ignored_names_in_the_imagenet_layout_extracted_and_as_archives(tmp_path
     with tarfile.open(archives / VAL_TAR) as tar:
         members = {m.name: tar.extractfile(m).read() for m in tar.getmembers()}
     members["._ILSVRC2012_val_00000001.JPEG"] = b"AppleDouble"
-    (archives / VAL_TAR).write_bytes(_tar(members, fmt=tarfile.PAX_FORMAT))
+    (archives / VAL_TAR).write_bytes(tar_of(members, fmt=tarfile.PAX_FORMAT))
     out = tmp_path / "out-archives"
     run_cli("convert", "--data", archives, "--output", out, "--max-reject-fraction", "1")
     info = _info(out)

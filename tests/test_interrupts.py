@@ -23,6 +23,7 @@ from imagenet_tfrecords.procs import descendants
 from imagenet_tfrecords.sample import write_sample
 
 from .conftest import CLI
+from .processes import session, start
 
 INTERRUPTED = "interrupted: finished shards are kept; run the same command again to resume"
 
@@ -47,32 +48,6 @@ def wide(tmp_path_factory) -> Path:
     return wide_dataset(tmp_path_factory.mktemp("wide"), 600, 60)
 
 
-def _start(*args) -> subprocess.Popen:
-    return subprocess.Popen(
-        [*CLI, *map(str, args)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        start_new_session=True,  # a session (and process group) of its own, as a terminal's foreground job
-    )
-
-
-def _session(sid: int) -> list[int]:
-    """Live processes of session ``sid``."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[3]) == sid and fields[0] != "Z":
-                found.append(int(entry))
-    return found
-
-
 def _ended(proc: subprocess.Popen, what: str, seconds: float = 20) -> tuple[str, str]:
     """The run's output once it ends; a failure naming ``what`` if it is still running after ``seconds``."""
     try:
@@ -92,7 +67,7 @@ def test_sigterm_or_ctrl_c_at_random_moments_of_planning_ends_the_run_in_seconds
     rng = random.Random(os.environ.get("PYTEST_SEED", time.time_ns()))
     for n in range(TRIES):
         ctrl_c = n % 2 == 1
-        proc = _start("convert", "--data", wide, "--output", out, "--workers", "2")
+        proc = start("convert", "--data", wide, "--output", out, "--workers", "2")
         deadline = time.monotonic() + 120
         while not descendants(proc.pid):  # the listing processes have started
             assert proc.poll() is None, proc.communicate()
@@ -109,7 +84,7 @@ def test_sigterm_or_ctrl_c_at_random_moments_of_planning_ends_the_run_in_seconds
         assert proc.returncode == 5, (what, proc.returncode, stderr)
         assert stderr.strip().splitlines() == [INTERRUPTED], (what, stderr)
         deadline = time.monotonic() + 5
-        while (left := _session(proc.pid)) and time.monotonic() < deadline:
+        while (left := session(proc.pid)) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert not left, f"{what}: processes of the run are left: {left}"
 

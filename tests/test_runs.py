@@ -25,7 +25,9 @@ from imagenet_tfrecords import lock
 from imagenet_tfrecords.fs import Location, LostOutput, publish
 from imagenet_tfrecords.sample import write_sample
 
-from .conftest import CLI, run_cli
+from .conftest import run_cli
+from .processes import session, start, wait_for
+from .test_object_stores import S3Bucket
 
 TRAIN_SHARDS = 40
 REFUSED = "another run is writing this output: run "
@@ -59,49 +61,11 @@ def _digests(root: Path) -> dict[str, str]:
     return digests
 
 
-def _start(*args, env=None) -> subprocess.Popen:
-    return subprocess.Popen(
-        [*CLI, *map(str, args)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
-        start_new_session=True,  # a session of its own: every process of the run carries its id
-    )
-
-
-def _session(sid: int) -> list[int]:
-    """Live processes of session ``sid`` (every process a run started, however deep)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[3]) == sid and fields[0] != "Z":
-                found.append(int(entry))
-    return found
-
-
 def _no_process_left(proc: subprocess.Popen) -> None:
     deadline = time.monotonic() + 5
-    while (left := _session(proc.pid)) and time.monotonic() < deadline:
+    while (left := session(proc.pid)) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not left, f"processes of the run are left: {left}"
-
-
-def _wait_for(what, proc: subprocess.Popen, seconds: float = 180) -> None:
-    deadline = time.monotonic() + seconds
-    while not what():
-        if proc.poll() is not None:
-            out, err = proc.communicate()
-            pytest.fail(f"the run ended (exit {proc.returncode}) too early\n{out}\n{err}")
-        if time.monotonic() > deadline:
-            os.killpg(proc.pid, signal.SIGKILL)
-            pytest.fail("timed out")
-        time.sleep(0.005)
 
 
 def _converting(out: Path):
@@ -115,7 +79,7 @@ def _finish(proc: subprocess.Popen, timeout: float = 300) -> tuple[str, str]:
 
 
 def _holder_pids(proc: subprocess.Popen) -> set[int]:
-    return set(_session(proc.pid))
+    return set(session(proc.pid))
 
 
 # --- two runs on one local output ---------------------------------------------------------------
@@ -127,9 +91,9 @@ def _holder_pids(proc: subprocess.Popen) -> set[int]:
 @pytest.mark.slow
 def test_a_second_run_on_a_live_runs_output_is_refused_and_the_first_finishes(big, reference, tmp_path, first, second):
     out = tmp_path / "out"
-    one = _start(first, "--data", big, "--output", out, *_options())
+    one = start(first, "--data", big, "--output", out, *_options())
     started = time.monotonic()
-    _wait_for(_converting(out), one)
+    wait_for(_converting(out), one)
     holders = _holder_pids(one)
     os.killpg(one.pid, signal.SIGSTOP)  # alive, mid-conversion, for as long as the second one looks
     try:
@@ -182,8 +146,8 @@ def test_a_run_whose_temporary_is_removed_stops_with_exit_3(tmp_path):
 @pytest.mark.slow
 def test_a_run_whose_lock_is_removed_stops_with_exit_3(big, tmp_path):
     out = tmp_path / "out"
-    one = _start("convert", "--data", big, "--output", out, *_options())
-    _wait_for(_converting(out), one)
+    one = start("convert", "--data", big, "--output", out, *_options())
+    wait_for(_converting(out), one)
     os.killpg(one.pid, signal.SIGSTOP)
     for f in (out / "_work" / "writers").iterdir():
         f.unlink()
@@ -230,7 +194,7 @@ def _retried_task_joins_its_run(big, reference, tmp_path, out_url: str, publishe
     plan = _plan(big, out_url, tmp_path)
     token = json.loads(Path(plan).read_text())["run"]
     first = _step(plan, 0, out_url, tmp_path)
-    _wait_for(lambda: published() >= 2, first)
+    wait_for(lambda: published() >= 2, first)
     os.killpg(first.pid, signal.SIGSTOP)
     # another run is refused, naming this pipeline run ...
     other = run_cli("convert", "--data", big, "--output", out_url, *_options(), check=False, timeout=300)
@@ -274,8 +238,8 @@ def _interrupted(proc: subprocess.Popen, timeout: float = 60) -> str:
 @pytest.mark.slow
 def test_sigterm_stops_convert_as_ctrl_c_does_and_leaves_no_process(big, reference, tmp_path):
     out = tmp_path / "out"
-    proc = _start("convert", "--data", big, "--output", out, *_options())
-    _wait_for(_converting(out), proc)
+    proc = start("convert", "--data", big, "--output", out, *_options())
+    wait_for(_converting(out), proc)
     proc.send_signal(signal.SIGTERM)  # to the command only, as Kubernetes does to a container's process
     _interrupted(proc)
     assert len(list((out / "train").glob("*.tfrecord"))) < TRAIN_SHARDS
@@ -294,10 +258,10 @@ def many_classes(tmp_path_factory) -> Path:
 @pytest.mark.slow
 def test_sigterm_while_planning_stops_the_listing_processes(many_classes, tmp_path):
     out = tmp_path / "out"
-    proc = _start("convert", "--data", many_classes, "--output", out, "--workers", "2")
+    proc = start("convert", "--data", many_classes, "--output", out, "--workers", "2")
     from imagenet_tfrecords.procs import descendants
 
-    _wait_for(lambda: descendants(proc.pid), proc, 120)  # the listing processes: no conversion pool yet
+    wait_for(lambda: descendants(proc.pid), proc, 120)  # the listing processes: no conversion pool yet
     assert not (out / "_work" / "plan").exists(), "planning was over before the signal"
     proc.send_signal(signal.SIGTERM)
     _interrupted(proc)
@@ -327,8 +291,8 @@ def _step_processes(pid: int) -> list[int]:
 @pytest.mark.slow
 def test_sigterm_stops_run_and_its_steps(big, tmp_path):
     out = tmp_path / "out"
-    proc = _start("run", "--data", big, "--output", out, *_options())
-    _wait_for(_converting(out), proc)
+    proc = start("run", "--data", big, "--output", out, *_options())
+    wait_for(_converting(out), proc)
     assert _step_processes(proc.pid)
     proc.send_signal(signal.SIGTERM)
     started = time.monotonic()
@@ -340,8 +304,8 @@ def test_sigterm_stops_run_and_its_steps(big, tmp_path):
 @pytest.mark.slow
 def test_a_killed_conversion_step_is_reported_by_run_and_leaves_no_worker(big, tmp_path):
     out = tmp_path / "out"
-    proc = _start("run", "--data", big, "--output", out, *_options())
-    _wait_for(_converting(out), proc)
+    proc = start("run", "--data", big, "--output", out, *_options())
+    wait_for(_converting(out), proc)
     steps = _step_processes(proc.pid)
     assert len(steps) == 1, steps
     os.kill(steps[0], signal.SIGKILL)  # what the out-of-memory killer does
@@ -356,18 +320,8 @@ def test_a_killed_conversion_step_is_reported_by_run_and_leaves_no_worker(big, t
 
 @pytest.fixture()
 def s3_out(store_env, s3_server):
-    import boto3
-
-    name = f"it-{uuid.uuid4().hex[:12]}"
-    client = boto3.client(
-        "s3",
-        endpoint_url=s3_server.url,
-        region_name="us-east-1",
-        aws_access_key_id=s3_server.key_id,
-        aws_secret_access_key=s3_server.secret,
-    )
-    client.create_bucket(Bucket=name)
-    return client, name
+    bucket = S3Bucket(s3_server, f"it-{uuid.uuid4().hex[:12]}")
+    return bucket.client, bucket.name
 
 
 def _s3_keys(client, bucket: str, prefix: str) -> list[str]:
@@ -433,8 +387,8 @@ def test_a_second_convert_on_a_leased_bucket_output_is_refused(big, reference, t
     from .test_object_stores import download
 
     url = f"{bucket.scheme}://{bucket.name}/out"
-    one = _start("convert", "--data", big, "--output", url, *_options())
-    _wait_for(lambda: sum(k.endswith(".tfrecord") for k in bucket.keys("out/train/")) >= 2, one)
+    one = start("convert", "--data", big, "--output", url, *_options())
+    wait_for(lambda: sum(k.endswith(".tfrecord") for k in bucket.keys("out/train/")) >= 2, one)
     holders = _holder_pids(one)
     _stop_between_requests(one, bucket)
     try:
@@ -460,9 +414,9 @@ def test_kill_9_then_a_rerun_on_a_bucket_waits_for_the_lease_or_takes_it_over(bi
     client, bucket = s3_out
     url = f"s3://{bucket}/out"
     env = {lock.LEASE_ENV: "6"}
-    one = _start("convert", "--data", big, "--output", url, *_options(), env=env)
+    one = start("convert", "--data", big, "--output", url, *_options(), env=env)
     # shards finished: published with their index and statistics
-    _wait_for(lambda: sum(k.endswith(".json") for k in _s3_keys(client, bucket, "out/_work/train-")) >= 2, one)
+    wait_for(lambda: sum(k.endswith(".json") for k in _s3_keys(client, bucket, "out/_work/train-")) >= 2, one)
     os.killpg(one.pid, signal.SIGKILL)
     one.wait()
     killed_at = time.time()
@@ -483,8 +437,8 @@ def test_kill_9_then_a_rerun_on_a_bucket_waits_for_the_lease_or_takes_it_over(bi
 def test_a_run_whose_lease_is_removed_stops_with_exit_3(big, tmp_path, s3_out):
     client, bucket = s3_out
     url = f"s3://{bucket}/out"
-    one = _start("convert", "--data", big, "--output", url, *_options(), env={lock.LEASE_ENV: "1.5"})
-    _wait_for(lambda: _s3_published(client, bucket, "out")() >= 1, one)
+    one = start("convert", "--data", big, "--output", url, *_options(), env={lock.LEASE_ENV: "1.5"})
+    wait_for(lambda: _s3_published(client, bucket, "out")() >= 1, one)
     client.delete_object(Bucket=bucket, Key="out/_work/lease.json")
     stdout, stderr = one.communicate(timeout=120)
     assert one.returncode == 3, (stdout, stderr)

@@ -446,13 +446,9 @@ def _remove_stale_temporaries(path: str) -> None:
             os.close(fd)
 
 
-def create_new(dest: Location, data: bytes) -> bool:
-    """Write the small local file ``dest`` only if nothing is there; False when something is.
-
-    The file appears complete or not at all: ``data`` goes to a temporary file in the same folder
-    (named as publish names them, so a killed writer's is removed later), which is then linked to
-    ``dest`` (link(2) fails when ``dest`` exists: of two commands creating it at once, one wins).
-    """
+def _new_temporary(dest: Location) -> tuple[int, str]:
+    """A new temporary file beside the local ``dest``, flocked (so that no other run takes it for a
+    dead writer's), once the temporaries that killed writers left there are removed: (fd, path)."""
     parent = os.path.dirname(dest.path)
     try:
         os.makedirs(parent, exist_ok=True)
@@ -461,6 +457,17 @@ def create_new(dest: Location, data: bytes) -> bool:
         fcntl.flock(fd, fcntl.LOCK_EX)  # (never waits: the file is new)
     except OSError as e:
         raise BadOutput(f"{dest.url}: cannot be written ({e.strerror or e})") from e
+    return fd, tmp
+
+
+def create_new(dest: Location, data: bytes) -> bool:
+    """Write the small local file ``dest`` only if nothing is there; False when something is.
+
+    The file appears complete or not at all: ``data`` goes to a temporary file in the same folder
+    (named as publish names them, so a killed writer's is removed later), which is then linked to
+    ``dest`` (link(2) fails when ``dest`` exists: of two commands creating it at once, one wins).
+    """
+    fd, tmp = _new_temporary(dest)
     try:
         os.fchmod(fd, 0o644)
         os.write(fd, data)
@@ -605,14 +612,7 @@ def _unlogged(protocol: str) -> Iterator[None]:
 
 @contextmanager
 def _publish_local(dest: Location) -> Iterator[IO[bytes]]:
-    parent = os.path.dirname(dest.path)
-    try:
-        os.makedirs(parent, exist_ok=True)
-        _remove_stale_temporaries(dest.path)
-        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(dest.path)}.", suffix=".tmp", dir=parent)
-        fcntl.flock(fd, fcntl.LOCK_EX)  # (never waits: the file is new)
-    except OSError as e:
-        raise BadOutput(f"{dest.url}: cannot be written ({e.strerror or e})") from e
+    fd, tmp = _new_temporary(dest)
     f = open(tmp, "wb", buffering=1 << 16)  # noqa: SIM115 - closed below (the flock stays with fd)
     try:
         yield f

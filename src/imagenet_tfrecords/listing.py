@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple, Protocol
 
-from .fs import Entry, Location, MetadataError
+from .fs import Entry, Location, MetadataError, excerpt
 from .plan import MIXED, PER_CLASS, TRAIN_ORDERS, Box, Shard, Source, TrainShardsError
 from .procs import available_cpus, in_processes
 
@@ -38,6 +38,19 @@ TRAIN_RECORDS_PER_SHARD = 1000  # mixed train shards' default size: 100 shards f
 HASH_BUCKETS = 256  # spill files of a mixed train listing, by the first byte of the path hash
 NAME_MAX = 255  # the longest file or folder name, in bytes, of common file systems (Linux's NAME_MAX)
 SPILL_ROWS = 16384  # train sources packed together when listed by the planning process (packed_classes)
+
+
+def note_class_id(loc: Location, n: int, wnid: str, seen: dict[str, int]) -> None:
+    """Records class id ``wnid`` of line ``n`` of a class list in ``seen``: an error if it is longer
+    than a folder name may be, or repeats a line."""
+    if len(wnid.encode()) > NAME_MAX:
+        raise MetadataError(
+            f"{loc.url}:{n}: not a class id: {len(wnid):,} characters, longer than a folder name may be "
+            f"({NAME_MAX} bytes): {excerpt(wnid)}"
+        )
+    if wnid in seen:
+        raise MetadataError(f"{loc.url}:{n}: class id {wnid} repeats line {seen[wnid]}")
+    seen[wnid] = n
 
 
 def read_lines(loc: Location) -> list[tuple[int, str]]:

@@ -26,13 +26,13 @@ import re
 
 from .. import boxes
 from ..boxes import EXTENSION
-from ..fs import Location, check_inside, excerpt
+from ..fs import Location, check_inside
 from ..listing import (
-    NAME_MAX,
     class_listings,
     fixed_shards,
     list_files,
     natural_key,
+    note_class_id,
     read_lines,
     test_shards,
     train_shards,
@@ -59,14 +59,7 @@ def parse_mapping(loc: Location) -> list[tuple[str, str, int]]:
         words = words.strip()
         if not _ID.fullmatch(wnid) or not words or "\t" in words:
             raise MetadataError(f"{loc.url}:{n}: expected 'wnid words', got {line[:80]!r}")
-        if len(wnid.encode()) > NAME_MAX:
-            raise MetadataError(
-                f"{loc.url}:{n}: not a class id: {len(wnid):,} characters, longer than a folder name may be "
-                f"({NAME_MAX} bytes): {excerpt(wnid)}"
-            )
-        if wnid in seen:
-            raise MetadataError(f"{loc.url}:{n}: class id {wnid} repeats line {seen[wnid]}")
-        seen[wnid] = n
+        note_class_id(loc, n, wnid, seen)
         out.append((wnid, words, n))
     if not out:
         raise MetadataError(f"{loc.url}: no classes")

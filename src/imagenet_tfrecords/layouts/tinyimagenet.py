@@ -24,12 +24,12 @@ import re
 from .. import boxes
 from ..fs import Location, check_inside, excerpt
 from ..listing import (
-    NAME_MAX,
     class_listings,
     fixed_shards,
     ignored_in,
     list_files,
     natural_key,
+    note_class_id,
     read_lines,
     test_shards,
     train_shards,
@@ -46,14 +46,7 @@ def parse_wnids(loc: Location) -> list[tuple[str, int]]:
     for n, line in read_lines(loc):
         if not re.fullmatch(r"[^\s/\\]+", line):
             raise MetadataError(f"{loc.url}:{n}: not a class id: {excerpt(line)}")
-        if len(line.encode()) > NAME_MAX:
-            raise MetadataError(
-                f"{loc.url}:{n}: not a class id: {len(line):,} characters, longer than a folder name may be "
-                f"({NAME_MAX} bytes): {excerpt(line)}"
-            )
-        if line in seen:
-            raise MetadataError(f"{loc.url}:{n}: class id {line} repeats line {seen[line]}")
-        seen[line] = n
+        note_class_id(loc, n, line, seen)
     if not seen:
         raise MetadataError(f"{loc.url}: no class ids")
     return list(seen.items())
