@@ -180,7 +180,8 @@ class SeedEncoder:
                 wnid=self.wnids[label].encode() if label >= 0 else b"",
             )
         fixed = self.fixed[key] + extra if extra else self.fixed[key]
-        return records.example_parts(fixed, stored.payload.tobytes(), path.encode())
+        # the pixels as a flat view (a copy only if the decoder's array is not contiguous)
+        return records.example_parts(fixed, stored.payload.reshape(-1), path.encode())
 
 
 class JpegEncoder:

@@ -309,7 +309,9 @@ _CRC = struct.Struct("<I")
 
 
 def write_framed(write, parts: list[bytes]) -> int:
-    """Write the record made of ``parts`` in TFRecord framing with ``write``; return the bytes written."""
+    """Write the record made of ``parts`` in TFRecord framing with ``write``; return the bytes written.
+
+    A part may be any flat buffer of bytes (a 1-D uint8 array: decoded pixels, never copied)."""
     if len(parts) == 1:  # (a record already joined: one CRC call, one copy)
         record = parts[0]
         length = len(record)
@@ -318,7 +320,10 @@ def write_framed(write, parts: list[bytes]) -> int:
     length = sum(map(len, parts))
     crc = 0
     for part in parts:
-        crc = google_crc32c.extend(crc, part)
+        try:
+            crc = google_crc32c.extend(crc, part)
+        except TypeError:  # a buffer it does not take (it takes bytes and numpy's arrays): copied
+            crc = google_crc32c.extend(crc, bytes(part))
     framing = [_length_framing(length), *parts, _CRC.pack(_mask(crc))]
     if length <= JOINED_RECORD:
         write(b"".join(framing))
