@@ -4,6 +4,7 @@ and gs://; the plan step reads tar headers only."""
 
 import io
 import json
+import random
 import re
 import tarfile
 import uuid
@@ -13,7 +14,7 @@ import pytest
 import scipy.io
 from PIL import Image
 
-from imagenet_tfrecords.archive import RangeReader, list_nested, list_tar
+from imagenet_tfrecords.archive import BLOCK, RangeReader, list_nested, list_tar
 from imagenet_tfrecords.fs import Location
 from imagenet_tfrecords.layouts import build_plan, detect, imagenet_archive
 from imagenet_tfrecords.plan import MetadataError
@@ -397,3 +398,51 @@ def test_a_malformed_pax_header_is_an_error_naming_the_tar(tmp_path, bad):
     path.write_bytes(raw[:at] + b"0" + bad + raw[at + 3 :])
     with pytest.raises(MetadataError, match=re.escape(f"{path}: the extended header at byte 0: malformed pax record")):
         list_tar(Location.of(str(path)))
+
+
+def _headers() -> list[bytes]:
+    """Headers as tar writers write them: files, folders, links, every format, old V7 folders."""
+    out = []
+    for fmt in (tarfile.GNU_FORMAT, tarfile.PAX_FORMAT, tarfile.USTAR_FORMAT):
+        for name, kind, size in (("a/b.jpg", tarfile.REGTYPE, 1234), ("x/", tarfile.DIRTYPE, 0),
+                                 ("l", tarfile.SYMTYPE, 0), ("n" * 99, tarfile.REGTYPE, 8**11 - 1),
+                                 ("dir/" * 30 + "f.cls", tarfile.REGTYPE, 3)):  # fmt: skip
+            info = tarfile.TarInfo(name)
+            info.type, info.size, info.mtime, info.mode = kind, size, 1_700_000_000, 0o644
+            info.linkname = "target" if kind == tarfile.SYMTYPE else ""
+            out.append(info.tobuf(fmt, "utf-8", "surrogateescape")[-BLOCK:])
+    v7 = bytearray(out[0])
+    v7[0:100] = b"old/".ljust(100, b"\0")
+    v7[156:157] = tarfile.AREGTYPE
+    return [*out, bytes(v7)]
+
+
+def _with_checksum(block: bytearray) -> bytes:
+    block[148:156] = b" " * 8
+    block[148:156] = b"%06o\0 " % (sum(block) & 0o777777)
+    return bytes(block)
+
+
+def _read(block: bytes, read) -> tuple:
+    try:
+        info = read(block)
+    except tarfile.HeaderError as e:
+        return ("error", str(e))
+    return (info.name, info.size, info.type, info.isreg(), info.isdir())
+
+
+def test_the_header_reader_reads_every_header_as_tarfile_does():
+    from imagenet_tfrecords.archive import _header
+
+    tarfile_read = lambda b: tarfile.TarInfo.frombuf(b, "utf-8", "surrogateescape")  # noqa: E731
+    rng = random.Random(7)
+    headers, members = _headers(), 0
+    for n in range(30_000):
+        block = bytearray(rng.choice(headers))
+        for _ in range(rng.choice((0, 1, 1, 2, 4))):  # bytes forged, anywhere, from what tar fields hold
+            block[rng.randrange(BLOCK)] = rng.choice(b"0123456789 \0/x\xff-+_\t")
+        data = _with_checksum(block) if n % 10 else bytes(block)  # (a tenth keep a stale checksum)
+        got, want = _read(data, _header), _read(data, tarfile_read)
+        assert got == want, (data, got, want)
+        members += want[0] != "error"
+    assert members > 15_000  # (most are headers, not only errors)

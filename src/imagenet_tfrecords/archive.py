@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import os
+import re
 import tarfile
 from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
@@ -355,7 +356,7 @@ def _walk(start: int, end: int, where: str, stops: frozenset[int] = frozenset())
         if block == bytes(BLOCK):
             break  # the end-of-archive marker
         try:
-            info = tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")
+            info = _header(block)
         except tarfile.HeaderError as e:
             raise ArchiveError(f"{where}: not a tar header at byte {pos} ({e})") from None
         data = pos + BLOCK
@@ -372,6 +373,36 @@ def _walk(start: int, end: int, where: str, stops: frozenset[int] = frozenset())
         members.append(Member(name, data, size, _kind(info)))
         pos = data + _padded(size)
     return members, None
+
+
+# A number field as tar writers write it: octal digits, then spaces or NULs (what tarfile reads as a
+# number for certain; anything else goes to tarfile, which decides).
+_PLAIN_NUMBER = re.compile(rb"[0-7]*[ \0]+")
+_NUMBERS = ((100, 108), (108, 116), (116, 124), (136, 148), (329, 337), (337, 345))  # mode .. devminor
+_PLAIN_TYPES = (tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.DIRTYPE)
+
+
+def _header(block: bytes) -> tarfile.TarInfo:
+    """The member a 512-byte header describes, as tarfile.TarInfo.frombuf reads it (HeaderError as it
+    raises them). The common header (a file or folder, plain number fields, no ustar prefix, the
+    unsigned checksum) is read here, in a third of frombuf's time: a WebDataset has two
+    members a sample, ImageNet's tars 1.28 million; any other goes to frombuf."""
+    size, chksum, kind = block[124:136], block[148:156], block[156:157]
+    if (
+        kind in _PLAIN_TYPES
+        and block[345] == 0
+        and _PLAIN_NUMBER.fullmatch(size)
+        and _PLAIN_NUMBER.fullmatch(chksum)
+        and all(_PLAIN_NUMBER.fullmatch(block, a, b) for a, b in _NUMBERS)
+        and int(chksum.rstrip(b" \0") or b"0", 8) == 256 + sum(block) - sum(chksum)
+    ):
+        name = block[:100].split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+        if kind == tarfile.AREGTYPE and name.endswith("/"):
+            kind = tarfile.DIRTYPE  # (the old V7 form of a folder)
+        info = tarfile.TarInfo(name.rstrip("/") if kind == tarfile.DIRTYPE else name)
+        info.size, info.type = int(size.rstrip(b" \0") or b"0", 8), kind
+        return info
+    return tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")
 
 
 def _meta(kind: bytes, payload: bytes, what: str) -> dict[str, str]:
