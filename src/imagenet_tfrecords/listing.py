@@ -285,10 +285,7 @@ def class_listings(
         return pack([rows for rows, *_ in listed], order), [outcome for _, *outcome in listed]
 
     tasks = [range(i, min(i + CLASSES_PER_TASK, len(classes))) for i in range(0, len(classes), CLASSES_PER_TASK)]
-    if root.is_local and len(tasks) > 1 and (cpus := _cpus()) > 1:
-        done = in_processes(task, tasks, cpus, LISTING_THREADS)
-    else:
-        done = _ahead(task, tasks, 1 if root.is_local else LISTING_THREADS)
+    done = spread(task, tasks, root.is_local)
     outcome = "class gets an empty shard" if order == PER_CLASS else "class has no train records"
     for numbers, (packed, outcomes) in zip(tasks, done, strict=True):
         for n, (images, unknown, skipped) in zip(numbers, outcomes, strict=True):
@@ -313,6 +310,15 @@ class Parsed(Protocol):
 def _cpus() -> int:
     """CPUs this process may use for listing processes of its own (1: none; a daemon has no children)."""
     return 1 if multiprocessing.current_process().daemon else available_cpus()
+
+
+def spread(fn: Callable, items: list, local: bool) -> Iterator:
+    """fn(item) for each of ``items``, in order. Local files: in forked processes, one a CPU (their
+    listing is parsing, which threads of one process would only take turns at); object stores: in
+    LISTING_THREADS threads (their listing is waiting for answers)."""
+    if local and len(items) > 1 and (cpus := _cpus()) > 1:
+        return in_processes(fn, items, cpus, LISTING_THREADS)
+    return _ahead(fn, items, 1 if local else LISTING_THREADS)
 
 
 def _ahead(fn, items: Iterable, threads: int) -> Iterator:

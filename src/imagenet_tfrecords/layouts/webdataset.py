@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 from ..archive import Member, RangeReader, list_tar
 from ..fs import Entry, Location, file_entry, is_ignored
-from ..listing import _ahead, identities_digest, natural_key, read_lines
+from ..listing import identities_digest, natural_key, read_lines, spread
 from ..plan import MIXED, ClassInfo, Found, MetadataError, Plan, Shard, TrainShardsError
 from ..sources import LABEL_CLS, LABEL_JSON, label_of
 from .parquet import SPLIT_NAMES, train_counts
@@ -107,7 +107,10 @@ def plan(
     found = Found()
     names_file = root.child(classes or CLASSES_FILE)
     names = _class_names(names_file) if classes or names_file.exists() else None
-    listed = list(_ahead(lambda t: _list(root, t, found), shards, 8))
+    listed = []
+    for shard, entry, samples, ignored in spread(lambda t: _list(root, t), shards, root.is_local):
+        found.ignored[shard.split] += ignored
+        listed.append((shard, entry, samples))
     if names is None:
         top = max((_largest_label(root.child(t.rel), samples) for t, _, samples in listed), default=-1)
         names = [(str(i), str(i)) for i in range(top + 1)]
@@ -164,23 +167,17 @@ def _class_names(loc: Location) -> list[tuple[str, str]]:
 Sample = list  # [image member name, label -1, reason or None, span or None]
 
 
-def _list(root: Location, shard: TarShard, found: Found) -> tuple[TarShard, Entry, list[Sample]]:
-    """The tar's samples (sources as JSON lists), its rejects of links and folders into ``found``."""
+def _list(root: Location, shard: TarShard) -> tuple[TarShard, Entry, list[Sample], int]:
+    """The tar's samples (sources as JSON lists: its links and folders rejects among them), and how
+    many of its members are ignored by name."""
     loc = root.child(shard.rel)
     entry = file_entry(loc)
     members = list_tar(loc)
+    kept = [m for m in members if not any(is_ignored(part) for part in m.name.split("/") if part)]
     samples: list[Sample] = []
-    for _, group in itertools.groupby(_kept(members, found, shard), key=lambda m: _key(m.name)[0]):
+    for _, group in itertools.groupby(kept, key=lambda m: _key(m.name)[0]):
         samples += _sample(list(group))
-    return shard, entry, samples
-
-
-def _kept(members: list[Member], found: Found, shard: TarShard) -> Iterator[Member]:
-    for m in members:
-        if any(is_ignored(part) for part in m.name.split("/") if part):
-            found.ignored[shard.split] += 1
-        else:
-            yield m
+    return shard, entry, samples, len(members) - len(kept)
 
 
 def _key(name: str) -> tuple[str, str]:
