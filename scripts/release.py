@@ -156,6 +156,15 @@ def notes(v: str, refs: list[str], root: Path = ROOT) -> str:
     return "\n".join(lines)
 
 
+def _verdict(found: list[str], ok: str) -> int:
+    """Each problem on stderr as a refusal and exit 1; else the ``ok`` line and exit 0."""
+    for line in found:
+        print(f"release refused: {line}", file=sys.stderr)
+    if not found:
+        print(ok)
+    return 1 if found else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -179,19 +188,12 @@ def main(argv: list[str] | None = None) -> int:
         print(default_image())
         return 0
     if args.command == "check":
-        found = problems(args.tag, args.root, args.dist)
-        for line in found:
-            print(f"release refused: {line}", file=sys.stderr)
-        if not found:
-            print(f"{args.tag}: version, compiled YAML and CHANGELOG.md agree")
-        return 1 if found else 0
+        agree = f"{args.tag}: version, compiled YAML and CHANGELOG.md agree"
+        return _verdict(problems(args.tag, args.root, args.dist), agree)
     if args.command == "compile":
         found = compile_release(args.out, args.image, args.python)
-        for line in found:
-            print(f"release refused: {line}", file=sys.stderr)
-        if not found:
-            print(f"compiled {len(list(args.out.glob('*/*.yaml')))} files into {args.out}, every step in {args.image}")
-        return 1 if found else 0
+        files = len(list(args.out.glob("*/*.yaml")))
+        return _verdict(found, f"compiled {files} files into {args.out}, every step in {args.image}")
     if args.command == "notes":
         print(notes(args.version, args.image, args.root))
         return 0

@@ -548,3 +548,42 @@ def test_an_interrupted_rerun_with_a_new_resize_resumes_what_it_made(sample_dir,
     p = _convert(sample_dir, out, "--resize", "32x24")
     assert "removed" not in p.stdout and ", 2 kept from an earlier run" in p.stdout, p.stdout
     run_cli("verify", out)
+
+
+def test_only_a_dead_writers_own_temporary_is_removed_never_a_link_or_a_fifo_of_that_name(tmp_path):
+    import threading
+
+    from imagenet_tfrecords.fs import Location, publish
+
+    out, victim = tmp_path / "out", tmp_path / "victim.txt"
+    out.mkdir()
+    victim.write_text("not the output's")
+    link, fifo, dead = (out / f".shard.tfrecord.{s}.tmp" for s in ("link1234", "fifo1234", "dead1234"))
+    link.symlink_to(victim)
+    os.mkfifo(fifo)
+    dead.write_bytes(b"partial")  # a killed writer's: nobody holds its flock
+
+    def write():
+        with publish(Location.of(str(out / "shard.tfrecord"))) as f:
+            f.write(b"records")
+
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    writer.join(30)
+    assert not writer.is_alive(), "publish hung on a FIFO named as a temporary"
+    assert (out / "shard.tfrecord").read_bytes() == b"records"
+    assert link.is_symlink() and victim.read_text() == "not the output's"
+    assert fifo.exists() and not dead.exists()
+
+
+def test_a_plan_folder_without_an_owner_file_is_kept_however_old(tmp_path):
+    from imagenet_tfrecords.listing import OWNER_FILE, SPILL_PREFIX, remove_abandoned_spills
+
+    unowned, abandoned = tmp_path / f"{SPILL_PREFIX}old", tmp_path / f"{SPILL_PREFIX}dead"
+    for d in (unowned, abandoned):
+        d.mkdir()
+        (d / "0").write_text("rows")
+        os.utime(d, (time.time() - 30 * 86400,) * 2)
+    (abandoned / OWNER_FILE).touch()  # its run's lock file, free: the run is gone
+    assert remove_abandoned_spills(str(tmp_path)) == [str(abandoned)]
+    assert (unowned / "0").read_text() == "rows"

@@ -24,7 +24,6 @@ import re
 import shutil
 import stat
 import tempfile
-import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -375,7 +374,6 @@ def train_shards(folder: str, classes: Iterable[Packed], order: str = MIXED, cou
 SPILL_PREFIX = "imagenet-tfrecords-plan-"  # spill folders in the temporary folder
 MAKING_PREFIX = "imagenet-tfrecords-planning-"  # one being made (its owner file not yet locked)
 OWNER_FILE = "owner.lock"  # in a spill folder: locked (flock) by the processes of the run it belongs to
-UNOWNED_AGE = 24 * 3600  # seconds after which a spill folder without an owner file (older versions') is removed
 
 
 def new_spill() -> tuple[str, int]:
@@ -417,12 +415,7 @@ def remove_abandoned_spills(folder: str | None = None) -> list[str]:
             continue  # (a link, or another user's)
         try:
             owner = os.open(os.path.join(path, OWNER_FILE), os.O_RDONLY | os.O_NOFOLLOW)
-        except FileNotFoundError:  # no owner file: made by an older version (or being made: recent)
-            if time.time() - st.st_mtime > UNOWNED_AGE:
-                shutil.rmtree(path, ignore_errors=True)
-                removed.append(path)
-            continue
-        except OSError:
+        except OSError:  # no owner file (an older version's, or one being made): not known to be ours, kept
             continue
         try:
             fcntl.flock(owner, fcntl.LOCK_EX | fcntl.LOCK_NB)
