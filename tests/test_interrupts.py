@@ -123,6 +123,40 @@ def test_sigterm_as_the_conversion_pool_starts_is_an_interruption_not_an_interna
     assert not list(out.rglob("*.tfrecord"))
 
 
+# Ctrl-C in the middle of a fork: Python runs the handler inside an at-fork callback (logging's
+# lock release, the moment it came at in a looped run), where an exception is only printed. Here
+# a callback of the parent's, registered first so it runs among the others, sends it once, as
+# the first listing process has been forked.
+CTRL_C_IN_A_FORK = """
+import os, signal, sys
+
+def once():
+    global once
+    if once:
+        once = None
+        os.kill(os.getpid(), signal.SIGINT)
+
+os.register_at_fork(after_in_parent=lambda: once and once())
+from imagenet_tfrecords.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_ctrl_c_while_a_listing_process_is_forked_is_not_lost(wide, tmp_path):
+    out = tmp_path / "out"
+    args = ["convert", "--data", wide, "--output", out, "--workers", "2"]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CTRL_C_IN_A_FORK, *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    _, stderr = _ended(proc, "Ctrl-C as a listing process is forked")
+    assert (proc.returncode, stderr.strip().splitlines()) == (5, [INTERRUPTED])
+    assert not list(out.rglob("*.tfrecord"))
+
+
 # --- a limit on open files --------------------------------------------------------------------
 
 

@@ -28,7 +28,7 @@ from .fs import InputError, Location, MissingPackageError
 from .image import resize_text
 from .layouts import AUTO
 from .plan import MIXED, Plan, TrainShardsError
-from .procs import available_cpus, interrupt_on_sigterm, raise_open_files_limit
+from .procs import available_cpus, interrupt_on_signals, raise_open_files_limit
 from .stats import IncompleteConversion, TooManyRejects, check_rejects, read_info
 
 EXIT_INTERNAL, EXIT_BAD_INPUT, EXIT_VERIFY, EXIT_INTERRUPTED = 1, 3, 4, 5  # 2: argparse's, bad command line
@@ -347,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if getattr(args, "train_order", MIXED) != MIXED and args.train_shards:
         p.error("--train-shards sets the number of mixed train shards; --train-order per-class makes one per class")
-    interrupt_on_sigterm()  # SIGTERM (Kubernetes stopping a pod) is handled as Ctrl-C
+    interrupt_on_signals()  # SIGTERM (Kubernetes stopping a pod) is handled as Ctrl-C
     raise_open_files_limit()  # (to the hard limit; a failure for want of them says both)
     configure_logging(args.verbose)
     try:

@@ -5,9 +5,10 @@ Kubernetes stops a pod with SIGTERM, the out-of-memory killer with SIGKILL. Neit
 worker behind: pool workers and listing processes are forked with ``worker_init`` as their
 initializer, which asks Linux to kill them when the process that forked them dies
 (``PR_SET_PDEATHSIG``), and leaves stopping them to that process (SIGINT ignored, SIGTERM kills).
-The parent turns SIGTERM into KeyboardInterrupt (``interrupt_on_sigterm``), so it stops its
-workers (``stop_pool``, ``in_processes``), keeps the finished shards and exits as after Ctrl-C,
-in seconds whatever moment the signal came at.
+The parent turns SIGTERM and Ctrl-C into KeyboardInterrupt by one handler (``interrupt_on_signals``),
+so it stops its workers (``stop_pool``, ``in_processes``), keeps the finished shards and exits,
+in seconds whatever moment the signal came at; ``interruptible`` waits for a call that may block in
+a socket, which a signal Python swallowed would not end.
 """
 
 from __future__ import annotations
@@ -247,25 +248,52 @@ os.register_at_fork(before=_fork_starts, after_in_parent=_fork_ends, after_in_ch
 
 def _interrupt(signum, frame):
     global _terminated
-    if os.getpid() != _main:  # a worker forked before its worker_init: die as SIGTERM kills it there
+    if os.getpid() != _main:  # a process forked before its worker_init: die as SIGTERM kills it there
         os._exit(128 + signum)
     _terminated = True
     if not _forking:  # else check_terminated raises it once the fork is over
         raise KeyboardInterrupt
 
 
-def interrupt_on_sigterm() -> None:
-    """From now on SIGTERM raises KeyboardInterrupt in the main thread, as Ctrl-C does."""
+def interrupt_on_signals() -> None:
+    """From now on SIGTERM and SIGINT raise KeyboardInterrupt in the main thread, and are remembered
+    for ``check_terminated``: Python's own Ctrl-C handler raises inside logging's at-fork callback,
+    or a ``__del__``, where the exception is only printed and the run goes on."""
     global _main
     _main = os.getpid()
     signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
 
 
 def check_terminated() -> None:
-    """KeyboardInterrupt if SIGTERM came: for one that came while this process forked (see
+    """KeyboardInterrupt if SIGTERM or Ctrl-C came: for one that came while this process forked (see
     _interrupt), or that Python swallowed (raised where exceptions are only printed)."""
     if _terminated:
         raise KeyboardInterrupt
+
+
+def interruptible(fn: Callable, *args, poll: float = 0.1) -> Any:
+    """fn(*args), called in a daemon thread while this (main) thread waits: a SIGTERM or Ctrl-C
+    ends the wait within ``poll`` seconds with KeyboardInterrupt, the call left to die with the
+    process. For a call that blocks in a socket: a signal whose KeyboardInterrupt Python swallowed
+    (see interrupt_on_signals) would otherwise leave it waiting until the socket's own timeout."""
+    done: list = []
+
+    def call() -> None:
+        try:
+            done.append((True, fn(*args)))
+        except BaseException as e:  # (raised in the caller's thread)
+            done.append((False, e))
+
+    thread = threading.Thread(target=call, name=getattr(fn, "__name__", "call"), daemon=True)
+    thread.start()
+    while thread.is_alive():
+        check_terminated()
+        thread.join(poll)
+    ok, value = done[0]
+    if not ok:
+        raise value
+    return value
 
 
 def descendants(pid: int | None = None) -> list[int]:

@@ -36,7 +36,7 @@ from imagenet_tfrecords.fs import Location, NoCredentialsError, install_command
 from imagenet_tfrecords.layouts import check_locations, check_output_for
 from imagenet_tfrecords.output import ForeignOutput, claim
 from imagenet_tfrecords.plan import DEFAULT_MAX_TASKS, DEFAULT_PARALLELISM, MAX_TASKS
-from imagenet_tfrecords.procs import kill_descendants
+from imagenet_tfrecords.procs import interruptible, kill_descendants
 from imagenet_tfrecords.stats import read_info
 
 EXIT_USAGE = 2  # a bad command line, as argparse exits
@@ -465,21 +465,26 @@ def cmd_submit(args) -> int:
 
         # urllib3's retry lines (the client resets the "urllib3" logger's level, not its child's)
         logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
-        contacted = True
-        try:
+        from .pipelines.tinyimagenet_to_tfrecords import build_pipeline
+
+        pipeline = build_pipeline(args.parallelism, image=image)
+
+        def send():
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", category=FutureWarning, module="kfp")
                 client = Client(host=args.host, timeout=args.timeout, existing_token=args.token)
             client.get_kfp_healthz()  # the API answers, before anything is sent
-            from .pipelines.tinyimagenet_to_tfrecords import build_pipeline
-
-            run = client.create_run_from_pipeline_func(
-                build_pipeline(args.parallelism, image=image),
+            return client.create_run_from_pipeline_func(
+                pipeline,
                 arguments=pipeline_arguments(args),
                 experiment_name=args.experiment,
                 namespace=args.namespace,
                 service_account=args.service_account,
             )
+
+        contacted = True
+        try:
+            run = interruptible(send)  # (Ctrl-C ends a wait for the host at once)
         except ApiAnswerError as e:
             raise CommandError(str(e), EXIT_BAD_INPUT) from None
         if not getattr(run, "run_id", None):
