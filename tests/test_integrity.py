@@ -587,3 +587,40 @@ def test_a_plan_folder_without_an_owner_file_is_kept_however_old(tmp_path):
     (abandoned / OWNER_FILE).touch()  # its run's lock file, free: the run is gone
     assert remove_abandoned_spills(str(tmp_path)) == [str(abandoned)]
     assert (unowned / "0").read_text() == "rows"
+
+
+def test_a_link_a_folder_or_a_fifo_among_the_writers_files_is_no_writer(tmp_path):
+    """A writer's file is read and flocked never through a link (to a file another process
+    flocks: the output was busy for ever), never opened if a FIFO (the run hung), and a folder
+    there is no dead writer's file to remove (the run failed)."""
+    import fcntl
+    import threading
+
+    from imagenet_tfrecords.lock import WORK_DIR, WRITERS, hold
+
+    out, victim = tmp_path / "out", tmp_path / "victim.json"
+    writers = out / WORK_DIR / WRITERS
+    writers.mkdir(parents=True)
+    victim.write_text(json.dumps({"run": "someone-else", "host": "h", "pid": 1}))
+    held = os.open(victim, os.O_RDONLY)
+    fcntl.flock(held, fcntl.LOCK_EX)  # as a live writer holds its file
+    (writers / "h-1-link.json").symlink_to(victim)
+    os.mkfifo(writers / "h-2-fifo.json")
+    (writers / "h-3-folder.json").mkdir()
+    done: list = []
+
+    def take() -> None:
+        try:
+            with hold(str(out)):
+                done.append("held")
+        except Exception as e:  # (the test reports it)
+            done.append(e)
+
+    taker = threading.Thread(target=take, daemon=True)
+    taker.start()
+    taker.join(30)
+    os.close(held)
+    assert not taker.is_alive(), "taking the output hung on a FIFO among the writers' files"
+    assert done == ["held"], done
+    assert (writers / "h-1-link.json").is_symlink() and json.loads(victim.read_text())["run"] == "someone-else"
+    assert (writers / "h-2-fifo.json").exists() and (writers / "h-3-folder.json").is_dir()
