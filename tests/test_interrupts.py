@@ -108,19 +108,24 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-def test_sigterm_as_the_conversion_pool_starts_is_an_interruption_not_an_internal_error(sample_dir, tmp_path):
-    out = tmp_path / "out"
-    args = ["convert", "--data", sample_dir, "--output", out, "--workers", "2"]
+def _interrupted_by(script: str, what: str, data: Path, out: Path) -> None:
+    """``convert`` run by ``script`` (which signals it at the moment ``what``) ends with exit 5, its
+    one line, and no shard."""
+    args = ["convert", "--data", data, "--output", out, "--workers", "2"]
     proc = subprocess.Popen(
-        [sys.executable, "-c", SIGTERM_AS_THE_POOL_STARTS, *map(str, args)],
+        [sys.executable, "-c", script, *map(str, args)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
     )
-    _, stderr = _ended(proc, "SIGTERM as the pool's thread starts")
+    _, stderr = _ended(proc, what)
     assert (proc.returncode, stderr.strip().splitlines()) == (5, [INTERRUPTED])
     assert not list(out.rglob("*.tfrecord"))
+
+
+def test_sigterm_as_the_conversion_pool_starts_is_an_interruption_not_an_internal_error(sample_dir, tmp_path):
+    _interrupted_by(SIGTERM_AS_THE_POOL_STARTS, "SIGTERM as the pool's thread starts", sample_dir, tmp_path / "out")
 
 
 # Ctrl-C in the middle of a fork: Python runs the handler inside an at-fork callback (logging's
@@ -143,18 +148,7 @@ sys.exit(main(sys.argv[1:]))
 
 
 def test_ctrl_c_while_a_listing_process_is_forked_is_not_lost(wide, tmp_path):
-    out = tmp_path / "out"
-    args = ["convert", "--data", wide, "--output", out, "--workers", "2"]
-    proc = subprocess.Popen(
-        [sys.executable, "-c", CTRL_C_IN_A_FORK, *map(str, args)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    _, stderr = _ended(proc, "Ctrl-C as a listing process is forked")
-    assert (proc.returncode, stderr.strip().splitlines()) == (5, [INTERRUPTED])
-    assert not list(out.rglob("*.tfrecord"))
+    _interrupted_by(CTRL_C_IN_A_FORK, "Ctrl-C as a listing process is forked", wide, tmp_path / "out")
 
 
 # --- a limit on open files --------------------------------------------------------------------
