@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from imagenet_tfrecords.procs import descendants
@@ -149,6 +150,38 @@ sys.exit(main(sys.argv[1:]))
 
 def test_ctrl_c_while_a_listing_process_is_forked_is_not_lost(wide, tmp_path):
     _interrupted_by(CTRL_C_IN_A_FORK, "Ctrl-C as a listing process is forked", wide, tmp_path / "out")
+
+
+@pytest.fixture(scope="module")
+def slow(tmp_path_factory) -> Path:
+    """Two classes of 400 copies (hard links) of a 2000x2000 photo of noise, each decoded in tens
+    of milliseconds: a shard of one class takes each worker half a minute."""
+    import simplejpeg
+
+    root = wide_dataset(tmp_path_factory.mktemp("slow"), 2, 400)
+    noise = np.random.default_rng(7).integers(0, 256, (2000, 2000, 3), dtype=np.uint8)
+    for wnid in os.listdir(root / "train"):  # (every link of a class is the same file)
+        (root / "train" / wnid / "images" / f"{wnid}_0.JPEG").write_bytes(simplejpeg.encode_jpeg(noise, 90))
+    return root
+
+
+def test_sigterm_taken_by_another_thread_ends_the_conversion_in_seconds(slow, tmp_path):
+    """Linux hands a process's signal to any thread that does not block it. Taken by one of the
+    pool's threads, it only flags the main thread, which waited for the next shard to finish."""
+    out = tmp_path / "out"
+    proc = start("convert", "--data", slow, "--output", out, "--workers", "2", "--shard-size", "400")
+    deadline = time.monotonic() + 60
+    while len(descendants(proc.pid)) < 2:  # the pool's workers
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "no conversion worker in 60 s"
+        time.sleep(0.05)
+    time.sleep(2)  # converting: a shard is 400 decodes of ~70 ms away
+    others = [int(t) for t in os.listdir(f"/proc/{proc.pid}/task") if int(t) != proc.pid]
+    assert others, "convert has one thread"
+    os.kill(others[0], signal.SIGTERM)  # (kill() given a thread's id prefers that thread)
+    _, stderr = _ended(proc, "SIGTERM taken by another thread", seconds=10)
+    assert (proc.returncode, stderr.strip().splitlines()) == (5, [INTERRUPTED])
+    assert not list(out.rglob("train-*.tfrecord"))
 
 
 # --- a limit on open files --------------------------------------------------------------------

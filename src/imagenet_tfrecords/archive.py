@@ -36,6 +36,7 @@ from dataclasses import dataclass
 
 from .fs import Location
 from .plan import MetadataError, Source
+from .procs import first_done
 
 BLOCK = 512
 BATCH = 128  # byte ranges per fs.cat_ranges call when reading images
@@ -313,8 +314,7 @@ def _pipelined(reader: RangeReader, walks: Iterator[Walk], count: int, window: i
                 if started - handed < window and started < count:
                     break
             else:
-                done, _ = concurrent.futures.wait(list(flying), return_when=concurrent.futures.FIRST_COMPLETED)
-                for fut in done:
+                for fut in first_done(flying):
                     i, (offset, size) = flying.pop(fut)
                     try:
                         data = fut.result()

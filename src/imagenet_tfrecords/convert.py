@@ -24,7 +24,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass
 from functools import cached_property
@@ -34,7 +34,15 @@ from .fs import Location, fence, fence_of, publish
 from .image import DEFAULT_MAX_PIXELS, RESIZE_MODES, SQUASH, BadImage, Resize, check_sizes, resize_of
 from .output import WORK_DIR
 from .plan import Plan, PlanError, Shard
-from .procs import WorkerDied, available_cpus, check_terminated, keep_freed_memory, stop_pool, worker_init
+from .procs import (
+    WorkerDied,
+    available_cpus,
+    check_terminated,
+    first_done,
+    keep_freed_memory,
+    stop_pool,
+    worker_init,
+)
 from .sources import Unusable, read_sources
 
 GRAYSCALE_POLICIES = ("rgb", "skip")
@@ -386,9 +394,9 @@ def convert(
             for i, text in shards:
                 pending[pool.submit(convert_shard, job, i, text)] = i
                 if len(pending) >= 2 * workers:
-                    _collect(pending, done, FIRST_COMPLETED)
+                    _collect(pending, done)
             while pending:
-                _collect(pending, done, FIRST_COMPLETED)
+                _collect(pending, done)
         except BrokenProcessPool:
             unfinished = sorted(pending.values())
             first = job.file(plan.shards[unfinished[0]])
@@ -403,9 +411,9 @@ def convert(
     return [results[i] for i in sorted(results)]
 
 
-def _collect(pending: dict, done: Callable[[int, dict], None], when: str) -> None:
+def _collect(pending: dict, done: Callable[[int, dict], None]) -> None:
     """Wait for some of the pending futures and hand over their results (raising a worker's error)."""
-    finished, _ = wait(pending, return_when=when)
+    finished = first_done(pending)
     for fut in sorted(finished, key=lambda f: pending[f]):
         i = pending[fut]
         stats = fut.result()

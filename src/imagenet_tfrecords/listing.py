@@ -31,7 +31,7 @@ from typing import NamedTuple, Protocol
 
 from .fs import Entry, Location, MetadataError, excerpt
 from .plan import MIXED, PER_CLASS, TRAIN_ORDERS, Box, Shard, Source, TrainShardsError
-from .procs import available_cpus, in_processes
+from .procs import available_cpus, in_processes, result_of
 
 TRAIN_RECORDS_PER_SHARD = 1000  # mixed train shards' default size: 100 shards for TinyImageNet, 1,281 for ImageNet
 HASH_BUCKETS = 256  # spill files of a mixed train listing, by the first byte of the path hash
@@ -331,9 +331,9 @@ def _ahead(fn, items: Iterable, threads: int) -> Iterator:
             for item in items:
                 pending.append(pool.submit(fn, item))
                 if len(pending) >= threads:
-                    yield pending.popleft().result()
+                    yield result_of(pending.popleft())
             while pending:
-                yield pending.popleft().result()
+                yield result_of(pending.popleft())
         except BaseException:  # an error, Ctrl-C or SIGTERM: only the calls under way are waited for
             pool.shutdown(wait=False, cancel_futures=True)
             raise

@@ -25,6 +25,8 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future
+from concurrent.futures import wait as wait_futures
 from multiprocessing.connection import Connection, wait
 from typing import Any, NoReturn
 
@@ -192,7 +194,7 @@ def _ordered(workers: dict[int, Connection], args: Iterator, ahead: int) -> Iter
             continue
         if not more and given == sent:
             return
-        for conn in wait([c for c, n in queued.items() if n]):
+        for conn in wait([c for c, n in queued.items() if n], POLL):  # (see first_done)
             try:
                 number, ok, value = conn.recv()
             except (EOFError, OSError):
@@ -272,7 +274,30 @@ def check_terminated() -> None:
         raise KeyboardInterrupt
 
 
-def interruptible(fn: Callable, *args, poll: float = 0.1) -> Any:
+POLL = 0.1  # seconds between two looks at a signal while the main thread waits
+
+
+def first_done(futures: Iterable[Future]) -> set[Future]:
+    """concurrent.futures.wait(futures, return_when=FIRST_COMPLETED)'s finished set, waited for in
+    steps of POLL seconds. Linux hands a process's signal to any of its threads: one that another
+    thread took only flags the main thread, which a plain wait would leave waiting until a future
+    ends (a whole shard); here the KeyboardInterrupt comes within POLL seconds."""
+    futures = list(futures)
+    while futures:
+        finished, _ = wait_futures(futures, timeout=POLL, return_when=FIRST_COMPLETED)
+        check_terminated()
+        if finished:
+            return finished
+    return set()  # (none to wait for, as wait() answers)
+
+
+def result_of(future: Future) -> Any:
+    """future.result(), waited for as first_done waits."""
+    first_done([future])
+    return future.result()
+
+
+def interruptible(fn: Callable, *args, poll: float = POLL) -> Any:
     """fn(*args), called in a daemon thread while this (main) thread waits: a SIGTERM or Ctrl-C
     ends the wait within ``poll`` seconds with KeyboardInterrupt, the call left to die with the
     process. For a call that blocks in a socket: a signal whose KeyboardInterrupt Python swallowed
