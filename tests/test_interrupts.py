@@ -165,21 +165,36 @@ def slow(tmp_path_factory) -> Path:
     return root
 
 
-def test_sigterm_taken_by_another_thread_ends_the_conversion_in_seconds(slow, tmp_path):
+def _converting(pid: int) -> bool:
+    """Whether a process under ``pid`` converts shards (convert's pool workers, run's step)."""
+    for child in descendants(pid):
+        try:
+            with open(f"/proc/{child}/cmdline", "rb") as f:
+                line = f.read()
+        except OSError:
+            continue
+        if b"convert-shards" in line or b"convert_shards" in line or b"-m\x00imagenet_tfrecords\x00convert" in line:
+            return True
+    return False
+
+
+@pytest.mark.parametrize("command", ["convert", "run"])
+def test_sigterm_taken_by_another_thread_ends_the_conversion_in_seconds(command, slow, tmp_path):
     """Linux hands a process's signal to any thread that does not block it. Taken by one of the
-    pool's threads, it only flags the main thread, which waited for the next shard to finish."""
+    pool's threads (convert's process pool, kfp.local's threads of a loop), it only flagged the main
+    thread, which waited for the next shard (convert) or the whole step (run) to finish."""
     out = tmp_path / "out"
-    proc = start("convert", "--data", slow, "--output", out, "--workers", "2", "--shard-size", "400")
-    deadline = time.monotonic() + 60
-    while len(descendants(proc.pid)) < 2:  # the pool's workers
+    proc = start(command, "--data", slow, "--output", out, "--workers", "2", "--shard-size", "400")
+    deadline = time.monotonic() + 90
+    while not (_converting(proc.pid) and len(descendants(proc.pid)) >= 2):
         assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline, "no conversion worker in 60 s"
+        assert time.monotonic() < deadline, "no conversion in 90 s"
         time.sleep(0.05)
     time.sleep(2)  # converting: a shard is 400 decodes of ~70 ms away
-    others = [int(t) for t in os.listdir(f"/proc/{proc.pid}/task") if int(t) != proc.pid]
-    assert others, "convert has one thread"
-    os.kill(others[0], signal.SIGTERM)  # (kill() given a thread's id prefers that thread)
-    _, stderr = _ended(proc, "SIGTERM taken by another thread", seconds=10)
+    others = sorted(int(t) for t in os.listdir(f"/proc/{proc.pid}/task") if int(t) != proc.pid)
+    assert others, f"{command} has one thread"
+    os.kill(others[-1], signal.SIGTERM)  # the newest thread (kill() given a thread's id prefers it)
+    _, stderr = _ended(proc, f"SIGTERM taken by another thread of {command}", seconds=10)
     assert (proc.returncode, stderr.strip().splitlines()) == (5, [INTERRUPTED])
     assert not list(out.rglob("train-*.tfrecord"))
 

@@ -7,8 +7,9 @@ initializer, which asks Linux to kill them when the process that forked them die
 (``PR_SET_PDEATHSIG``), and leaves stopping them to that process (SIGINT ignored, SIGTERM kills).
 The parent turns SIGTERM and Ctrl-C into KeyboardInterrupt by one handler (``interrupt_on_signals``),
 so it stops its workers (``stop_pool``, ``in_processes``), keeps the finished shards and exits,
-in seconds whatever moment the signal came at; ``interruptible`` waits for a call that may block in
-a socket, which a signal Python swallowed would not end.
+in seconds whatever moment the signal came at and whichever thread took it (``_relay_to_main``).
+The main thread's waits (``first_done``, ``result_of``, ``interruptible``) also look every POLL
+seconds for a signal whose KeyboardInterrupt Python swallowed.
 """
 
 from __future__ import annotations
@@ -260,11 +261,43 @@ def _interrupt(signum, frame):
 def interrupt_on_signals() -> None:
     """From now on SIGTERM and SIGINT raise KeyboardInterrupt in the main thread, and are remembered
     for ``check_terminated``: Python's own Ctrl-C handler raises inside logging's at-fork callback,
-    or a ``__del__``, where the exception is only printed and the run goes on."""
+    or a ``__del__``, where the exception is only printed and the run goes on. The main thread is
+    woken for them whichever thread took them (``_relay_to_main``)."""
     global _main
     _main = os.getpid()
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, _interrupt)
+    _relay_to_main()
+
+
+_WAKE = signal.SIGURG  # ignored by default; here only to wake the main thread (a handler that does nothing)
+
+
+@functools.cache
+def _relay_to_main() -> None:
+    """Wake the main thread for a SIGTERM or SIGINT that another thread took (once per process).
+
+    Linux hands a process's signal to any of its threads that does not block it; Python then only
+    flags the main thread, which runs the handler (any handler, including one set later, as ``run``
+    sets its own) when it next runs Python code: a main thread blocked in a system call, as kfp.local's
+    waits for its steps, would not until that call ended (a whole step). Python's C handler writes
+    each signal's number to a wakeup fd whatever thread took it; a daemon thread reads them and
+    sends the main thread _WAKE, whose interrupted call then runs the pending handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    r, w = os.pipe()
+    os.set_blocking(w, False)
+    signal.signal(_WAKE, lambda signum, frame: None)
+    signal.set_wakeup_fd(w, warn_on_full_buffer=False)
+    main = threading.main_thread().ident
+
+    def relay() -> None:
+        while data := os.read(r, 64):
+            if signal.SIGTERM in data or signal.SIGINT in data:
+                with contextlib.suppress(ProcessLookupError, OSError):
+                    signal.pthread_kill(main, _WAKE)
+
+    threading.Thread(target=relay, name="signal-relay", daemon=True).start()
 
 
 def check_terminated() -> None:
