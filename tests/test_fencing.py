@@ -237,3 +237,50 @@ def test_a_damaged_s3_lease_is_one_line_and_exit_3(store_env, s3_server, sample_
     assert "--take-over-lease" in line and len(line) < 400
     assert bucket.get("out/_work/lease.json") == lease, "the damaged lease was changed"
     run_cli("convert", "--data", sample_dir, "--output", url, "--take-over-lease")  # the way out it names
+
+
+def _racing_fence(folder: Path):
+    """A fence for train/ whose first write is committed and then taken back slowly, while the next
+    is refused in the meantime: that refusal reaches the run while the first worker is between its
+    commit and its take-back. (Files in ``folder`` order the two workers.)"""
+
+    def wait_for_file(name: str) -> None:
+        deadline = time.monotonic() + 30
+        while not (folder / name).exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    def check(written: Location | None) -> None:
+        if written is None:  # right before a commit
+            try:
+                os.close(os.open(folder / "committer", os.O_CREAT | os.O_EXCL))
+                return  # the first goes ahead
+            except FileExistsError:
+                wait_for_file("taking-back")
+                (folder / "refused").touch()
+                raise LostOutput("refused: the lease is lost") from None
+        (folder / "taking-back").touch()  # right after the commit
+        wait_for_file("refused")
+        time.sleep(1.5)  # the run has the refusal by now
+        written.fs.rm_file(written.path)
+        (folder / "taken-back").touch()
+        raise LostOutput("taken back: the lease was lost as this was written")
+
+    return check
+
+
+def test_a_worker_taking_back_its_write_is_not_killed_when_another_finds_the_lease_lost(data, bucket, tmp_path):
+    """A write that landed as the lease was lost is removed by its own worker right after its commit.
+    Another worker's refusal stopped the run, which killed every worker at once: the one between
+    its commit and its take-back left its shard in the output that is no longer this run's."""
+    from imagenet_tfrecords import fs, tasks
+
+    url = f"{bucket.scheme}://{bucket.name}/out"
+    train = Location.of(f"{url}/train")
+    fs.fence(train, _racing_fence(tmp_path))
+    try:
+        with pytest.raises(LostOutput):
+            tasks.convert_dataset(str(data), url, workers=2, train_shards=4)
+    finally:
+        fs.fence(train, None)
+    assert (tmp_path / "taken-back").exists(), "the worker was stopped before it took its write back"
+    assert not [k for k in bucket.keys("out/train/") if k.endswith((".tfrecord", ".idx"))]

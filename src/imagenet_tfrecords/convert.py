@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass
 from functools import cached_property
 
 from . import boxes, formats, recordio, records
-from .fs import Location, fence, fence_of, publish
+from .fs import Location, LostOutput, fence, fence_of, publish
 from .image import DEFAULT_MAX_PIXELS, RESIZE_MODES, SQUASH, BadImage, Resize, check_sizes, resize_of
 from .output import WORK_DIR
 from .plan import Plan, PlanError, Shard
@@ -405,10 +405,32 @@ def convert(
                 f"{len(unfinished)} queued shards were done (first: {first}); finished shards "
                 "are kept: run the same command again to resume"
             ) from None
+        except LostOutput:
+            _end_under_way(pool, pending)
+            raise
         except BaseException:  # an error, Ctrl-C or SIGTERM: stop now rather than after every queued shard
             stop_pool(pool)
             raise
     return [results[i] for i in sorted(results)]
+
+
+LOST_GRACE = 10.0  # seconds the shards under way may take to end once the output is lost
+
+
+def _end_under_way(pool: ProcessPoolExecutor, pending: dict, grace: float = LOST_GRACE) -> None:
+    """After the output was lost (another run holds its lease): cancel the queued shards and give
+    those under way ``grace`` seconds to end before their workers are killed. Each stops at its next
+    publication's fence; one that committed a file as the lease was lost removes it right after its
+    commit (lock.Fence._take_back), which a worker killed in between would leave in the new owner's
+    output. Ctrl-C or SIGTERM meanwhile stops the pool at once."""
+    deadline = time.monotonic() + grace
+    try:
+        for fut in pending:
+            fut.cancel()
+        while (under_way := [f for f in pending if not f.done()]) and time.monotonic() < deadline:
+            first_done(under_way, until=deadline)
+    finally:
+        stop_pool(pool)
 
 
 def _collect(pending: dict, done: Callable[[int, dict], None]) -> None:

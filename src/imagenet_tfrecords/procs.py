@@ -310,18 +310,17 @@ def check_terminated() -> None:
 POLL = 0.1  # seconds between two looks at a signal while the main thread waits
 
 
-def first_done(futures: Iterable[Future]) -> set[Future]:
+def first_done(futures: Iterable[Future], until: float = math.inf) -> set[Future]:
     """concurrent.futures.wait(futures, return_when=FIRST_COMPLETED)'s finished set, waited for in
-    steps of POLL seconds. Linux hands a process's signal to any of its threads: one that another
-    thread took only flags the main thread, which a plain wait would leave waiting until a future
-    ends (a whole shard); here the KeyboardInterrupt comes within POLL seconds."""
+    steps of POLL seconds, until time.monotonic() ``until`` at most (then the empty set). A signal
+    whose KeyboardInterrupt Python swallowed (see interrupt_on_signals) is raised within POLL seconds."""
     futures = list(futures)
-    while futures:
+    while futures and time.monotonic() < until:
         finished, _ = wait_futures(futures, timeout=POLL, return_when=FIRST_COMPLETED)
         check_terminated()
         if finished:
             return finished
-    return set()  # (none to wait for, as wait() answers)
+    return set()  # (none to wait for, as wait() answers; or the time is up)
 
 
 def result_of(future: Future) -> Any:
