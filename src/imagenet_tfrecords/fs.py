@@ -603,9 +603,10 @@ def publish(dest: Location) -> Iterator[IO[bytes]]:
 
 @contextmanager
 def _unlogged(protocol: str) -> Iterator[None]:
-    """Mutes the store library's logger around a best-effort request whose failure is handled: GCS
-    answers the cancel of a resumable upload with 499, which gcsfs logs as an error with its
-    traceback (the upload is invisible either way, and expires)."""
+    """Mutes the store library's logger around a best-effort request whose failure is handled: a
+    cancel of a resumable upload that fails is logged by gcsfs as an error with its traceback (GCS
+    answers 499, which gcsfs takes as done; the GCS emulator 501, which it retries, then logs). The
+    upload is invisible either way, and expires."""
     logger = logging.getLogger("gcsfs" if protocol in ("gs", "gcs") else "s3fs")
     disabled, logger.disabled = logger.disabled, True
     try:
