@@ -426,19 +426,29 @@ def _linked_entry(e: os.DirEntry, root: str) -> Entry:
     return Entry(e.name, "special")
 
 
+def open_regular(path: str) -> int | None:
+    """A read-only descriptor of the regular file at ``path``, never opened through a link nor
+    waiting on a FIFO; None when it is gone, a link or not a regular file."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:  # gone, or a link (ELOOP)
+        return None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        return None
+    return fd
+
+
 def _remove_stale_temporaries(path: str) -> None:
     """Delete temporary files of ``path`` that a killed writer left behind: those whose writer is
     dead, i.e. that nobody holds the flock of (publish holds it while it writes). Only regular files
     of this user, never through a link."""
     parent, name = os.path.split(path)
     for stale in glob.glob(os.path.join(glob.escape(parent), f".{glob.escape(name)}.{'?' * 8}.tmp")):
-        try:
-            fd = os.open(stale, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-        except OSError:  # gone, or a link (ELOOP): not opened
+        if (fd := open_regular(stale)) is None:
             continue
         try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid():
+            if os.fstat(fd).st_uid != os.getuid():
                 continue
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

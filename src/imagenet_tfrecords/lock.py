@@ -44,7 +44,6 @@ import json
 import math
 import os
 import socket
-import stat
 import threading
 import time
 import uuid
@@ -276,13 +275,9 @@ def _live_record(path: str) -> dict | None:
     """The record of a writer file whose process lives (it holds the file's flock); a dead
     process's file is removed (None). A link, a folder or a FIFO is no writer's file (None): never
     opened through, waited on or removed."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError:  # gone, or a link (ELOOP)
+    if (fd := fs.open_regular(path)) is None:
         return None
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

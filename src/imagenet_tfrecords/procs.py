@@ -329,28 +329,21 @@ def result_of(future: Future) -> Any:
     return future.result()
 
 
-def interruptible(fn: Callable, *args, poll: float = POLL) -> Any:
-    """fn(*args), called in a daemon thread while this (main) thread waits: a SIGTERM or Ctrl-C
-    ends the wait within ``poll`` seconds with KeyboardInterrupt, the call left to die with the
-    process. For a call that blocks in a socket: a signal whose KeyboardInterrupt Python swallowed
-    (see interrupt_on_signals) would otherwise leave it waiting until the socket's own timeout."""
-    done: list = []
+def interruptible(fn: Callable, *args) -> Any:
+    """fn(*args), called in a daemon thread while this (main) thread waits as result_of waits: a
+    SIGTERM or Ctrl-C ends the wait within POLL seconds with KeyboardInterrupt, the call left to die
+    with the process. For a call that blocks in a socket: a signal whose KeyboardInterrupt Python
+    swallowed (see interrupt_on_signals) would otherwise leave it waiting until the socket's own timeout."""
+    future: Future = Future()
 
     def call() -> None:
         try:
-            done.append((True, fn(*args)))
+            future.set_result(fn(*args))
         except BaseException as e:  # (raised in the caller's thread)
-            done.append((False, e))
+            future.set_exception(e)
 
-    thread = threading.Thread(target=call, name=getattr(fn, "__name__", "call"), daemon=True)
-    thread.start()
-    while thread.is_alive():
-        check_terminated()
-        thread.join(poll)
-    ok, value = done[0]
-    if not ok:
-        raise value
-    return value
+    threading.Thread(target=call, name=getattr(fn, "__name__", "call"), daemon=True).start()
+    return result_of(future)
 
 
 def descendants(pid: int | None = None) -> list[int]:
